@@ -1,0 +1,187 @@
+//! `Emdb`: the blocking API. Each write, flush and checkpoint is a future of
+//! the async core driven to completion on the calling thread; reads run
+//! directly on the calling thread, since they never cross threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::builder::{Config, EmdbBuilder};
+use crate::engine::{block_on, Engine, DEFAULT_NS};
+use crate::error::Result;
+use crate::iter::{EmdbIter, EmdbKeyIter};
+use crate::lock::{self, LockHolder};
+use crate::stats::EmdbStats;
+use crate::value::ValueRef;
+
+/// An open database. `Send + Sync`; share it across threads by reference or
+/// with [`Emdb::clone_handle`]. The engine closes when the last handle drops:
+/// it writes and syncs everything, attempts a checkpoint, and releases the
+/// lock.
+pub struct Emdb {
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for Emdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emdb")
+            .field("path", &self.engine.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emdb {
+    /// Opens or creates the database directory at `path` with every default.
+    /// Fails with `Error::LockBusy` while another handle holds it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Emdb> {
+        EmdbBuilder::new().path(path).build()
+    }
+
+    /// A database that lives in memory only: no files, no lock. Same
+    /// semantics otherwise.
+    ///
+    /// # Panics
+    /// Only if the process cannot map memory or start a thread, where no
+    /// database could work at all.
+    pub fn open_in_memory() -> Emdb {
+        let built = EmdbBuilder::new()
+            .in_memory()
+            .into_config()
+            .and_then(Emdb::open_with);
+        match built {
+            Ok(db) => db,
+            Err(e) => panic!("emdb: cannot create an in-memory database: {e}"),
+        }
+    }
+
+    /// A builder for every setting.
+    pub fn builder() -> EmdbBuilder {
+        EmdbBuilder::new()
+    }
+
+    pub(crate) fn open_with(config: Config) -> Result<Emdb> {
+        Ok(Emdb {
+            engine: Arc::new(Engine::open(config)?),
+        })
+    }
+
+    /// Another handle to the same database. Cheap: one reference count.
+    pub fn clone_handle(&self) -> Emdb {
+        Emdb {
+            engine: self.engine.clone(),
+        }
+    }
+
+    /// The database directory (empty for an in-memory database).
+    pub fn path(&self) -> &Path {
+        self.engine.path()
+    }
+
+    /// Inserts or silently replaces `key`. Returns once the record is in the
+    /// shard's tail buffer (durable with `FlushPolicy::WriteThrough`); call
+    /// [`flush`](Emdb::flush) to make it durable.
+    pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(&self, key: K, value: V) -> Result<()> {
+        let (k, v) = (key.into(), value.into());
+        block_on(self.engine.insert(DEFAULT_NS, &k, &v))
+    }
+
+    /// Inserts every pair as one atomic batch: after a crash it is all there
+    /// or not there. Later pairs with the same key win.
+    pub fn insert_many<I, K, V>(&self, items: I) -> Result<()>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let items: Vec<(K, V)> = items.into_iter().collect();
+        block_on(self.engine.insert_many(DEFAULT_NS, &items))
+    }
+
+    /// The value of `key`, copied.
+    pub fn get<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<Vec<u8>>> {
+        self.engine.get(DEFAULT_NS, key.as_ref())
+    }
+
+    /// The value of `key` without copying it out of the file mapping.
+    pub fn get_zerocopy<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<ValueRef<'_>>> {
+        self.engine.get_ref(DEFAULT_NS, key.as_ref())
+    }
+
+    /// Removes `key`; returns its previous value.
+    pub fn remove<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<Vec<u8>>> {
+        block_on(self.engine.remove(DEFAULT_NS, key.as_ref()))
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key<Q: AsRef<[u8]>>(&self, key: Q) -> Result<bool> {
+        self.engine.contains(DEFAULT_NS, key.as_ref())
+    }
+
+    /// Live keys in the default namespace.
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.engine.len())
+    }
+
+    /// Whether the default namespace is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.engine.len() == 0)
+    }
+
+    /// Removes every key of the default namespace (atomically, and durably
+    /// after the next flush).
+    pub fn clear(&self) -> Result<()> {
+        block_on(self.engine.clear(DEFAULT_NS))
+    }
+
+    /// Every `(key, value)`, lazily, as of this call (a point-in-time
+    /// snapshot), in no particular order.
+    pub fn iter(&self) -> Result<EmdbIter> {
+        Ok(EmdbIter::new(self.engine.snapshot(), DEFAULT_NS))
+    }
+
+    /// Every key, as [`iter`](Emdb::iter) does.
+    pub fn keys(&self) -> Result<EmdbKeyIter> {
+        Ok(EmdbKeyIter::new(self.engine.snapshot(), DEFAULT_NS))
+    }
+
+    /// Returns once every write accepted before the call, by any handle of
+    /// this database, is durable. Concurrent callers share device flushes.
+    pub fn flush(&self) -> Result<()> {
+        block_on(self.engine.flush())
+    }
+
+    /// Writes per-segment index snapshots (hint files) so that the next open
+    /// loads them instead of replaying the log. Makes everything durable
+    /// first. No-op in memory.
+    pub fn checkpoint(&self) -> Result<()> {
+        block_on(self.engine.checkpoint())
+    }
+
+    /// Current figures, engine figures included.
+    pub fn stats(&self) -> Result<EmdbStats> {
+        Ok(self.engine.stats())
+    }
+
+    /// Who holds the lock of the database at `path`, if anyone.
+    pub fn lock_holder(path: impl AsRef<Path>) -> Result<Option<LockHolder>> {
+        lock::holder(path.as_ref())
+    }
+
+    /// Removes a stale lock of the database at `path`. Refuses with
+    /// `Error::LockBusy` while its holder process is alive.
+    pub fn break_lock(path: impl AsRef<Path>) -> Result<()> {
+        lock::break_lock(path.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<Emdb>();
+        assert_send_sync::<ValueRef<'static>>();
+    }
+}

@@ -1,0 +1,801 @@
+//! The engine: routes keys to shards, starts and stops the shard cores, and
+//! implements every operation as a future of the core (reads are plain
+//! functions, since they never cross threads).
+
+mod block_on;
+pub(crate) mod shard;
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use crossbeam_epoch as epoch;
+use parking_lot::Mutex;
+
+pub(crate) use block_on::block_on;
+use shard::{SegTable, Shard};
+
+use crate::builder::{Config, FlushPolicy, IoBackend};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::lock::LockFile;
+use crate::log::frame::{self, pack_pos, unpack_pos, FrameSpec, Kind, SegmentHeader};
+use crate::log::hint;
+use crate::log::manifest::{self, Manifest, ShardEntry};
+use crate::log::segment::{self, Segment};
+use crate::recovery;
+use crate::stats::EmdbStats;
+use crate::value::ValueRef;
+
+/// Namespace id of the default namespace.
+pub(crate) const DEFAULT_NS: u32 = 0;
+
+/// State shared by the engine and every shard.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub shard_count: usize,
+    pub hash_seed: u64,
+    pub backend: IoBackend,
+    seq: AtomicU64,
+    checkpoint_gen: AtomicU64,
+    /// Disk databases only.
+    manifest: Option<Mutex<Manifest>>,
+}
+
+impl Ctx {
+    pub(crate) fn segment_cap(&self) -> u32 {
+        self.config.segment_size as u32
+    }
+
+    /// Adds a new segment to the manifest, durably, before any write to it
+    /// can be acknowledged.
+    pub(crate) fn register_segment(&self, shard: usize, id: u32) -> io::Result<()> {
+        let (Some(m), Some(dir)) = (&self.manifest, &self.config.dir) else {
+            return Ok(());
+        };
+        let mut m = m.lock();
+        let list = &mut m.shards[shard].segments;
+        if !list.contains(&id) {
+            list.push(id);
+            list.sort_unstable();
+        }
+        m.store(dir)
+    }
+
+    #[inline]
+    pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
+        crate::index::key_hash(self.hash_seed, ns, key)
+    }
+
+    #[inline]
+    pub(crate) fn shard_of(&self, h: u64) -> usize {
+        ((h >> 40) % self.shard_count as u64) as usize
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Engine {
+    pub ctx: Arc<Ctx>,
+    pub shards: Vec<Arc<Shard>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    path: PathBuf,
+    _lock: Option<LockFile>,
+}
+
+/// Does the frame at `loc` (in `segs`) hold `key` of namespace `ns`?
+#[inline]
+pub(crate) fn frame_has_key(segs: &SegTable, loc: u64, ns: u32, key: &[u8]) -> bool {
+    let (sid, off) = unpack_pos(loc);
+    let Some(seg) = segs.get(sid) else {
+        return false;
+    };
+    seg.with_frame(off, |b| {
+        frame::decode_unchecked(b)
+            .is_ok_and(|f| f.kind == Kind::Put && f.namespace == ns && f.key == key)
+    })
+    .unwrap_or(false)
+}
+
+impl Engine {
+    pub(crate) fn open(config: Config) -> Result<Engine> {
+        let backend = match config.backend {
+            IoBackend::Memory => IoBackend::Memory,
+            requested => crate::io::resolve(requested, config.sqpoll_idle_ms).map_err(|e| {
+                if requested == IoBackend::Uring {
+                    Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("io_uring was requested but the kernel refused it: {e}"),
+                    ))
+                } else {
+                    Error::Io(e)
+                }
+            })?,
+        };
+        let (lock, path) = match &config.dir {
+            Some(dir) => (Some(prepare_dir(dir)?), dir.clone()),
+            None => (None, PathBuf::new()),
+        };
+        let (ctx, parts) = match &config.dir {
+            None => {
+                let ctx = Arc::new(Ctx {
+                    shard_count: config.shards,
+                    hash_seed: random_seed(),
+                    backend,
+                    seq: AtomicU64::new(1),
+                    checkpoint_gen: AtomicU64::new(0),
+                    manifest: None,
+                    config: config.clone(),
+                });
+                let mut parts = Vec::new();
+                for s in 0..ctx.shard_count {
+                    let header = SegmentHeader {
+                        shard: s as u32,
+                        shard_count: ctx.shard_count as u32,
+                        segment: 1,
+                        hash_seed: ctx.hash_seed,
+                    };
+                    let seg = Arc::new(Segment::create(None, header, ctx.segment_cap())?);
+                    parts.push(recovery::RecoveredShard {
+                        segs: vec![seg],
+                        append_at: frame::SEGMENT_HEADER_LEN as u32,
+                        index: Index::new(),
+                    });
+                }
+                (ctx, parts)
+            }
+            Some(dir) => open_dir(dir, &config, backend)?,
+        };
+        let shards: Vec<Arc<Shard>> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.index)))
+            .collect();
+        let threads = start_cores(&shards, backend, config.sqpoll_idle_ms)?;
+        Ok(Engine {
+            ctx,
+            shards,
+            threads: Mutex::new(threads),
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidInput("keys must not be empty"));
+        }
+        if key.len() > self.ctx.config.max_key_len {
+            return Err(Error::LimitExceeded {
+                what: "key length",
+                len: key.len(),
+                max: self.ctx.config.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_kv(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() > self.ctx.config.max_value_len {
+            return Err(Error::LimitExceeded {
+                what: "value length",
+                len: value.len(),
+                max: self.ctx.config.max_value_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_through(&self) -> bool {
+        self.ctx.config.flush_policy == FlushPolicy::WriteThrough
+    }
+
+    /// Finds the live record of `key` and maps it with `f`, which may run
+    /// twice (see `Segment::with_frame`).
+    #[inline]
+    fn lookup<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
+    ) -> Option<R> {
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let guard = epoch::pin();
+        let segs = shard.segments(&guard);
+        shard.index.find_map(h, &guard, |loc| {
+            let (sid, off) = unpack_pos(loc);
+            let seg = segs.get(sid)?;
+            seg.with_frame(off, |b| {
+                let fr = frame::decode_unchecked(b).ok()?;
+                (fr.kind == Kind::Put && fr.namespace == ns && fr.key == key)
+                    .then(|| f(seg, off, &fr))
+            })
+            .flatten()
+        })
+    }
+
+    pub(crate) fn get(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.lookup(ns, key, |_, _, fr| fr.value.to_vec()))
+    }
+
+    pub(crate) fn get_ref(&self, ns: u32, key: &[u8]) -> Result<Option<ValueRef<'static>>> {
+        Ok(self.lookup(ns, key, |seg, off, fr| {
+            let voff = off + (fr.len - frame::CRC_LEN - fr.value.len()) as u32;
+            match seg.mapped(voff, fr.value.len() as u32) {
+                Some(bytes) => ValueRef::mapped(seg.clone(), bytes),
+                None => ValueRef::owned(fr.value.to_vec()),
+            }
+        }))
+    }
+
+    pub(crate) fn contains(&self, ns: u32, key: &[u8]) -> Result<bool> {
+        Ok(self.lookup(ns, key, |_, _, _| ()).is_some())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.index.len()).sum()
+    }
+
+    pub(crate) async fn insert(&self, ns: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_kv(key, value)?;
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let len = frame::encoded_len(key.len(), value.len(), false);
+        let target = {
+            let mut g = shard.lock_for_append(len).await?;
+            let spec = FrameSpec {
+                kind: Kind::Put,
+                seq: self.ctx.next_seq(),
+                namespace: ns,
+                batch_count: 0,
+                expires_at: None,
+                key,
+                value,
+            };
+            let loc = shard.append(&mut g, &spec, true)?;
+            let guard = epoch::pin();
+            let segs = shard.segments(&guard);
+            shard
+                .index
+                .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+            shard.after_append(&g);
+            g.user_lpos
+        };
+        if self.write_through() {
+            shard.durable(target).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let len = frame::encoded_len(key.len(), 0, false);
+        let (old, target) = {
+            let mut g = shard.lock_for_append(len).await?;
+            // Under the lock no other writer can change this key.
+            let Some(old) = self.lookup(ns, key, |_, _, fr| fr.value.to_vec()) else {
+                return Ok(None);
+            };
+            let spec = FrameSpec {
+                kind: Kind::Remove,
+                seq: self.ctx.next_seq(),
+                namespace: ns,
+                batch_count: 0,
+                expires_at: None,
+                key,
+                value: &[],
+            };
+            shard.append(&mut g, &spec, true)?;
+            let guard = epoch::pin();
+            let segs = shard.segments(&guard);
+            shard
+                .index
+                .remove(h, |loc| frame_has_key(segs, loc, ns, key));
+            shard.after_append(&g);
+            (old, g.user_lpos)
+        };
+        if self.write_through() {
+            shard.durable(target).await?;
+        }
+        Ok(Some(old))
+    }
+
+    /// One atomic batch: every frame carries the batch's single sequence
+    /// number and its record count, and recovery applies it only whole.
+    pub(crate) async fn insert_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        ns: u32,
+        items: &[(K, V)],
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let cfg = &self.ctx.config;
+        if items.len() > cfg.max_batch_records {
+            return Err(Error::LimitExceeded {
+                what: "batch record count",
+                len: items.len(),
+                max: cfg.max_batch_records,
+            });
+        }
+        let n = self.shards.len();
+        let mut per_shard = vec![0usize; n];
+        let mut routed = Vec::with_capacity(items.len());
+        let mut total = 0usize;
+        for (k, v) in items {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            self.check_kv(k, v)?;
+            let h = self.ctx.hash(ns, k);
+            let s = self.ctx.shard_of(h);
+            let len = frame::encoded_len(k.len(), v.len(), false);
+            per_shard[s] += len;
+            total += len;
+            routed.push((h, s));
+        }
+        if total > cfg.max_batch_bytes {
+            return Err(Error::LimitExceeded {
+                what: "batch size in bytes",
+                len: total,
+                max: cfg.max_batch_bytes,
+            });
+        }
+        // Wait for room in every involved shard without holding any lock;
+        // the backlog may then overshoot by at most one batch.
+        for (s, bytes) in per_shard.iter().enumerate() {
+            if *bytes > 0 {
+                drop(self.shards[s].lock_for_append(*bytes).await?);
+            }
+        }
+        let targets = {
+            let mut guards: Vec<_> = (0..n)
+                .map(|s| (per_shard[s] > 0).then(|| self.shards[s].lock()))
+                .collect();
+            for (s, g) in guards.iter().enumerate() {
+                if let Some(g) = g {
+                    self.shards[s].check_poison(g)?;
+                }
+            }
+            let seq = self.ctx.next_seq();
+            let guard = epoch::pin();
+            for ((k, v), (h, s)) in items.iter().zip(&routed) {
+                let (k, v) = (k.as_ref(), v.as_ref());
+                let shard = &self.shards[*s];
+                let Some(g) = guards[*s].as_mut() else {
+                    continue;
+                };
+                let spec = FrameSpec {
+                    kind: Kind::Put,
+                    seq,
+                    namespace: ns,
+                    batch_count: items.len() as u32,
+                    expires_at: None,
+                    key: k,
+                    value: v,
+                };
+                let loc = shard.append(g, &spec, true)?;
+                let segs = shard.segments(&guard);
+                shard
+                    .index
+                    .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
+            }
+            let mut targets = Vec::new();
+            for (s, g) in guards.iter().enumerate() {
+                if let Some(g) = g {
+                    self.shards[s].after_append(g);
+                    targets.push((s, g.user_lpos));
+                }
+            }
+            targets
+        };
+        if self.write_through() {
+            self.await_durable(&targets).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record of namespace `ns`: one clear frame per shard,
+    /// written as one batch.
+    pub(crate) async fn clear(&self, ns: u32) -> Result<()> {
+        let targets = {
+            let mut guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            for (s, g) in guards.iter().enumerate() {
+                self.shards[s].check_poison(g)?;
+            }
+            let seq = self.ctx.next_seq();
+            let mut targets = Vec::new();
+            for (s, g) in guards.iter_mut().enumerate() {
+                let spec = FrameSpec {
+                    kind: Kind::Clear,
+                    seq,
+                    namespace: ns,
+                    batch_count: self.shards.len() as u32,
+                    expires_at: None,
+                    key: &[],
+                    value: &[],
+                };
+                self.shards[s].append(g, &spec, true)?;
+                self.shards[s].index.clear();
+                self.shards[s].after_append(g);
+                targets.push((s, g.user_lpos));
+            }
+            targets
+        };
+        if self.write_through() {
+            self.await_durable(&targets).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns once every write this database accepted before the call is
+    /// durable, in every shard.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let targets: Vec<(usize, u64)> = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.lock().user_lpos))
+            .collect();
+        self.await_durable(&targets).await
+    }
+
+    async fn await_durable(&self, targets: &[(usize, u64)]) -> Result<()> {
+        let futs = targets
+            .iter()
+            .map(|(s, t)| self.shards[*s].durable(*t))
+            .collect();
+        JoinAll {
+            futs,
+            done: Vec::new(),
+        }
+        .await
+    }
+
+    /// Writes hint files for every segment up to the current tail of each
+    /// shard and records them in the manifest.
+    pub(crate) async fn checkpoint(&self) -> Result<()> {
+        let Some(dir) = self.ctx.config.dir.clone() else {
+            return Ok(());
+        };
+        let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        // 1. A consistent cut of every shard: positions and index entries.
+        let mut snaps = Vec::with_capacity(self.shards.len());
+        {
+            let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            for (s, g) in guards.iter().enumerate() {
+                self.shards[s].check_poison(g)?;
+                let mut entries = Vec::with_capacity(self.shards[s].index.len());
+                self.shards[s]
+                    .index
+                    .for_each(|h, loc| entries.push((h, loc)));
+                snaps.push((pack_pos(g.active.id, g.reserved), g.lpos, entries));
+            }
+        }
+        // 2. Everything up to the cut durable.
+        let targets: Vec<(usize, u64)> = snaps
+            .iter()
+            .enumerate()
+            .map(|(s, (_, lpos, _))| (s, *lpos))
+            .collect();
+        self.await_durable(&targets).await?;
+        // 3. Hint files, synced, then the manifest that names them.
+        let mut positions = Vec::with_capacity(snaps.len());
+        for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
+            let (cut_seg, _) = unpack_pos(pos);
+            let mut by_seg: std::collections::BTreeMap<u32, Vec<(u64, u32)>> = Default::default();
+            for seg in self.shards[s].segment_list() {
+                if seg.id <= cut_seg {
+                    by_seg.insert(seg.id, Vec::new());
+                }
+            }
+            for (h, loc) in entries {
+                let (sid, off) = unpack_pos(loc);
+                if let Some(v) = by_seg.get_mut(&sid) {
+                    v.push((h, off));
+                }
+            }
+            for (sid, mut list) in by_seg {
+                list.sort_unstable_by_key(|e| e.1);
+                let f = hint::write(
+                    &dir.join(segment::hint_name(s as u32, sid)),
+                    s as u32,
+                    sid,
+                    gen,
+                    &list,
+                )?;
+                f.sync_data()?;
+            }
+            positions.push(pos);
+        }
+        manifest::sync_dir(&dir)?;
+        if let Some(m) = &self.ctx.manifest {
+            let mut m = m.lock();
+            if gen > m.checkpoint_gen {
+                m.checkpoint_gen = gen;
+                for (s, pos) in positions.into_iter().enumerate() {
+                    m.shards[s].checkpoint_pos = pos;
+                }
+                m.store(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A point-in-time snapshot of every live location, taken under all
+    /// shard locks at once.
+    pub(crate) fn snapshot(&self) -> Vec<(Vec<Arc<Segment>>, Vec<u64>)> {
+        let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let out = self
+            .shards
+            .iter()
+            .map(|s| {
+                let mut locs = Vec::with_capacity(s.index.len());
+                s.index.for_each(|_, loc| locs.push(loc));
+                (s.segment_list(), locs)
+            })
+            .collect();
+        drop(guards);
+        out
+    }
+
+    pub(crate) fn stats(&self) -> EmdbStats {
+        let mut st = EmdbStats::empty(self.ctx.backend, self.shards.len());
+        st.live_records = self.len() as u64;
+        st.namespace_count = 1;
+        for s in &self.shards {
+            st.logical_size_bytes += s.appended_bytes();
+            if self.ctx.config.dir.is_some() {
+                st.file_size_bytes += s.segment_list().iter().map(|g| g.file_len()).sum::<u64>();
+            }
+            st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
+            st.durable_records += s.durable_records.load(Ordering::Relaxed);
+            st.index_bytes += s.index.memory_bytes() as u64;
+        }
+        st.preallocated_bytes = st.file_size_bytes.saturating_sub(st.logical_size_bytes);
+        st.records_per_flush = if st.device_flushes == 0 {
+            0.0
+        } else {
+            st.durable_records as f64 / st.device_flushes as f64
+        };
+        st
+    }
+
+    fn shutdown(&self) {
+        for s in &self.shards {
+            s.request_shutdown();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.ctx.config.dir.is_some() && !self.shards.iter().any(|s| s.is_poisoned()) {
+            // Best effort: a failed checkpoint only makes the next open slower.
+            let _ = block_on(self.checkpoint());
+        }
+        self.shutdown();
+    }
+}
+
+/// Polls every future each time; resolves to the first error or `Ok`.
+struct JoinAll<F> {
+    futs: Vec<F>,
+    done: Vec<bool>,
+}
+
+impl<F: Future<Output = Result<()>> + Unpin> Future for JoinAll<F> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        if this.done.len() != this.futs.len() {
+            this.done = vec![false; this.futs.len()];
+        }
+        let mut pending = false;
+        for (f, done) in this.futs.iter_mut().zip(this.done.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match Pin::new(f).poll(cx) {
+                Poll::Ready(Ok(())) => *done = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Creates the directory if needed and takes the lock.
+fn prepare_dir(dir: &Path) -> Result<LockFile> {
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!(
+                    "{} is a file; an emdb database is a directory",
+                    dir.display()
+                ),
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(e) => return Err(e.into()),
+    }
+    LockFile::acquire(dir)
+}
+
+/// Opens an existing database directory or initialises a new one.
+fn open_dir(
+    dir: &Path,
+    config: &Config,
+    backend: IoBackend,
+) -> Result<(Arc<Ctx>, Vec<recovery::RecoveredShard>)> {
+    match Manifest::load(dir)? {
+        Some(mut m) => {
+            let ctx_seed = m.hash_seed;
+            let shard_count = m.shard_count as usize;
+            let parts = recovery::recover(dir, config, &mut m)?;
+            let max_seq = parts.max_seq;
+            let gen = m.checkpoint_gen;
+            let ctx = Arc::new(Ctx {
+                config: config.clone(),
+                shard_count,
+                hash_seed: ctx_seed,
+                backend,
+                seq: AtomicU64::new(max_seq + 1),
+                checkpoint_gen: AtomicU64::new(gen),
+                manifest: Some(Mutex::new(m)),
+            });
+            Ok((ctx, parts.shards))
+        }
+        None => {
+            let has_segments = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| segment::parse_file_name(n).is_some())
+            });
+            if has_segments {
+                return Err(Error::corrupted(
+                    dir.join(manifest::FILE),
+                    0,
+                    "manifest is missing but segment files exist",
+                ));
+            }
+            let seed = random_seed();
+            let mut m = Manifest {
+                shard_count: config.shards as u32,
+                hash_seed: seed,
+                checkpoint_gen: 0,
+                shards: vec![ShardEntry::default(); config.shards],
+            };
+            let mut parts = Vec::with_capacity(config.shards);
+            for s in 0..config.shards {
+                let header = SegmentHeader {
+                    shard: s as u32,
+                    shard_count: config.shards as u32,
+                    segment: 1,
+                    hash_seed: seed,
+                };
+                let seg = Arc::new(Segment::create(
+                    Some(dir),
+                    header,
+                    config.segment_size as u32,
+                )?);
+                m.shards[s].segments.push(1);
+                parts.push(recovery::RecoveredShard {
+                    segs: vec![seg],
+                    append_at: frame::SEGMENT_HEADER_LEN as u32,
+                    index: Index::new(),
+                });
+            }
+            m.store(dir)?;
+            let ctx = Arc::new(Ctx {
+                config: config.clone(),
+                shard_count: config.shards,
+                hash_seed: seed,
+                backend,
+                seq: AtomicU64::new(1),
+                checkpoint_gen: AtomicU64::new(0),
+                manifest: Some(Mutex::new(m)),
+            });
+            Ok((ctx, parts))
+        }
+    }
+}
+
+/// Starts one core thread per shard; each creates its own backend (an
+/// io_uring must be set up on the thread that submits to it).
+fn start_cores(
+    shards: &[Arc<Shard>],
+    backend: IoBackend,
+    sqpoll: Option<u32>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(shards.len());
+    let mut failure = None;
+    for shard in shards {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+        let s = shard.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("emdb-core-{}", shard.id))
+            .spawn(move || match crate::io::create(backend, sqpoll) {
+                Ok(io) => {
+                    debug_assert_eq!(io.kind(), backend);
+                    let _ = tx.send(Ok(()));
+                    shard::run_core(s, io);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            });
+        match spawned {
+            Ok(t) => {
+                shard.set_core(t.thread().clone());
+                threads.push(t);
+                match rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failure = Some(Error::Io(e));
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some(Error::Io(io::Error::other(
+                            "shard core thread exited during start",
+                        )));
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(Error::Io(e));
+                break;
+            }
+        }
+    }
+    match failure {
+        None => Ok(threads),
+        Some(e) => {
+            for s in shards {
+                s.request_shutdown();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,710 @@
+//! One shard core: the write side of a slice of the key space.
+//!
+//! Writers (any thread) append frames to the active segment's shadow under
+//! the shard lock, update the index and return; they never wait for the core
+//! unless the unwritten backlog is over `tail_buffer_bytes`. The core thread
+//! (one per shard, [`run_core`]) repeatedly takes everything appended since
+//! its last submission and hands it to its I/O backend as one chain: the
+//! writes at the log tail, the fsync of any segment sealed meanwhile, and,
+//! when a flush waiter exists, one fdatasync linked behind them. Every flush
+//! that arrives while a chain is in flight is served by the next chain: that
+//! is the group commit.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
+use parking_lot::{Mutex, MutexGuard};
+
+use super::Ctx;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::io::{Io, Op};
+use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::log::segment::Segment;
+
+/// How long the core keeps collecting appends after a round before it writes
+/// again; it parks for good only after a quiet interval.
+const LINGER: Duration = Duration::from_micros(500);
+/// Unwritten bytes past which an appender wakes a lingering core early.
+const WAKE_BYTES: u64 = 1 << 20;
+/// Most operations in one chain (the ring holds 64 entries).
+const MAX_CHAIN: usize = 48;
+
+/// A contiguous appended range of one segment not yet written.
+struct Chunk {
+    seg: Arc<Segment>,
+    from: u32,
+    to: u32,
+}
+
+/// Segments readers can reach, by id.
+pub(crate) struct SegTable {
+    pub first: u32,
+    pub segs: Vec<Arc<Segment>>,
+}
+
+impl SegTable {
+    #[inline]
+    pub(crate) fn get(&self, id: u32) -> Option<&Arc<Segment>> {
+        let i = id.checked_sub(self.first)? as usize;
+        match self.segs.get(i) {
+            Some(s) if s.id == id => Some(s),
+            // Ids have gaps once segments are dropped.
+            _ => self
+                .segs
+                .binary_search_by_key(&id, |s| s.id)
+                .ok()
+                .map(|i| &self.segs[i]),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub active: Arc<Segment>,
+    /// Next append offset in `active`.
+    pub reserved: u32,
+    /// A pre-created segment to rotate into.
+    next: Option<Arc<Segment>>,
+    next_requested: bool,
+    chunks: VecDeque<Chunk>,
+    /// Sealed segments whose sealing fsync the core has not issued yet.
+    to_seal: Vec<Arc<Segment>>,
+    /// Bytes appended in this process's lifetime (a log position).
+    pub lpos: u64,
+    /// `lpos` after the last record a user wrote (markers excluded).
+    pub user_lpos: u64,
+    /// User records appended in this process's lifetime.
+    records: u64,
+    sync_wanted: u64,
+    flush_waiters: Vec<Waker>,
+    space_waiters: Vec<Waker>,
+    poison: Option<Poison>,
+    shutdown: bool,
+    /// A durable position to record in a sync marker.
+    marker_due: Option<u64>,
+    next_segment_id: u32,
+}
+
+#[derive(Clone)]
+struct Poison {
+    os_error: Option<i32>,
+    message: String,
+}
+
+pub(crate) struct Shard {
+    pub id: usize,
+    pub index: Index,
+    segs: Atomic<SegTable>,
+    inner: Mutex<Inner>,
+    /// Log position written to the kernel / made durable.
+    written_lpos: AtomicU64,
+    durable_lpos: AtomicU64,
+    poisoned: AtomicBool,
+    core: OnceLock<Thread>,
+    core_idle: AtomicBool,
+    pub device_flushes: AtomicU64,
+    pub durable_records: AtomicU64,
+    ctx: Arc<Ctx>,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // SAFETY: &mut self: no reader holds the table.
+        unsafe {
+            let t = self.segs.load(Ordering::Relaxed, epoch::unprotected());
+            if !t.is_null() {
+                drop(t.into_owned());
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// A shard over its recovered (or freshly created) segments; appends go
+    /// to the last one at `append_at`.
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        id: usize,
+        segs: Vec<Arc<Segment>>,
+        append_at: u32,
+        index: Index,
+    ) -> Shard {
+        let active = segs.last().cloned().expect("a shard always has a segment");
+        let next_segment_id = active.id + 1;
+        let first = segs.first().map_or(active.id, |s| s.id);
+        Shard {
+            id,
+            index,
+            segs: Atomic::new(SegTable { first, segs }),
+            inner: Mutex::new(Inner {
+                active,
+                reserved: append_at,
+                next: None,
+                next_requested: false,
+                chunks: VecDeque::new(),
+                to_seal: Vec::new(),
+                lpos: 0,
+                user_lpos: 0,
+                records: 0,
+                sync_wanted: 0,
+                flush_waiters: Vec::new(),
+                space_waiters: Vec::new(),
+                poison: None,
+                shutdown: false,
+                marker_due: None,
+                next_segment_id,
+            }),
+            written_lpos: AtomicU64::new(0),
+            durable_lpos: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            core: OnceLock::new(),
+            core_idle: AtomicBool::new(false),
+            device_flushes: AtomicU64::new(0),
+            durable_records: AtomicU64::new(0),
+            ctx,
+        }
+    }
+
+    pub(crate) fn set_core(&self, t: Thread) {
+        let _ = self.core.set(t);
+    }
+
+    #[inline]
+    pub(crate) fn segments<'g>(&self, guard: &'g Guard) -> &'g SegTable {
+        // SAFETY: never null; replaced tables are reclaimed through the epoch.
+        unsafe { self.segs.load(Ordering::Acquire, guard).deref() }
+    }
+
+    /// Snapshot of the segment list (for iterators and checkpoints).
+    pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
+        let guard = epoch::pin();
+        self.segments(&guard).segs.clone()
+    }
+
+    fn publish_segment(&self, seg: Arc<Segment>) {
+        let guard = epoch::pin();
+        let cur = self.segments(&guard);
+        let mut segs = cur.segs.clone();
+        segs.push(seg);
+        let new = SegTable {
+            first: cur.first,
+            segs,
+        };
+        let old = self.segs.swap(Owned::new(new), Ordering::AcqRel, &guard);
+        // SAFETY: unreachable for new readers; destroyed after current ones.
+        unsafe { guard.defer_destroy(old) };
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    pub(crate) fn wake_core(&self) {
+        if let Some(t) = self.core.get() {
+            t.unpark();
+        }
+    }
+
+    /// Appends one frame. The caller holds the lock and has checked the
+    /// poison flag. Returns the frame's location.
+    pub(crate) fn append(&self, g: &mut Inner, spec: &FrameSpec<'_>, user: bool) -> Result<u64> {
+        let len = spec.encoded_len();
+        if g.reserved as usize + len > g.active.cap as usize {
+            self.rotate(g)?;
+        }
+        let off = g.reserved;
+        // SAFETY: [off, off + len) lies inside the active segment (checked
+        // above; rotation leaves room for any frame within the limits) and
+        // is reserved by us under the shard lock.
+        let out = unsafe { g.active.shadow_mut(off, len) };
+        frame::encode(spec, out);
+        g.reserved += len as u32;
+        g.lpos += len as u64;
+        if user {
+            g.user_lpos = g.lpos;
+            g.records += 1;
+        }
+        match g.chunks.back_mut() {
+            Some(c) if Arc::ptr_eq(&c.seg, &g.active) && c.to == off => c.to += len as u32,
+            _ => g.chunks.push_back(Chunk {
+                seg: g.active.clone(),
+                from: off,
+                to: off + len as u32,
+            }),
+        }
+        if !g.next_requested && g.next.is_none() && g.reserved as u64 * 2 > g.active.cap as u64 {
+            g.next_requested = true;
+            self.wake_core();
+        }
+        Ok(pack_pos(g.active.id, off))
+    }
+
+    /// Seals the active segment and continues in the next one, creating it
+    /// here if the core has not prepared it yet.
+    fn rotate(&self, g: &mut Inner) -> Result<()> {
+        let next = match g.next.take() {
+            Some(n) => n,
+            None => self
+                .create_segment(g.next_segment_id)
+                .map_err(|e| self.poison_with(g, &e))?,
+        };
+        g.next_segment_id = g.next_segment_id.max(next.id + 1);
+        let old = std::mem::replace(&mut g.active, next);
+        old.sealed.store(true, Ordering::Release);
+        g.to_seal.push(old);
+        g.reserved = SEGMENT_HEADER_LEN as u32;
+        g.next_requested = false;
+        self.wake_core();
+        Ok(())
+    }
+
+    /// Creates, registers and publishes a segment.
+    fn create_segment(&self, id: u32) -> std::io::Result<Arc<Segment>> {
+        let header = SegmentHeader {
+            shard: self.id as u32,
+            shard_count: self.ctx.shard_count as u32,
+            segment: id,
+            hash_seed: self.ctx.hash_seed,
+        };
+        let seg = Arc::new(Segment::create(
+            self.ctx.config.dir.as_deref(),
+            header,
+            self.ctx.segment_cap(),
+        )?);
+        self.ctx.register_segment(self.id, id)?;
+        self.publish_segment(seg.clone());
+        Ok(seg)
+    }
+
+    fn poison_with(&self, g: &mut Inner, e: &std::io::Error) -> Error {
+        if g.poison.is_none() {
+            g.poison = Some(Poison {
+                os_error: e.raw_os_error(),
+                message: e.to_string(),
+            });
+            self.poisoned.store(true, Ordering::Release);
+        }
+        let mut wake = std::mem::take(&mut g.flush_waiters);
+        wake.append(&mut g.space_waiters);
+        for w in wake {
+            w.wake();
+        }
+        Error::Io(clone_io_error(e))
+    }
+
+    pub(crate) fn check_poison(&self, g: &Inner) -> Result<()> {
+        match &g.poison {
+            Some(p) => Err(Error::Poisoned {
+                shard: self.id,
+                cause: p.message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// After an append: wake the core if it is idle or the backlog is large.
+    pub(crate) fn after_append(&self, g: &Inner) {
+        let backlog = g.lpos - self.written_lpos.load(Ordering::Acquire);
+        if backlog >= WAKE_BYTES || self.core_idle.swap(false, Ordering::AcqRel) {
+            self.wake_core();
+        }
+    }
+
+    /// Waits until the shard can take `need` more unwritten bytes, then
+    /// returns its lock.
+    pub(crate) fn lock_for_append(&self, need: usize) -> LockForAppend<'_> {
+        LockForAppend {
+            shard: self,
+            need: need as u64,
+        }
+    }
+
+    /// Completes once everything this shard appended up to `target` is
+    /// durable.
+    pub(crate) fn durable(&self, target: u64) -> Durable<'_> {
+        Durable {
+            shard: self,
+            target,
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Asks the core to finish: write and sync everything, write a final
+    /// sync marker, and exit.
+    pub(crate) fn request_shutdown(&self) {
+        self.lock().shutdown = true;
+        self.wake_core();
+    }
+
+    pub(crate) fn appended_bytes(&self) -> u64 {
+        let g = self.lock();
+        let segs = self.segment_list();
+        let mut total = 0u64;
+        for s in &segs {
+            if Arc::ptr_eq(s, &g.active) {
+                total += g.reserved as u64;
+            } else if let Some(n) = &g.next {
+                if Arc::ptr_eq(s, n) {
+                    total += SEGMENT_HEADER_LEN as u64;
+                    continue;
+                }
+                total += s.written.load(Ordering::Acquire) as u64;
+            } else {
+                total += s.written.load(Ordering::Acquire) as u64;
+            }
+        }
+        total
+    }
+}
+
+fn clone_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+impl Poison {
+    fn to_io_error(&self) -> Error {
+        match self.os_error {
+            Some(code) => Error::Io(std::io::Error::from_raw_os_error(code)),
+            None => Error::Io(std::io::Error::other(self.message.clone())),
+        }
+    }
+}
+
+/// Future of [`Shard::lock_for_append`].
+pub(crate) struct LockForAppend<'a> {
+    shard: &'a Shard,
+    need: u64,
+}
+
+impl<'a> Future for LockForAppend<'a> {
+    type Output = Result<MutexGuard<'a, Inner>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shard = self.shard;
+        let mut g = shard.lock();
+        if let Err(e) = shard.check_poison(&g) {
+            return Poll::Ready(Err(e));
+        }
+        let backlog = g.lpos - shard.written_lpos.load(Ordering::Acquire);
+        let limit = shard.ctx.config.tail_buffer_bytes as u64;
+        // An empty backlog always admits one append, whatever its size.
+        if backlog == 0 || backlog + self.need <= limit {
+            return Poll::Ready(Ok(g));
+        }
+        g.space_waiters.push(cx.waker().clone());
+        drop(g);
+        shard.wake_core();
+        Poll::Pending
+    }
+}
+
+/// Future of [`Shard::durable`].
+pub(crate) struct Durable<'a> {
+    shard: &'a Shard,
+    target: u64,
+}
+
+impl Future for Durable<'_> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shard = self.shard;
+        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        let mut g = shard.lock();
+        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(p) = &g.poison {
+            return Poll::Ready(Err(p.to_io_error()));
+        }
+        g.sync_wanted = g.sync_wanted.max(self.target);
+        if !g.flush_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            g.flush_waiters.push(cx.waker().clone());
+        }
+        drop(g);
+        shard.wake_core();
+        Poll::Pending
+    }
+}
+
+/// What one round of the core does, taken under the lock.
+struct Round {
+    chunks: Vec<Chunk>,
+    seals: Vec<Arc<Segment>>,
+    lpos: u64,
+    records: u64,
+    sync: bool,
+}
+
+/// The core thread's loop. Returns when shut down (after a final sync) or
+/// when its backend is gone.
+pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
+    // The last segment written without a sync after it.
+    let mut dirty: Option<Arc<Segment>> = None;
+    let mut records_durable = 0u64;
+    // 0: running; 1: shutting down, final marker appended.
+    let mut final_phase = 0u8;
+    let mut lingering = false;
+    loop {
+        prepare_next_segment(&shard);
+        let round = {
+            let mut g = shard.lock();
+            let durable = shard.durable_lpos.load(Ordering::Acquire);
+            if g.poison.is_some() {
+                if g.shutdown {
+                    return;
+                }
+                drop(g);
+                std::thread::park();
+                continue;
+            }
+            let written = shard.written_lpos.load(Ordering::Acquire);
+            let mut pending = !g.chunks.is_empty() || !g.to_seal.is_empty();
+            let want_sync =
+                g.sync_wanted > durable || (g.shutdown && (written > durable || pending));
+            // A marker rides along with the next write, or is written on its
+            // own just before the core goes idle.
+            if !g.shutdown && (pending || want_sync || !lingering) {
+                if let Some(pos) = g.marker_due.take() {
+                    append_marker(&shard, &mut g, pos);
+                    pending = true;
+                }
+            }
+            if !pending && !want_sync {
+                if g.shutdown {
+                    if final_phase == 0 {
+                        // Everything is durable: one more round writes and
+                        // syncs a marker that records it.
+                        g.marker_due = Some(pack_pos(g.active.id, g.reserved));
+                        drop(g);
+                        final_phase_marker(&shard);
+                        final_phase = 1;
+                        continue;
+                    }
+                    return;
+                }
+                if lingering {
+                    drop(g);
+                    lingering = false;
+                    std::thread::park_timeout(LINGER);
+                } else {
+                    shard.core_idle.store(true, Ordering::Release);
+                    drop(g);
+                    std::thread::park();
+                    shard.core_idle.store(false, Ordering::Release);
+                }
+                continue;
+            }
+            let chunks: Vec<Chunk> = g.chunks.drain(..).collect();
+            let seals = std::mem::take(&mut g.to_seal);
+            Round {
+                chunks,
+                seals,
+                lpos: g.lpos,
+                records: g.records,
+                sync: want_sync,
+            }
+        };
+        lingering = true;
+        let result = run_round(io.as_mut(), &round, &mut dirty);
+        match result {
+            Ok(synced) => {
+                for c in &round.chunks {
+                    c.seg.written.fetch_max(c.to, Ordering::AcqRel);
+                }
+                shard.written_lpos.store(round.lpos, Ordering::Release);
+                let mut g = shard.lock();
+                shard
+                    .device_flushes
+                    .fetch_add(synced.count, Ordering::Relaxed);
+                if synced.all {
+                    shard.durable_lpos.store(round.lpos, Ordering::Release);
+                    shard
+                        .durable_records
+                        .fetch_add(round.records - records_durable, Ordering::Relaxed);
+                    records_durable = round.records;
+                }
+                if let Some(pos) = synced.claim {
+                    if !g.shutdown {
+                        g.marker_due = Some(pos);
+                    }
+                }
+                let mut wake = std::mem::take(&mut g.flush_waiters);
+                wake.append(&mut g.space_waiters);
+                drop(g);
+                for w in wake {
+                    w.wake();
+                }
+                for c in &round.chunks {
+                    if c.seg.sealed.load(Ordering::Acquire)
+                        && c.seg.written.load(Ordering::Acquire) >= c.to
+                    {
+                        c.seg.release_shadow(c.to);
+                    } else {
+                        c.seg.release_shadow(c.to.saturating_sub(64 << 10));
+                    }
+                }
+            }
+            Err(e) => {
+                let mut g = shard.lock();
+                shard.poison_with(&mut g, &e);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Synced {
+    /// fdatasyncs issued.
+    count: u64,
+    /// Everything written is now durable.
+    all: bool,
+    /// The durable log prefix's end, to record in a marker.
+    claim: Option<u64>,
+}
+
+enum Step {
+    Write(Arc<Segment>, u32, u32),
+    Sync(Arc<Segment>, u32),
+}
+
+/// Plans and runs one chain: the writes in log order, a sealing sync after
+/// the last write of each sealed segment, and a final sync of the segment
+/// left dirty when a waiter asked for durability.
+fn run_round(
+    io: &mut dyn Io,
+    round: &Round,
+    dirty: &mut Option<Arc<Segment>>,
+) -> std::io::Result<Synced> {
+    let mut steps: Vec<Step> = Vec::with_capacity(round.chunks.len() + round.seals.len() + 1);
+    let sealed = |s: &Arc<Segment>| round.seals.iter().any(|x| Arc::ptr_eq(x, s));
+    let is_dirty =
+        |d: &Option<Arc<Segment>>, s: &Arc<Segment>| d.as_ref().is_some_and(|d| Arc::ptr_eq(d, s));
+    for s in &round.seals {
+        if !round.chunks.iter().any(|c| Arc::ptr_eq(&c.seg, s)) {
+            steps.push(Step::Sync(s.clone(), s.written.load(Ordering::Acquire)));
+            if is_dirty(dirty, s) {
+                *dirty = None;
+            }
+        }
+    }
+    for (i, c) in round.chunks.iter().enumerate() {
+        steps.push(Step::Write(c.seg.clone(), c.from, c.to));
+        let last_of_seg = round.chunks[i + 1..]
+            .iter()
+            .all(|n| !Arc::ptr_eq(&n.seg, &c.seg));
+        if last_of_seg && sealed(&c.seg) {
+            steps.push(Step::Sync(c.seg.clone(), c.to));
+            if is_dirty(dirty, &c.seg) {
+                *dirty = None;
+            }
+        } else {
+            *dirty = Some(c.seg.clone());
+        }
+    }
+    if round.sync {
+        if let Some(d) = dirty.take() {
+            let end = round
+                .chunks
+                .iter()
+                .rev()
+                .find(|c| Arc::ptr_eq(&c.seg, &d))
+                .map_or_else(|| d.written.load(Ordering::Acquire), |c| c.to);
+            steps.push(Step::Sync(d, end));
+        }
+    }
+    let ops: Vec<Op<'_>> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Write(seg, from, to) => Op::Write {
+                target: &seg.storage,
+                offset: *from as u64,
+                buf: seg.shadow_range(*from, *to),
+            },
+            Step::Sync(seg, _) => Op::Sync {
+                target: &seg.storage,
+            },
+        })
+        .collect();
+    for part in ops.chunks(MAX_CHAIN) {
+        io.run(part)?;
+    }
+    let mut synced = Synced {
+        all: dirty.is_none(),
+        ..Synced::default()
+    };
+    for s in &steps {
+        if let Step::Sync(seg, end) = s {
+            synced.count += 1;
+            synced.claim = Some(pack_pos(seg.id, *end));
+        }
+    }
+    Ok(synced)
+}
+
+/// Appends the marker queued in `marker_due` (the final one at shutdown).
+fn final_phase_marker(shard: &Shard) {
+    let mut g = shard.lock();
+    if let Some(pos) = g.marker_due.take() {
+        append_marker(shard, &mut g, pos);
+    }
+}
+
+fn append_marker(shard: &Shard, g: &mut Inner, pos: u64) {
+    let value = pos.to_le_bytes();
+    let spec = FrameSpec {
+        kind: Kind::Sync,
+        seq: 0,
+        namespace: 0,
+        batch_count: 0,
+        expires_at: None,
+        key: &[],
+        value: &value,
+    };
+    // A failure here poisons the shard inside append; nothing to add.
+    let _ = shard.append(g, &spec, false);
+}
+
+/// Creates the next segment ahead of need, outside the shard lock.
+fn prepare_next_segment(shard: &Shard) {
+    let id = {
+        let g = shard.lock();
+        if !g.next_requested || g.next.is_some() || g.poison.is_some() {
+            return;
+        }
+        g.next_segment_id
+    };
+    match shard.create_segment(id) {
+        Ok(seg) => {
+            let mut g = shard.lock();
+            if g.next_segment_id == id && g.next.is_none() {
+                g.next_segment_id = id + 1;
+                g.next = Some(seg);
+            }
+            // Otherwise a writer rotated meanwhile with a segment it made
+            // itself; this one stays registered, empty, and is used by no one.
+            for w in g.space_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        Err(e) => {
+            let mut g = shard.lock();
+            shard.poison_with(&mut g, &e);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The narrow I/O interface a shard core drives, and its backends: io_uring,
+//! portable (positional writes + `fdatasync`) and memory.
+//!
+//! A core hands its backend a short chain of operations (writes at the log
+//! tail, fdatasyncs) and the backend runs them in order, each starting after
+//! the previous one completed, and returns when all are done or one failed.
+//! On io_uring the chain is one submission of linked SQEs.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::builder::IoBackend;
+
+mod memory;
+mod posix;
+#[cfg(target_os = "linux")]
+mod uring;
+
+/// Where a segment's bytes live.
+pub(crate) enum Storage {
+    File(File),
+    /// An anonymous mapping standing in for a file (`open_in_memory`).
+    Memory(MmapRaw),
+}
+
+impl Storage {
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        match self {
+            Storage::File(f) => Some(f.as_raw_fd()),
+            Storage::Memory(_) => None,
+        }
+    }
+}
+
+/// One step of a chain.
+#[derive(Clone, Copy)]
+pub(crate) enum Op<'a> {
+    /// Write all of `buf` at `offset`.
+    Write {
+        target: &'a Storage,
+        offset: u64,
+        buf: &'a [u8],
+    },
+    /// `fdatasync` the target.
+    Sync { target: &'a Storage },
+}
+
+/// A disk (or memory) backend owned by one shard core thread.
+pub(crate) trait Io: Send {
+    /// Which backend this is.
+    fn kind(&self) -> IoBackend;
+    /// Runs `ops` in order, each after the previous completed. Finishes short
+    /// writes and retries `EINTR`/`EAGAIN`; any other failure is returned and
+    /// the rest of the chain is not run. A failed sync is never retried.
+    fn run(&mut self, ops: &[Op<'_>]) -> io::Result<()>;
+}
+
+/// Creates the backend for one core. Called on the core thread itself, since
+/// an io_uring set up with `SINGLE_ISSUER` only accepts its creator's
+/// submissions.
+pub(crate) fn create(kind: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<Box<dyn Io>> {
+    match kind {
+        IoBackend::Memory => Ok(Box::new(memory::MemoryIo)),
+        IoBackend::Portable => Ok(Box::new(posix::PosixIo)),
+        #[cfg(target_os = "linux")]
+        IoBackend::Uring => Ok(Box::new(uring::UringIo::new(sqpoll_idle_ms)?)),
+        _ => {
+            let _ = sqpoll_idle_ms;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring is not available",
+            ))
+        }
+    }
+}
+
+/// Decides the disk backend at open: `Auto` probes io_uring with the exact
+/// setup flags and opcodes the cores use, and falls back to portable on any
+/// refusal. A forced `Uring` that the kernel refuses is an error.
+pub(crate) fn resolve(requested: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<IoBackend> {
+    match requested {
+        IoBackend::Auto => Ok(if probe_uring(sqpoll_idle_ms).is_ok() {
+            IoBackend::Uring
+        } else {
+            IoBackend::Portable
+        }),
+        IoBackend::Uring => probe_uring(sqpoll_idle_ms).map(|()| IoBackend::Uring),
+        other => Ok(other),
+    }
+}
+
+fn probe_uring(sqpoll_idle_ms: Option<u32>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        uring::probe(sqpoll_idle_ms)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sqpoll_idle_ms;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "io_uring needs Linux",
+        ))
+    }
+}
+
+/// Maps `len` bytes of a file read-only. The file must be at least `len`
+/// long.
+pub(crate) fn map_file(file: &File, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw_read_only(file)
+}
+
+/// An anonymous, lazily committed mapping of `len` zero bytes.
+pub(crate) fn map_anon(len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_anon().map(MmapRaw::from)
+}
+
+/// Gives the pages of `[offset, offset + len)` of an anonymous mapping back
+/// to the kernel; they read as zeros afterwards.
+pub(crate) fn discard(map: &MmapRaw, offset: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    debug_assert!(offset % page_size() == 0 && offset + len <= map.len());
+    // SAFETY: the range lies inside the mapping (checked by the caller's
+    // arithmetic) and MADV_DONTNEED on a private anonymous mapping only
+    // replaces its pages with zero pages; the mapping stays valid.
+    unsafe {
+        libc::madvise(
+            map.as_mut_ptr().add(offset).cast(),
+            len,
+            libc::MADV_DONTNEED,
+        );
+    }
+}
+
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+/// `fdatasync` with `EINTR` retried. A real failure is returned, never
+/// retried.
+pub(crate) fn fdatasync(fd: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: fdatasync on a descriptor we own has no memory effects.
+        let r = unsafe { libc::fdatasync(fd) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

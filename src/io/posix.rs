@@ -1,0 +1,50 @@
+//! The portable backend: positional writes and `fdatasync`, one system call
+//! at a time.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::{fdatasync, Io, Op, Storage};
+use crate::builder::IoBackend;
+
+pub(crate) struct PosixIo;
+
+impl Io for PosixIo {
+    fn kind(&self) -> IoBackend {
+        IoBackend::Portable
+    }
+
+    fn run(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
+        for op in ops {
+            match *op {
+                Op::Write {
+                    target: Storage::File(f),
+                    offset,
+                    buf,
+                } => {
+                    // write_all_at finishes short writes and retries EINTR.
+                    f.write_all_at(buf, offset)?;
+                }
+                Op::Sync {
+                    target: Storage::File(f),
+                } => {
+                    use std::os::fd::AsRawFd;
+                    fdatasync(f.as_raw_fd())?;
+                }
+                Op::Write {
+                    target: Storage::Memory(_),
+                    ..
+                }
+                | Op::Sync {
+                    target: Storage::Memory(_),
+                } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "memory storage on a disk backend",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! emdb: an embedded key-value store for Linux services.
+//!
+//! A Bitcask-style append-only log with an in-memory hash index, run by
+//! thread-per-core shards on io_uring: each shard core owns a slice of the
+//! key space, its segment files, its tail buffer and one io_uring. Writers
+//! append to the tail buffer and return; the core writes the buffer at the
+//! log tail and, when anyone waits for durability, links one fdatasync
+//! behind the write, so concurrent flushes share device flushes. Reads are
+//! an index lookup plus the mapped file, on the caller's thread.
+//!
+//! ```
+//! # fn main() -> emdb::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let db = emdb::Emdb::open(dir.path().join("db"))?;
+//! db.insert("user:1", "ada")?;
+//! db.flush()?; // durable from here on
+//! assert_eq!(db.get("user:1")?.as_deref(), Some(&b"ada"[..]));
+//! # Ok(()) }
+//! ```
+//!
+//! See ARCHITECTURE.md for the design, the on-disk format and the measured
+//! figures.
+
+mod builder;
+mod db;
+mod engine;
+mod error;
+mod index;
+mod io;
+mod iter;
+mod lock;
+mod log;
+mod recovery;
+mod stats;
+mod value;
+
+pub use builder::{
+    EmdbBuilder, FlushPolicy, IoBackend, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
+};
+pub use db::Emdb;
+pub use error::{Error, Result};
+pub use iter::{EmdbIter, EmdbKeyIter};
+pub use lock::LockHolder;
+pub use stats::EmdbStats;
+pub use value::ValueRef;

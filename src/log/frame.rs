@@ -1,0 +1,446 @@
+//! The byte layout of one log record (a frame) and of a segment file header.
+//! Pure encode/decode with CRC32C; no I/O.
+//!
+//! Frame layout, all integers little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | `len`: whole frame in bytes, this field and the CRC included |
+//! | 4 | 1 | `kind`: 1 put, 2 remove, 3 clear namespace, 4 sync marker |
+//! | 5 | 1 | `flags`: bit 0 has expiry, bit 1 encrypted, bit 2 member of a batch |
+//! | 6 | 2 | reserved, zero |
+//! | 8 | 8 | `seq`: database-wide sequence number (a batch shares one) |
+//! | 16 | 4 | `namespace` id (0 is the default namespace) |
+//! | 20 | 4 | `key_len` |
+//! | 24 | 4 | `value_len` |
+//! | 28 | 4 | `batch_count`: records in the whole batch, all shards; 0 if not a batch |
+//! | 32 | 8 | `expires_at` Unix ms, present only with flag bit 0 |
+//! | .. | 12 | nonce, present only with flag bit 1 |
+//! | .. | key_len | key |
+//! | .. | value_len | value |
+//! | len-4 | 4 | CRC32C of bytes `0 .. len-4` |
+
+/// Fixed part of a frame header.
+pub(crate) const HEADER_LEN: usize = 32;
+/// Trailing checksum.
+pub(crate) const CRC_LEN: usize = 4;
+/// Smallest possible frame.
+pub(crate) const MIN_FRAME: usize = HEADER_LEN + CRC_LEN;
+pub(crate) const EXPIRY_LEN: usize = 8;
+pub(crate) const NONCE_LEN: usize = 12;
+
+pub(crate) const FLAG_EXPIRES: u8 = 1 << 0;
+pub(crate) const FLAG_ENCRYPTED: u8 = 1 << 1;
+pub(crate) const FLAG_BATCH: u8 = 1 << 2;
+const KNOWN_FLAGS: u8 = FLAG_EXPIRES | FLAG_ENCRYPTED | FLAG_BATCH;
+
+/// Segment file header: magic, format version, feature flags, identity.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 8 | magic `EMDBSEG\0` |
+/// | 8 | 4 | format version |
+/// | 12 | 4 | feature flags (0) |
+/// | 16 | 4 | shard |
+/// | 20 | 4 | shard count |
+/// | 24 | 4 | segment id |
+/// | 28 | 4 | reserved, zero |
+/// | 32 | 8 | hash seed of the database |
+/// | 40 | 20 | reserved, zero |
+/// | 60 | 4 | CRC32C of bytes `0 .. 60` |
+pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"EMDBSEG\0";
+/// Version of every file format this build writes (segments, hints, manifest).
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+const _: () = assert!(HEADER_LEN == 32 && MIN_FRAME == 36);
+const _: () = assert!(SEGMENT_HEADER_LEN % 8 == 0);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Put = 1,
+    Remove = 2,
+    Clear = 3,
+    /// Written by a shard core after an fsync completed: its value is the
+    /// shard position (see [`pack_pos`]) that was durable at that moment.
+    /// Recovery uses it to tell a torn tail from damage to durable data.
+    Sync = 4,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Put),
+            2 => Some(Kind::Remove),
+            3 => Some(Kind::Clear),
+            4 => Some(Kind::Sync),
+            _ => None,
+        }
+    }
+}
+
+/// Everything needed to encode one frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameSpec<'a> {
+    pub kind: Kind,
+    pub seq: u64,
+    pub namespace: u32,
+    pub batch_count: u32,
+    pub expires_at: Option<u64>,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl FrameSpec<'_> {
+    pub(crate) fn encoded_len(&self) -> usize {
+        encoded_len(self.key.len(), self.value.len(), self.expires_at.is_some())
+    }
+}
+
+pub(crate) const fn encoded_len(key_len: usize, value_len: usize, expires: bool) -> usize {
+    MIN_FRAME + key_len + value_len + if expires { EXPIRY_LEN } else { 0 }
+}
+
+/// Encodes `spec` into `out`, which must be exactly `spec.encoded_len()` long.
+pub(crate) fn encode(spec: &FrameSpec<'_>, out: &mut [u8]) {
+    let len = spec.encoded_len();
+    debug_assert_eq!(out.len(), len);
+    let mut flags = 0u8;
+    if spec.expires_at.is_some() {
+        flags |= FLAG_EXPIRES;
+    }
+    if spec.batch_count > 0 {
+        flags |= FLAG_BATCH;
+    }
+    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[4] = spec.kind as u8;
+    out[5] = flags;
+    out[6..8].copy_from_slice(&[0, 0]);
+    out[8..16].copy_from_slice(&spec.seq.to_le_bytes());
+    out[16..20].copy_from_slice(&spec.namespace.to_le_bytes());
+    out[20..24].copy_from_slice(&(spec.key.len() as u32).to_le_bytes());
+    out[24..28].copy_from_slice(&(spec.value.len() as u32).to_le_bytes());
+    out[28..32].copy_from_slice(&spec.batch_count.to_le_bytes());
+    let mut at = HEADER_LEN;
+    if let Some(exp) = spec.expires_at {
+        out[at..at + EXPIRY_LEN].copy_from_slice(&exp.to_le_bytes());
+        at += EXPIRY_LEN;
+    }
+    out[at..at + spec.key.len()].copy_from_slice(spec.key);
+    at += spec.key.len();
+    out[at..at + spec.value.len()].copy_from_slice(spec.value);
+    at += spec.value.len();
+    let crc = crc32c::crc32c(&out[..at]);
+    out[at..at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A decoded frame borrowing its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Frame<'a> {
+    pub len: usize,
+    pub kind: Kind,
+    pub seq: u64,
+    pub namespace: u32,
+    pub batch_count: u32,
+    pub expires_at: Option<u64>,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Why bytes are not a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The length field is zero: the preallocated, never-written rest of a
+    /// segment (or a hole).
+    Zero,
+    /// Not a valid frame: bad length, kind, flags, layout or checksum.
+    Invalid(&'static str),
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes the frame at the start of `buf`, checking layout and CRC.
+pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    let f = decode_unchecked(buf)?;
+    let body = f.len - CRC_LEN;
+    if crc32c::crc32c(&buf[..body]) != u32_at(buf, body) {
+        return Err(DecodeError::Invalid("checksum mismatch"));
+    }
+    Ok(f)
+}
+
+/// Decodes the frame at the start of `buf`, checking the layout but not the
+/// CRC. For frames that were already verified once.
+pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
+    if buf.len() < 4 {
+        return Err(DecodeError::Invalid("truncated length field"));
+    }
+    let len = u32_at(buf, 0) as usize;
+    if len == 0 {
+        return Err(DecodeError::Zero);
+    }
+    if len < MIN_FRAME {
+        return Err(DecodeError::Invalid("frame shorter than its header"));
+    }
+    if len > buf.len() {
+        return Err(DecodeError::Invalid(
+            "frame runs past the end of the segment",
+        ));
+    }
+    let kind = Kind::from_u8(buf[4]).ok_or(DecodeError::Invalid("unknown frame kind"))?;
+    let flags = buf[5];
+    if flags & !KNOWN_FLAGS != 0 || buf[6] != 0 || buf[7] != 0 {
+        return Err(DecodeError::Invalid("unknown frame flags"));
+    }
+    let key_len = u32_at(buf, 20) as usize;
+    let value_len = u32_at(buf, 24) as usize;
+    let batch_count = u32_at(buf, 28);
+    if (flags & FLAG_BATCH != 0) != (batch_count > 0) {
+        return Err(DecodeError::Invalid("batch flag and count disagree"));
+    }
+    let mut at = HEADER_LEN;
+    let expires_at = if flags & FLAG_EXPIRES != 0 {
+        at += EXPIRY_LEN;
+        Some(u64_at(buf, HEADER_LEN))
+    } else {
+        None
+    };
+    if flags & FLAG_ENCRYPTED != 0 {
+        at += NONCE_LEN;
+    }
+    let expected = at
+        .checked_add(key_len)
+        .and_then(|n| n.checked_add(value_len))
+        .and_then(|n| n.checked_add(CRC_LEN));
+    if expected != Some(len) {
+        return Err(DecodeError::Invalid(
+            "frame length disagrees with its fields",
+        ));
+    }
+    Ok(Frame {
+        len,
+        kind,
+        seq: u64_at(buf, 8),
+        namespace: u32_at(buf, 16),
+        batch_count,
+        expires_at,
+        key: &buf[at..at + key_len],
+        value: &buf[at + key_len..at + key_len + value_len],
+    })
+}
+
+/// A position in a shard's log: segment id in the high half, byte offset in
+/// the low half. Ordered like the log.
+pub(crate) const fn pack_pos(segment: u32, offset: u32) -> u64 {
+    ((segment as u64) << 32) | offset as u64
+}
+
+pub(crate) const fn unpack_pos(pos: u64) -> (u32, u32) {
+    ((pos >> 32) as u32, pos as u32)
+}
+
+/// Identity stored in a segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    pub shard: u32,
+    pub shard_count: u32,
+    pub segment: u32,
+    pub hash_seed: u64,
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut b = [0u8; SEGMENT_HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        b[16..20].copy_from_slice(&self.shard.to_le_bytes());
+        b[20..24].copy_from_slice(&self.shard_count.to_le_bytes());
+        b[24..28].copy_from_slice(&self.segment.to_le_bytes());
+        b[32..40].copy_from_slice(&self.hash_seed.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header. The error says what was wrong; the caller
+    /// adds the file name.
+    pub(crate) fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if b.len() < SEGMENT_HEADER_LEN {
+            return Err(HeaderError::Corrupt("segment header truncated"));
+        }
+        if b[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::Magic);
+        }
+        if crc32c::crc32c(&b[..60]) != u32_at(b, 60) {
+            return Err(HeaderError::Corrupt("segment header checksum mismatch"));
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Version(version));
+        }
+        if u32_at(b, 12) != 0 {
+            return Err(HeaderError::Corrupt("segment uses unknown feature flags"));
+        }
+        Ok(SegmentHeader {
+            shard: u32_at(b, 16),
+            shard_count: u32_at(b, 20),
+            segment: u32_at(b, 24),
+            hash_seed: u64_at(b, 32),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeaderError {
+    Magic,
+    Version(u32),
+    Corrupt(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(spec: FrameSpec<'_>) {
+        let mut buf = vec![0u8; spec.encoded_len()];
+        encode(&spec, &mut buf);
+        let f = decode(&buf).expect("decodes");
+        assert_eq!(f.len, buf.len());
+        assert_eq!(f.kind, spec.kind);
+        assert_eq!(f.seq, spec.seq);
+        assert_eq!(f.namespace, spec.namespace);
+        assert_eq!(f.batch_count, spec.batch_count);
+        assert_eq!(f.expires_at, spec.expires_at);
+        assert_eq!(f.key, spec.key);
+        assert_eq!(f.value, spec.value);
+    }
+
+    #[test]
+    fn frames_roundtrip() {
+        roundtrip(FrameSpec {
+            kind: Kind::Put,
+            seq: 7,
+            namespace: 0,
+            batch_count: 0,
+            expires_at: None,
+            key: b"key",
+            value: b"value",
+        });
+        roundtrip(FrameSpec {
+            kind: Kind::Remove,
+            seq: u64::MAX,
+            namespace: 9,
+            batch_count: 3,
+            expires_at: Some(123456),
+            key: &[0xff; 300],
+            value: b"",
+        });
+        roundtrip(FrameSpec {
+            kind: Kind::Sync,
+            seq: 0,
+            namespace: 0,
+            batch_count: 0,
+            expires_at: None,
+            key: b"",
+            value: &pack_pos(3, 4096).to_le_bytes(),
+        });
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let spec = FrameSpec {
+            kind: Kind::Put,
+            seq: 42,
+            namespace: 1,
+            batch_count: 2,
+            expires_at: Some(99),
+            key: b"some key",
+            value: b"some value bytes",
+        };
+        let mut buf = vec![0u8; spec.encoded_len()];
+        encode(&spec, &mut buf);
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut b = buf.clone();
+                b[byte] ^= 1 << bit;
+                assert!(
+                    decode(&b).is_err(),
+                    "flip at byte {byte} bit {bit} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_and_short_input() {
+        assert_eq!(decode(&[0u8; 64]), Err(DecodeError::Zero));
+        assert!(matches!(decode(&[1, 0]), Err(DecodeError::Invalid(_))));
+        let mut b = [0u8; 64];
+        b[0] = 200; // longer than the buffer
+        assert!(matches!(decode(&b), Err(DecodeError::Invalid(_))));
+        b[0] = 10; // shorter than a header
+        assert!(matches!(decode(&b), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn frame_truncated_anywhere_is_invalid() {
+        let spec = FrameSpec {
+            kind: Kind::Put,
+            seq: 1,
+            namespace: 0,
+            batch_count: 0,
+            expires_at: None,
+            key: b"k",
+            value: b"v",
+        };
+        let mut buf = vec![0u8; spec.encoded_len()];
+        encode(&spec, &mut buf);
+        for cut in 0..buf.len() {
+            assert!(decode(&buf[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn segment_header_roundtrip_and_checks() {
+        let h = SegmentHeader {
+            shard: 1,
+            shard_count: 2,
+            segment: 77,
+            hash_seed: 0xdead_beef,
+        };
+        let b = h.encode();
+        assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        let mut bad = b;
+        bad[0] = b'X';
+        assert_eq!(SegmentHeader::decode(&bad), Err(HeaderError::Magic));
+        let mut bad = b;
+        bad[20] ^= 1;
+        assert!(matches!(
+            SegmentHeader::decode(&bad),
+            Err(HeaderError::Corrupt(_))
+        ));
+        let mut future = h.encode();
+        future[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c::crc32c(&future[..60]);
+        future[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(2)));
+    }
+
+    #[test]
+    fn positions_order_like_the_log() {
+        assert!(pack_pos(1, u32::MAX) < pack_pos(2, 0));
+        assert_eq!(unpack_pos(pack_pos(5, 77)), (5, 77));
+    }
+}

@@ -1,0 +1,116 @@
+//! Hint files: a per-segment snapshot of the index written by `checkpoint()`.
+//! The hint of segment S lists, for every key whose live record at the
+//! checkpoint was in S, the key's hash and the record's offset. Reopening
+//! loads the hints instead of replaying the frames they cover.
+//!
+//! | field | size |
+//! |---|---|
+//! | magic `EMDBHNT\0` | 8 |
+//! | format version | 4 |
+//! | shard | 4 |
+//! | segment id | 4 |
+//! | reserved | 4 |
+//! | checkpoint generation | 8 |
+//! | entry count | 8 |
+//! | entries: hash (u64), offset (u32) | 12 each |
+//! | CRC32C of everything before | 4 |
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::frame::FORMAT_VERSION;
+
+const MAGIC: [u8; 8] = *b"EMDBHNT\0";
+const HEAD: usize = 40;
+const ENTRY: usize = 12;
+
+/// Writes a hint file (not yet synced: the caller syncs all of them).
+pub(crate) fn write(
+    path: &Path,
+    shard: u32,
+    segment: u32,
+    gen: u64,
+    entries: &[(u64, u32)],
+) -> io::Result<fs::File> {
+    let mut b = Vec::with_capacity(HEAD + entries.len() * ENTRY + 4);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&shard.to_le_bytes());
+    b.extend_from_slice(&segment.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&gen.to_le_bytes());
+    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (h, off) in entries {
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(&b)?;
+    Ok(f)
+}
+
+/// Reads a hint file. `None` if it is missing, damaged, or not of this
+/// shard, segment and generation: the caller then replays the segment.
+pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Vec<(u64, u32)>> {
+    let b = fs::read(path).ok()?;
+    if b.len() < HEAD + 4 || b[..8] != MAGIC {
+        return None;
+    }
+    let body = b.len() - 4;
+    if crc32c::crc32c(&b[..body]) != u32::from_le_bytes(b[body..].try_into().ok()?) {
+        return None;
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+    let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    if u32_at(8) != FORMAT_VERSION
+        || u32_at(12) != shard
+        || u32_at(16) != segment
+        || u64_at(24) != gen
+    {
+        return None;
+    }
+    let count = u64_at(32) as usize;
+    if count.checked_mul(ENTRY)? != body - HEAD {
+        return None;
+    }
+    Some(
+        b[HEAD..body]
+            .chunks_exact(ENTRY)
+            .map(|c| {
+                let mut h = [0u8; 8];
+                h.copy_from_slice(&c[..8]);
+                let mut o = [0u8; 4];
+                o.copy_from_slice(&c[8..]);
+                (u64::from_le_bytes(h), u32::from_le_bytes(o))
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h");
+        let entries = vec![(1u64, 64u32), (u64::MAX, 1000)];
+        write(&p, 1, 2, 3, &entries).unwrap();
+        assert_eq!(read(&p, 1, 2, 3), Some(entries));
+        assert_eq!(read(&p, 1, 2, 4), None, "other generation");
+        assert_eq!(read(&p, 0, 2, 3), None, "other shard");
+        let mut b = fs::read(&p).unwrap();
+        b[45] ^= 1;
+        fs::write(&p, &b).unwrap();
+        assert_eq!(read(&p, 1, 2, 3), None, "damaged");
+        assert_eq!(read(&dir.path().join("missing"), 1, 2, 3), None);
+    }
+}

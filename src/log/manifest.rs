@@ -1,0 +1,218 @@
+//! The manifest: which segments are live, per shard, plus the database's
+//! identity (shard count, hash seed) and the last checkpoint. Replaced
+//! atomically: written to `MANIFEST.tmp`, synced, renamed over `MANIFEST`,
+//! and the directory synced.
+//!
+//! | field | size |
+//! |---|---|
+//! | magic `EMDBMAN\0` | 8 |
+//! | format version | 4 |
+//! | feature flags (0) | 4 |
+//! | shard count | 4 |
+//! | reserved | 4 |
+//! | hash seed | 8 |
+//! | checkpoint generation (0: none) | 8 |
+//! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each) | .. |
+//! | CRC32C of everything before | 4 |
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::frame::FORMAT_VERSION;
+use crate::error::{Error, Result};
+
+pub(crate) const FILE: &str = "MANIFEST";
+const TMP: &str = "MANIFEST.tmp";
+const MAGIC: [u8; 8] = *b"EMDBMAN\0";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Manifest {
+    pub shard_count: u32,
+    pub hash_seed: u64,
+    pub checkpoint_gen: u64,
+    pub shards: Vec<ShardEntry>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ShardEntry {
+    /// Live segment ids, ascending.
+    pub segments: Vec<u32>,
+    /// Where the last checkpoint's hint files stop (a packed position).
+    pub checkpoint_pos: u64,
+}
+
+impl Manifest {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64 + self.shards.len() * 32);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&self.shard_count.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&self.hash_seed.to_le_bytes());
+        b.extend_from_slice(&self.checkpoint_gen.to_le_bytes());
+        for s in &self.shards {
+            b.extend_from_slice(&s.checkpoint_pos.to_le_bytes());
+            b.extend_from_slice(&(s.segments.len() as u32).to_le_bytes());
+            for id in &s.segments {
+                b.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8], path: &Path) -> Result<Manifest> {
+        let bad = |off: usize, why| Error::corrupted(path, off as u64, why);
+        if b.len() < 8 || b[..8] != MAGIC {
+            return Err(Error::MagicMismatch);
+        }
+        if b.len() < 44 {
+            return Err(bad(b.len(), "manifest truncated"));
+        }
+        let body = b.len() - 4;
+        if crc32c::crc32c(&b[..body])
+            != u32::from_le_bytes(b[body..].try_into().map_err(|_| bad(body, "short"))?)
+        {
+            return Err(bad(0, "manifest checksum mismatch"));
+        }
+        let mut r = Reader {
+            b: &b[..body],
+            at: 8,
+        };
+        let version = r.u32().ok_or(bad(8, "manifest truncated"))?;
+        if version != FORMAT_VERSION {
+            return Err(Error::VersionMismatch {
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let flags = r.u32().ok_or(bad(12, "manifest truncated"))?;
+        if flags != 0 {
+            return Err(bad(12, "manifest uses unknown feature flags"));
+        }
+        let shard_count = r.u32().ok_or(bad(r.at, "manifest truncated"))?;
+        r.u32().ok_or(bad(r.at, "manifest truncated"))?;
+        let hash_seed = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+        let checkpoint_gen = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+        if shard_count == 0 || shard_count > 1024 {
+            return Err(bad(16, "manifest shard count out of range"));
+        }
+        let mut shards = Vec::with_capacity(shard_count as usize);
+        for _ in 0..shard_count {
+            let checkpoint_pos = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+            let n = r.u32().ok_or(bad(r.at, "manifest truncated"))? as usize;
+            if n > r.remaining() / 4 {
+                return Err(bad(r.at, "manifest segment count out of range"));
+            }
+            let mut segments = Vec::with_capacity(n);
+            for _ in 0..n {
+                segments.push(r.u32().ok_or(bad(r.at, "manifest truncated"))?);
+            }
+            if segments.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad(r.at, "manifest segment ids out of order"));
+            }
+            shards.push(ShardEntry {
+                segments,
+                checkpoint_pos,
+            });
+        }
+        if r.remaining() != 0 {
+            return Err(bad(r.at, "manifest has trailing bytes"));
+        }
+        Ok(Manifest {
+            shard_count,
+            hash_seed,
+            checkpoint_gen,
+            shards,
+        })
+    }
+
+    /// Reads the manifest of `dir`; `Ok(None)` if there is none.
+    pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(FILE);
+        match fs::read(&path) {
+            Ok(b) => Manifest::decode(&b, &path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces the manifest of `dir` atomically and durably.
+    pub(crate) fn store(&self, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(TMP);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&self.encode())?;
+        f.sync_data()?;
+        drop(f);
+        fs::rename(&tmp, dir.join(FILE))?;
+        sync_dir(dir)
+    }
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn remaining(&self) -> usize {
+        self.b.len() - self.at
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let v = u32::from_le_bytes(self.b.get(self.at..self.at + 4)?.try_into().ok()?);
+        self.at += 4;
+        Some(v)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let v = u64::from_le_bytes(self.b.get(self.at..self.at + 8)?.try_into().ok()?);
+        self.at += 8;
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_damage() {
+        let m = Manifest {
+            shard_count: 2,
+            hash_seed: 99,
+            checkpoint_gen: 3,
+            shards: vec![
+                ShardEntry {
+                    segments: vec![1, 2, 5],
+                    checkpoint_pos: 7,
+                },
+                ShardEntry {
+                    segments: vec![],
+                    checkpoint_pos: 0,
+                },
+            ],
+        };
+        let b = m.encode();
+        let p = Path::new("MANIFEST");
+        assert_eq!(Manifest::decode(&b, p).unwrap(), m);
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x10;
+            assert!(Manifest::decode(&d, p).is_err(), "flip at {i}");
+        }
+        for cut in 0..b.len() {
+            assert!(Manifest::decode(&b[..cut], p).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! On-disk structures: frames, segment files, the manifest and hint files.
+
+pub(crate) mod frame;
+pub(crate) mod hint;
+pub(crate) mod manifest;
+pub(crate) mod segment;

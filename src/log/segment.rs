@@ -1,0 +1,296 @@
+//! One segment: a preallocated append-only file of frames, its read-only
+//! mapping, and its shadow (the tail buffer).
+//!
+//! The shadow is an anonymous mapping as large as the segment, addressed by
+//! segment offset. Writers copy each frame into the shadow at its reserved
+//! offset under the shard lock; the core writes `[written, reserved)` of the
+//! shadow to the file and then advances `written`; pages of the shadow below
+//! `written` are later given back to the kernel and `released` says how far.
+//! A frame never changes once appended, so readers need no lock:
+//! - below `written` they read the file mapping (zero-copy);
+//! - above it they read the shadow and then check `released`: if the pages
+//!   were discarded meanwhile, the frame is in the file and they read it again
+//!   from there.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+
+use memmap2::MmapRaw;
+
+use super::frame::{self, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::io::{self, Storage};
+use std::io as stdio;
+
+pub(crate) struct Segment {
+    pub id: u32,
+    /// Size of the file and of both mappings.
+    pub cap: u32,
+    pub path: Option<PathBuf>,
+    pub storage: Storage,
+    /// Read view of the file. For memory storage it is the storage itself.
+    file_map: Option<MmapRaw>,
+    /// The tail buffer; `None` for segments recovered read-only.
+    shadow: Option<MmapRaw>,
+    /// Bytes `[0, written)` are in the file (or the memory storage).
+    pub written: AtomicU32,
+    /// Shadow bytes below this were discarded.
+    released: AtomicU32,
+    /// No more frames will be appended.
+    pub sealed: AtomicBool,
+}
+
+// SAFETY: the raw mappings are only written through the protocols described
+// in the module doc: the shadow at offsets reserved under the shard lock, the
+// memory storage by the core thread beyond `written`. All shared reads are of
+// bytes that are immutable once published.
+unsafe impl Send for Segment {}
+// SAFETY: see above.
+unsafe impl Sync for Segment {}
+
+pub(crate) fn file_name(shard: u32, id: u32) -> String {
+    format!("{shard:03}-{id:08}.seg")
+}
+
+pub(crate) fn hint_name(shard: u32, id: u32) -> String {
+    format!("{shard:03}-{id:08}.hint")
+}
+
+/// Parses `SSS-NNNNNNNN.seg` into (shard, id).
+pub(crate) fn parse_file_name(name: &str) -> Option<(u32, u32)> {
+    let stem = name.strip_suffix(".seg")?;
+    let (s, i) = stem.split_once('-')?;
+    Some((s.parse().ok()?, i.parse().ok()?))
+}
+
+fn preallocate(file: &File, len: u64) -> stdio::Result<()> {
+    // SAFETY: fallocate on a descriptor we own has no memory effects.
+    let r = unsafe { libc::fallocate(file.as_raw_fd_(), 0, 0, len as libc::off_t) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = stdio::Error::last_os_error();
+    match e.raw_os_error() {
+        // Filesystems without fallocate: a sparse file of the same size.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len),
+        _ => Err(e),
+    }
+}
+
+trait RawFdExt {
+    fn as_raw_fd_(&self) -> i32;
+}
+impl RawFdExt for File {
+    fn as_raw_fd_(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd()
+    }
+}
+
+impl Segment {
+    /// Creates a new, empty segment: a preallocated file with its header,
+    /// made durable, or a memory region when `dir` is `None`.
+    pub(crate) fn create(
+        dir: Option<&Path>,
+        header: SegmentHeader,
+        cap: u32,
+    ) -> stdio::Result<Segment> {
+        let head = header.encode();
+        let (storage, file_map, path) = match dir {
+            Some(dir) => {
+                let path = dir.join(file_name(header.shard, header.segment));
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)?;
+                preallocate(&file, cap as u64)?;
+                file.write_all_at(&head, 0)?;
+                io::fdatasync(file.as_raw_fd_())?;
+                let map = io::map_file(&file, cap as usize)?;
+                (Storage::File(file), Some(map), Some(path))
+            }
+            None => {
+                let map = io::map_anon(cap as usize)?;
+                // SAFETY: the mapping is fresh, private to us and at least
+                // SEGMENT_HEADER_LEN long (cap >= 4096).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(head.as_ptr(), map.as_mut_ptr(), head.len())
+                };
+                (Storage::Memory(map), None, None)
+            }
+        };
+        Ok(Segment {
+            id: header.segment,
+            cap,
+            path,
+            storage,
+            file_map,
+            shadow: Some(io::map_anon(cap as usize)?),
+            written: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
+            released: AtomicU32::new(0),
+            sealed: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens an existing segment file. When `extend_to` is given and the
+    /// file is shorter (the last segment of a shard, to be appended to), it
+    /// is extended with zeros first and gets a shadow.
+    pub(crate) fn open(path: &Path, id: u32, extend_to: Option<u32>) -> stdio::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut len = file.metadata()?.len();
+        if let Some(want) = extend_to {
+            if len < want as u64 {
+                preallocate(&file, want as u64)?;
+                len = want as u64;
+            }
+        }
+        let cap = len.min(u32::MAX as u64) as u32;
+        let map = if cap == 0 {
+            None
+        } else {
+            Some(io::map_file(&file, cap as usize)?)
+        };
+        let shadow = match extend_to {
+            Some(_) if cap > 0 => Some(io::map_anon(cap as usize)?),
+            _ => None,
+        };
+        Ok(Segment {
+            id,
+            cap,
+            path: Some(path.to_path_buf()),
+            storage: Storage::File(file),
+            file_map: map,
+            shadow,
+            written: AtomicU32::new(cap),
+            released: AtomicU32::new(cap),
+            sealed: AtomicBool::new(extend_to.is_none()),
+        })
+    }
+
+    /// The whole segment as the file holds it. Only for recovery, before any
+    /// append, and for reading below `written`.
+    pub(crate) fn file_bytes(&self) -> &[u8] {
+        let (ptr, len) = match (&self.file_map, &self.storage) {
+            (Some(m), _) => (m.as_ptr(), m.len()),
+            (None, Storage::Memory(m)) => (m.as_ptr(), m.len()),
+            (None, Storage::File(_)) => return &[],
+        };
+        // SAFETY: the mapping lives as long as self and is never unmapped
+        // early; bytes below `written` are immutable.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// Prepares the segment for appends starting at `end` (after recovery).
+    pub(crate) fn set_append_point(&self, end: u32) {
+        self.written.store(end, Ordering::Release);
+        let page = (end as usize / io::page_size() * io::page_size()) as u32;
+        self.released.store(page, Ordering::Release);
+        self.sealed.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn has_shadow(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// Pointer to shadow byte `off`, for a writer holding the shard lock
+    /// that reserved `[off, off + len)`.
+    ///
+    /// # Safety
+    /// The caller must have reserved the range exclusively and it must lie
+    /// within `cap`.
+    #[allow(clippy::mut_from_ref)] // disjoint ranges, handed out under the shard lock
+    pub(crate) unsafe fn shadow_mut(&self, off: u32, len: usize) -> &mut [u8] {
+        let shadow = self
+            .shadow
+            .as_ref()
+            .expect("appends only go to segments with a shadow");
+        debug_assert!(off as usize + len <= shadow.len());
+        // SAFETY: guaranteed by the caller: exclusive, in bounds.
+        unsafe { std::slice::from_raw_parts_mut(shadow.as_mut_ptr().add(off as usize), len) }
+    }
+
+    /// Shadow bytes `[from, to)` for the core to hand to the kernel.
+    pub(crate) fn shadow_range(&self, from: u32, to: u32) -> &[u8] {
+        match &self.shadow {
+            // SAFETY: [from, to) was fully appended before the core took it
+            // and is never modified again; it lies within the mapping.
+            Some(s) => unsafe {
+                std::slice::from_raw_parts(s.as_ptr().add(from as usize), (to - from) as usize)
+            },
+            None => &[],
+        }
+    }
+
+    /// Discards shadow pages below `upto` (rounded down to a page), which
+    /// must already be in the file.
+    pub(crate) fn release_shadow(&self, upto: u32) {
+        let Some(shadow) = &self.shadow else { return };
+        let upto = (upto as usize / io::page_size() * io::page_size()) as u32;
+        let from = self.released.load(Ordering::Acquire);
+        if upto <= from {
+            return;
+        }
+        debug_assert!(upto <= self.written.load(Ordering::Acquire));
+        // Publish first: a reader that copies discarded (zero) bytes must
+        // then see the new mark and re-read from the file.
+        self.released.store(upto, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        io::discard(shadow, from as usize, (upto - from) as usize);
+    }
+
+    /// Calls `f` with the bytes of the frame at `off` and returns its result,
+    /// or `None` if no plausible frame is there. `f` may be called twice
+    /// (shadow read invalidated by a concurrent discard), so it must not have
+    /// side effects beyond its return value.
+    #[inline]
+    pub(crate) fn with_frame<R>(&self, off: u32, mut f: impl FnMut(&[u8]) -> R) -> Option<R> {
+        let off = off as usize;
+        let written = self.written.load(Ordering::Acquire) as usize;
+        if off + frame::MIN_FRAME <= written {
+            let bytes = self.file_bytes();
+            let len = frame_len_at(bytes, off)?;
+            if off + len <= written {
+                return Some(f(&bytes[off..off + len]));
+            }
+        }
+        let shadow = self.shadow.as_ref()?;
+        // SAFETY: the shadow mapping lives as long as self; appended bytes are
+        // immutable, and a concurrent discard only turns them into zeros,
+        // which the check below detects.
+        let sbytes = unsafe { std::slice::from_raw_parts(shadow.as_ptr(), shadow.len()) };
+        let r = frame_len_at(sbytes, off)
+            .and_then(|len| (off + len <= sbytes.len()).then(|| f(&sbytes[off..off + len])));
+        fence(Ordering::SeqCst);
+        if (self.released.load(Ordering::SeqCst) as usize) <= off {
+            return r;
+        }
+        // Discarded while we read: by now the frame is in the file.
+        let bytes = self.file_bytes();
+        let written = self.written.load(Ordering::Acquire) as usize;
+        let len = frame_len_at(bytes, off)?;
+        (off + len <= written).then(|| f(&bytes[off..off + len]))
+    }
+
+    /// Raw pointer and length of the file mapping, for zero-copy values.
+    pub(crate) fn mapped(&self, off: u32, len: u32) -> Option<&[u8]> {
+        let end = off as usize + len as usize;
+        if end <= self.written.load(Ordering::Acquire) as usize {
+            self.file_bytes().get(off as usize..end)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        self.cap as u64
+    }
+}
+
+fn frame_len_at(bytes: &[u8], off: usize) -> Option<usize> {
+    let b = bytes.get(off..off + 4)?;
+    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    (len >= frame::MIN_FRAME).then_some(len)
+}

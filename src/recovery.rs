@@ -1,0 +1,465 @@
+//! Opening an existing database: manifest -> segments -> frames -> index.
+//!
+//! Pass 1 walks every shard's log from its checkpoint (or its start),
+//! verifying each frame's checksum, finding where the log ends, and counting
+//! the frames of each batch across all shards. Pass 2 replays the verified
+//! frames in log order into each shard's index, skipping batches that are
+//! not whole. Within a shard, log order is sequence order (sequence numbers
+//! are drawn under the shard lock), so "last in the log wins" is "highest
+//! sequence number wins".
+//!
+//! The torn-tail rule: the log ends at the first frame that does not verify,
+//! unless that damage lies inside data the shard had already made durable.
+//! Shard cores record what was durable in sync markers (a frame written after
+//! each fsync, and a final one at a clean close); if any marker after the
+//! damage claims a durable position beyond it, the damage is real corruption
+//! and opening fails with `Error::Corrupted` naming the file and offset.
+//! Otherwise the damage is a write that was in flight at a crash; the tail
+//! from there is cut (and zeroed on disk) so that it can never resurface.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::builder::Config;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::log::frame::{
+    self, pack_pos, DecodeError, Frame, HeaderError, Kind, SegmentHeader, SEGMENT_HEADER_LEN,
+};
+use crate::log::hint;
+use crate::log::manifest::{self, Manifest};
+use crate::log::segment::{self, Segment};
+
+pub(crate) struct RecoveredShard {
+    pub segs: Vec<Arc<Segment>>,
+    pub append_at: u32,
+    pub index: Index,
+}
+
+pub(crate) struct Recovered {
+    pub shards: Vec<RecoveredShard>,
+    pub max_seq: u64,
+}
+
+/// Hint entries `(hash, offset)` per segment index of a shard.
+type Hints = Vec<(usize, Vec<(u64, u32)>)>;
+
+/// Per shard result of pass 1.
+struct Scan {
+    /// Index into the segment list and offset where replay starts.
+    start: (usize, u32),
+    /// Valid end of each segment from `start.0` on (`ends[i - start.0]`).
+    ends: Vec<u32>,
+    /// The log was cut at this (segment index, offset).
+    cut: Option<(usize, u32)>,
+    /// Hint entries per segment index, when the checkpoint is usable.
+    hints: Option<Hints>,
+}
+
+pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<Recovered> {
+    let shard_count = m.shard_count as usize;
+    if m.shards.len() != shard_count {
+        return Err(Error::corrupted(
+            dir.join(manifest::FILE),
+            16,
+            "manifest shard list disagrees with its count",
+        ));
+    }
+    let mut all_segs = Vec::with_capacity(shard_count);
+    let mut manifest_changed = false;
+    for s in 0..shard_count {
+        if m.shards[s].segments.is_empty() {
+            // Created but never registered a segment: start one.
+            let header = SegmentHeader {
+                shard: s as u32,
+                shard_count: m.shard_count,
+                segment: 1,
+                hash_seed: m.hash_seed,
+            };
+            Segment::create(Some(dir), header, config.segment_size as u32)?;
+            m.shards[s].segments.push(1);
+            manifest_changed = true;
+        }
+        all_segs.push(open_segments(dir, m, s, config)?);
+    }
+    remove_orphans(dir, m);
+
+    // Pass 1.
+    let mut batches: HashMap<u64, (u32, u32)> = HashMap::new();
+    let mut max_seq = 0u64;
+    let mut scans = Vec::with_capacity(shard_count);
+    for (s, segs) in all_segs.iter().enumerate() {
+        let hints = load_hints(dir, m, s, segs);
+        let start = match &hints {
+            Some(_) => {
+                let (cseg, coff) = frame::unpack_pos(m.shards[s].checkpoint_pos);
+                let i = segs.iter().position(|g| g.id == cseg).unwrap_or(0);
+                (i, coff.max(SEGMENT_HEADER_LEN as u32))
+            }
+            None => (0, SEGMENT_HEADER_LEN as u32),
+        };
+        let mut scan = scan_shard(segs, start, &mut batches, &mut max_seq)?;
+        scan.hints = hints;
+        scans.push(scan);
+    }
+
+    // Pass 2 and the cleanup of cut tails.
+    let mut shards = Vec::with_capacity(shard_count);
+    for (s, (segs, scan)) in all_segs.into_iter().zip(scans).enumerate() {
+        let index = Index::new();
+        if let Some(h) = &scan.hints {
+            for (si, entries) in h {
+                let id = segs[*si].id;
+                for (hash, off) in entries {
+                    index.insert_unique(*hash, pack_pos(id, *off));
+                }
+            }
+        }
+        let table = shard_table(&segs);
+        for (i, end) in scan.ends.iter().enumerate() {
+            let si = scan.start.0 + i;
+            let bytes = segs[si].file_bytes();
+            let mut off = if i == 0 {
+                scan.start.1
+            } else {
+                SEGMENT_HEADER_LEN as u32
+            };
+            while off < *end {
+                let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
+                    break;
+                };
+                apply(
+                    &index,
+                    &table,
+                    &batches,
+                    &f,
+                    pack_pos(segs[si].id, off),
+                    m.hash_seed,
+                );
+                off += f.len as u32;
+            }
+        }
+        let (segs, append_at) = match scan.cut {
+            Some((si, off)) => {
+                cut_tail(m, s, &segs, si, off)?;
+                manifest_changed = true;
+                let mut kept = segs[..si].to_vec();
+                if segs[si].has_shadow() {
+                    kept.push(segs[si].clone());
+                } else {
+                    // Appends continue here now: reopen it with a tail buffer.
+                    let path = segs[si].path.clone().unwrap_or_default();
+                    let cap = segs[si].cap.max(config.segment_size as u32);
+                    kept.push(Arc::new(Segment::open(&path, segs[si].id, Some(cap))?));
+                }
+                (kept, off)
+            }
+            None => {
+                let last = segs.len() - 1;
+                let end = if last >= scan.start.0 {
+                    scan.ends[last - scan.start.0]
+                } else {
+                    SEGMENT_HEADER_LEN as u32
+                };
+                (segs, end)
+            }
+        };
+        // Appends continue in the last segment.
+        let last = segs
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::corrupted(dir, 0, "shard has no segment"))?;
+        if !last.has_shadow() {
+            return Err(Error::corrupted(
+                last.path.clone().unwrap_or_default(),
+                0,
+                "last segment could not be opened for appends",
+            ));
+        }
+        last.set_append_point(append_at);
+        shards.push(RecoveredShard {
+            segs,
+            append_at,
+            index,
+        });
+    }
+    if manifest_changed {
+        m.store(dir)?;
+        // Segments a cut dropped are orphans now.
+        remove_orphans(dir, m);
+    }
+    Ok(Recovered { shards, max_seq })
+}
+
+fn shard_table(segs: &[Arc<Segment>]) -> crate::engine::shard::SegTable {
+    crate::engine::shard::SegTable {
+        first: segs.first().map_or(0, |s| s.id),
+        segs: segs.to_vec(),
+    }
+}
+
+fn apply(
+    index: &Index,
+    table: &crate::engine::shard::SegTable,
+    batches: &HashMap<u64, (u32, u32)>,
+    f: &Frame<'_>,
+    loc: u64,
+    seed: u64,
+) {
+    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
+        return;
+    }
+    let hash = |ns: u32, key: &[u8]| crate::index::key_hash(seed, ns, key);
+    match f.kind {
+        Kind::Put => {
+            index.upsert(hash(f.namespace, f.key), loc, |old| {
+                crate::engine::frame_has_key(table, old, f.namespace, f.key)
+            });
+        }
+        Kind::Remove => {
+            index.remove(hash(f.namespace, f.key), |old| {
+                crate::engine::frame_has_key(table, old, f.namespace, f.key)
+            });
+        }
+        Kind::Clear => index.clear(),
+        Kind::Sync => {}
+    }
+}
+
+fn open_segments(dir: &Path, m: &Manifest, s: usize, config: &Config) -> Result<Vec<Arc<Segment>>> {
+    let ids = &m.shards[s].segments;
+    let mut out = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment::file_name(s as u32, id));
+        let last = i + 1 == ids.len();
+        let seg = match Segment::open(&path, id, last.then_some(config.segment_size as u32)) {
+            Ok(seg) => seg,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::corrupted(
+                    path,
+                    0,
+                    "a segment listed in the manifest is missing",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = seg.file_bytes();
+        if bytes.len() < SEGMENT_HEADER_LEN || bytes[..SEGMENT_HEADER_LEN].iter().all(|b| *b == 0) {
+            return Err(Error::corrupted(
+                path,
+                0,
+                "segment header is missing (file truncated?)",
+            ));
+        }
+        match SegmentHeader::decode(bytes) {
+            Ok(h) => {
+                if h.shard != s as u32
+                    || h.segment != id
+                    || h.hash_seed != m.hash_seed
+                    || h.shard_count != m.shard_count
+                {
+                    return Err(Error::corrupted(
+                        path,
+                        16,
+                        "segment header does not match the manifest",
+                    ));
+                }
+            }
+            Err(HeaderError::Version(v)) => {
+                return Err(Error::VersionMismatch {
+                    found: v,
+                    expected: frame::FORMAT_VERSION,
+                })
+            }
+            Err(HeaderError::Magic) => {
+                return Err(Error::corrupted(
+                    path,
+                    0,
+                    "segment header has bad magic bytes",
+                ))
+            }
+            Err(HeaderError::Corrupt(why)) => return Err(Error::corrupted(path, 0, why)),
+        }
+        out.push(Arc::new(seg));
+    }
+    Ok(out)
+}
+
+/// Segment files not named by the manifest were created but never
+/// registered (a crash in between); nothing in them was acknowledged.
+fn remove_orphans(dir: &Path, m: &Manifest) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((s, id)) = segment::parse_file_name(name) {
+            let listed = m
+                .shards
+                .get(s as usize)
+                .is_some_and(|sh| sh.segments.contains(&id));
+            if !listed {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The checkpoint's hint files of shard `s`, if every one of them is present
+/// and intact; otherwise `None` and the shard is replayed in full.
+fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Option<Hints> {
+    if m.checkpoint_gen == 0 || m.shards[s].checkpoint_pos == 0 {
+        return None;
+    }
+    let (cseg, coff) = frame::unpack_pos(m.shards[s].checkpoint_pos);
+    let ci = segs.iter().position(|g| g.id == cseg)?;
+    if coff as usize > segs[ci].file_bytes().len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(ci + 1);
+    for (i, seg) in segs.iter().enumerate().take(ci + 1) {
+        let entries = hint::read(
+            &dir.join(segment::hint_name(s as u32, seg.id)),
+            s as u32,
+            seg.id,
+            m.checkpoint_gen,
+        )?;
+        let len = seg.file_bytes().len();
+        if entries
+            .iter()
+            .any(|(_, off)| *off as usize + frame::MIN_FRAME > len)
+        {
+            return None;
+        }
+        out.push((i, entries));
+    }
+    Some(out)
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
+}
+
+fn scan_shard(
+    segs: &[Arc<Segment>],
+    start: (usize, u32),
+    batches: &mut HashMap<u64, (u32, u32)>,
+    max_seq: &mut u64,
+) -> Result<Scan> {
+    let mut ends = Vec::new();
+    for si in start.0..segs.len() {
+        let seg = &segs[si];
+        let bytes = seg.file_bytes();
+        let mut off = if si == start.0 {
+            start.1 as usize
+        } else {
+            SEGMENT_HEADER_LEN
+        };
+        loop {
+            if off >= bytes.len() {
+                ends.push(off as u32);
+                break;
+            }
+            match frame::decode(&bytes[off..]) {
+                Ok(f) => {
+                    *max_seq = (*max_seq).max(f.seq);
+                    if f.batch_count > 0 {
+                        let e = batches.entry(f.seq).or_insert((f.batch_count, 0));
+                        e.1 = e.1.saturating_add(1);
+                    }
+                    off += f.len;
+                }
+                Err(DecodeError::Zero) if all_zero(&bytes[off..]) => {
+                    ends.push(off as u32);
+                    break;
+                }
+                Err(DecodeError::Zero) | Err(DecodeError::Invalid(_)) => {
+                    let damage = pack_pos(seg.id, off as u32);
+                    if let Some(claim) = durable_claim_after(segs, si, off) {
+                        if claim > damage {
+                            let why = match frame::decode(&bytes[off..]) {
+                                Err(DecodeError::Invalid(w)) => w,
+                                _ => "unwritten hole inside durable data",
+                            };
+                            return Err(Error::corrupted(
+                                seg.path.clone().unwrap_or_default(),
+                                off as u64,
+                                why,
+                            ));
+                        }
+                    }
+                    ends.push(off as u32);
+                    return Ok(Scan {
+                        start,
+                        ends,
+                        cut: Some((si, off as u32)),
+                        hints: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok(Scan {
+        start,
+        ends,
+        cut: None,
+        hints: None,
+    })
+}
+
+/// The largest durable position claimed by any sync marker after the damage
+/// at `(si, off)`: in the rest of that segment (searched byte by byte, since
+/// frame boundaries are lost) and in every later segment.
+fn durable_claim_after(segs: &[Arc<Segment>], si: usize, off: usize) -> Option<u64> {
+    let mut best: Option<u64> = None;
+    for (j, seg) in segs.iter().enumerate().skip(si) {
+        let bytes = seg.file_bytes();
+        let mut p = if j == si { off + 1 } else { SEGMENT_HEADER_LEN };
+        while p + frame::MIN_FRAME <= bytes.len() {
+            if bytes[p..p + 4] == [0, 0, 0, 0] {
+                // Skip zeros quickly.
+                match bytes[p..].iter().position(|b| *b != 0) {
+                    Some(n) => {
+                        p += n.saturating_sub(3).max(1);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            match frame::decode(&bytes[p..]) {
+                Ok(f) => {
+                    if f.kind == Kind::Sync && f.value.len() == 8 {
+                        let mut v = [0u8; 8];
+                        v.copy_from_slice(f.value);
+                        let c = u64::from_le_bytes(v);
+                        best = Some(best.map_or(c, |b| b.max(c)));
+                    }
+                    p += f.len;
+                }
+                Err(_) => p += 1,
+            }
+        }
+    }
+    best
+}
+
+/// Makes a cut final: zeroes the damaged tail of segment `si` from `off`,
+/// and drops every later segment of the shard from the manifest (their files
+/// are removed once the new manifest is stored).
+fn cut_tail(m: &mut Manifest, s: usize, segs: &[Arc<Segment>], si: usize, off: u32) -> Result<()> {
+    let seg = &segs[si];
+    let bytes = seg.file_bytes();
+    let start = off as usize;
+    if let Some(last) = bytes[start..].iter().rposition(|b| *b != 0) {
+        if let crate::io::Storage::File(f) = &seg.storage {
+            let zeros = vec![0u8; last + 1];
+            f.write_all_at(&zeros, off as u64)?;
+            f.sync_data()?;
+        }
+    }
+    let dropped: Vec<u32> = segs[si + 1..].iter().map(|g| g.id).collect();
+    m.shards[s].segments.retain(|id| !dropped.contains(id));
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `EmdbStats`: what `Emdb::stats` reports.
+
+use crate::builder::IoBackend;
+
+/// A snapshot of the database's figures.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct EmdbStats {
+    /// Live keys in the default namespace.
+    pub live_records: u64,
+    /// Namespaces, the default one included.
+    pub namespace_count: usize,
+    /// Bytes of log data (frames and headers) in the segments.
+    pub logical_size_bytes: u64,
+    /// Bytes of segment files on disk, preallocated space included (0 in
+    /// memory).
+    pub file_size_bytes: u64,
+    /// Preallocated, not yet used bytes of the segment files.
+    pub preallocated_bytes: u64,
+    /// Whether the ordered index for range scans is kept.
+    pub range_scans_enabled: bool,
+    /// Whether records are encrypted at rest.
+    pub encrypted: bool,
+    /// The I/O backend in use (never `Auto`).
+    pub io_backend: IoBackend,
+    /// Shard cores (threads).
+    pub shards: usize,
+    /// fdatasyncs the engine issued since open (each is one device flush
+    /// on a device with a volatile write cache).
+    pub device_flushes: u64,
+    /// Records those syncs made durable.
+    pub durable_records: u64,
+    /// `durable_records / device_flushes`: how well group commit coalesces.
+    pub records_per_flush: f64,
+    /// Memory held by the hash index, in bytes.
+    pub index_bytes: u64,
+}
+
+impl EmdbStats {
+    pub(crate) fn empty(io_backend: IoBackend, shards: usize) -> EmdbStats {
+        EmdbStats {
+            live_records: 0,
+            namespace_count: 0,
+            logical_size_bytes: 0,
+            file_size_bytes: 0,
+            preallocated_bytes: 0,
+            range_scans_enabled: false,
+            encrypted: false,
+            io_backend,
+            shards,
+            device_flushes: 0,
+            durable_records: 0,
+            records_per_flush: 0.0,
+            index_bytes: 0,
+        }
+    }
+}

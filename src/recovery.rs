@@ -179,6 +179,11 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 "last segment could not be opened for appends",
             ));
         }
+        // Make what is below the append point durable, so appends can rely on
+        // its blocks being allocated (see Segment::zeroed_upto).
+        if let crate::io::Storage::File(f) = &last.storage {
+            f.sync_data()?;
+        }
         last.set_append_point(append_at);
         shards.push(RecoveredShard {
             segs,

@@ -46,6 +46,14 @@ pub(crate) struct Ctx {
     checkpoint_gen: AtomicU64,
     /// Disk databases only.
     manifest: Option<Mutex<Manifest>>,
+    /// The device flusher (disk databases only): requests, its thread, stop.
+    flush_requested: AtomicU64,
+    flusher: std::sync::OnceLock<std::thread::Thread>,
+    flusher_stop: std::sync::atomic::AtomicBool,
+    /// Device flushes issued by the flusher.
+    flusher_flushes: AtomicU64,
+    /// Flush calls waiting right now (a sign of concurrency).
+    flushes_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -80,6 +88,43 @@ impl Ctx {
 
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn new(
+        config: &Config,
+        shard_count: usize,
+        hash_seed: u64,
+        backend: IoBackend,
+        seq: u64,
+        gen: u64,
+        manifest: Option<Manifest>,
+    ) -> Ctx {
+        Ctx {
+            config: config.clone(),
+            shard_count,
+            hash_seed,
+            backend,
+            seq: AtomicU64::new(seq),
+            checkpoint_gen: AtomicU64::new(gen),
+            manifest: manifest.map(Mutex::new),
+            flush_requested: AtomicU64::new(0),
+            flusher: std::sync::OnceLock::new(),
+            flusher_stop: std::sync::atomic::AtomicBool::new(false),
+            flusher_flushes: AtomicU64::new(0),
+            flushes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Asks the device flusher for one more device flush.
+    pub(crate) fn request_device_flush(&self) {
+        self.flush_requested.fetch_add(1, Ordering::AcqRel);
+        if let Some(t) = self.flusher.get() {
+            t.unpark();
+        }
+    }
+
+    fn has_flusher(&self) -> bool {
+        self.flusher.get().is_some()
     }
 }
 
@@ -126,15 +171,15 @@ impl Engine {
         };
         let (ctx, parts) = match &config.dir {
             None => {
-                let ctx = Arc::new(Ctx {
-                    shard_count: config.shards,
-                    hash_seed: random_seed(),
+                let ctx = Arc::new(Ctx::new(
+                    &config,
+                    config.shards,
+                    random_seed(),
                     backend,
-                    seq: AtomicU64::new(1),
-                    checkpoint_gen: AtomicU64::new(0),
-                    manifest: None,
-                    config: config.clone(),
-                });
+                    1,
+                    0,
+                    None,
+                ));
                 let mut parts = Vec::new();
                 for s in 0..ctx.shard_count {
                     let header = SegmentHeader {
@@ -159,7 +204,24 @@ impl Engine {
             .enumerate()
             .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.index)))
             .collect();
-        let threads = start_cores(&shards, backend, config.sqpoll_idle_ms)?;
+        for s in &shards {
+            s.set_self();
+        }
+        let mut threads = start_cores(&shards, backend, config.sqpoll_idle_ms)?;
+        if let Some(dir) = config.dir.as_ref().filter(|d| overwrites_in_place(d)) {
+            match start_flusher(&ctx, &shards, dir, backend, config.sqpoll_idle_ms) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    for s in &shards {
+                        s.request_shutdown();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(Engine {
             ctx,
             shards,
@@ -276,7 +338,7 @@ impl Engine {
             g.user_lpos
         };
         if self.write_through() {
-            shard.durable(target).await?;
+            shard.durable(target, false).await?;
         }
         Ok(())
     }
@@ -311,7 +373,7 @@ impl Engine {
             (old, g.user_lpos)
         };
         if self.write_through() {
-            shard.durable(target).await?;
+            shard.durable(target, false).await?;
         }
         Ok(Some(old))
     }
@@ -454,16 +516,35 @@ impl Engine {
         self.await_durable(&targets).await
     }
 
+    /// Waits until each listed shard is durable up to its target. When two
+    /// or more shards need a sync, they only put their data on the device
+    /// and one device flush serves them all.
     async fn await_durable(&self, targets: &[(usize, u64)]) -> Result<()> {
-        let futs = targets
+        let needing: Vec<(usize, u64)> = targets
             .iter()
-            .map(|(s, t)| self.shards[*s].durable(*t))
+            .copied()
+            .filter(|(s, t)| self.shards[*s].durable_lpos() < *t)
             .collect();
-        JoinAll {
+        if needing.is_empty() {
+            return Ok(());
+        }
+        // Concurrent flushers share the device flush even when they need a
+        // single shard; a lone flush of one shard takes the direct path,
+        // which has the lowest latency.
+        let others = self.ctx.flushes_in_flight.fetch_add(1, Ordering::AcqRel);
+        let shared =
+            self.ctx.has_flusher() && self.shards.len() > 1 && (needing.len() >= 2 || others > 0);
+        let futs = needing
+            .iter()
+            .map(|(s, t)| self.shards[*s].durable(*t, shared))
+            .collect();
+        let r = JoinAll {
             futs,
             done: Vec::new(),
         }
-        .await
+        .await;
+        self.ctx.flushes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// Writes hint files for every segment up to the current tail of each
@@ -563,9 +644,11 @@ impl Engine {
                 st.file_size_bytes += s.segment_list().iter().map(|g| g.file_len()).sum::<u64>();
             }
             st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
+
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
             st.index_bytes += s.index.memory_bytes() as u64;
         }
+        st.device_flushes += self.ctx.flusher_flushes.load(Ordering::Relaxed);
         st.preallocated_bytes = st.file_size_bytes.saturating_sub(st.logical_size_bytes);
         st.records_per_flush = if st.device_flushes == 0 {
             0.0
@@ -579,7 +662,23 @@ impl Engine {
         for s in &self.shards {
             s.request_shutdown();
         }
-        for t in self.threads.lock().drain(..) {
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        // Cores first (they finish with their own syncs), then segment
+        // preparation, then the device flusher, which cores may still use.
+        let (flusher, cores): (Vec<_>, Vec<_>) = threads
+            .into_iter()
+            .partition(|t| t.thread().name() == Some("emdb-flusher"));
+        for t in cores {
+            let _ = t.join();
+        }
+        for s in &self.shards {
+            s.join_prep();
+        }
+        self.ctx.flusher_stop.store(true, Ordering::Release);
+        if let Some(t) = self.ctx.flusher.get() {
+            t.unpark();
+        }
+        for t in flusher {
             let _ = t.join();
         }
     }
@@ -672,15 +771,15 @@ fn open_dir(
             let parts = recovery::recover(dir, config, &mut m)?;
             let max_seq = parts.max_seq;
             let gen = m.checkpoint_gen;
-            let ctx = Arc::new(Ctx {
-                config: config.clone(),
+            let ctx = Arc::new(Ctx::new(
+                config,
                 shard_count,
-                hash_seed: ctx_seed,
+                ctx_seed,
                 backend,
-                seq: AtomicU64::new(max_seq + 1),
-                checkpoint_gen: AtomicU64::new(gen),
-                manifest: Some(Mutex::new(m)),
-            });
+                max_seq + 1,
+                gen,
+                Some(m),
+            ));
             Ok((ctx, parts.shards))
         }
         None => {
@@ -724,17 +823,135 @@ fn open_dir(
                 });
             }
             m.store(dir)?;
-            let ctx = Arc::new(Ctx {
-                config: config.clone(),
-                shard_count: config.shards,
-                hash_seed: seed,
+            let ctx = Arc::new(Ctx::new(
+                config,
+                config.shards,
+                seed,
                 backend,
-                seq: AtomicU64::new(1),
-                checkpoint_gen: AtomicU64::new(0),
-                manifest: Some(Mutex::new(m)),
-            });
+                1,
+                0,
+                Some(m),
+            ));
             Ok((ctx, parts))
         }
+    }
+}
+
+/// Starts the device flusher: it serves multi-shard flushes with one
+/// fdatasync after every involved shard has put its data on the device
+/// (`sync_file_range`), so one device flush covers all of them. It syncs the
+/// lock file, which has no dirty data: the call only flushes the device.
+fn start_flusher(
+    ctx: &Arc<Ctx>,
+    shards: &[Arc<Shard>],
+    dir: &Path,
+    backend: IoBackend,
+    sqpoll: Option<u32>,
+) -> Result<JoinHandle<()>> {
+    let anchor = crate::io::Storage::File(fs::File::open(dir.join("LOCK"))?);
+    let ctx2 = ctx.clone();
+    let shards: Vec<Arc<Shard>> = shards.to_vec();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+    let t = std::thread::Builder::new()
+        .name("emdb-flusher".into())
+        .spawn(move || {
+            let mut io = match crate::io::create(backend, sqpoll) {
+                Ok(io) => {
+                    let _ = tx.send(Ok(()));
+                    io
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            run_flusher(&ctx2, &shards, &anchor, io.as_mut());
+        })?;
+    match rx.recv() {
+        Ok(Ok(())) => {
+            let _ = ctx.flusher.set(t.thread().clone());
+            Ok(t)
+        }
+        Ok(Err(e)) => Err(Error::Io(e)),
+        Err(_) => Err(Error::Io(io::Error::other(
+            "device flusher exited during start",
+        ))),
+    }
+}
+
+/// Whether the filesystem of `dir` overwrites written blocks in place, so that
+/// a write into an already written and synced block changes no metadata and
+/// is durable after `sync_file_range` plus any device flush. True for ext4
+/// and XFS; copy-on-write filesystems (btrfs, ZFS) allocate on every write,
+/// so there every shard syncs its own file.
+fn overwrites_in_place(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid C string and `st` is a writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    matches!(st.f_type as i64, EXT4 | XFS)
+}
+
+/// Longest the device flusher waits for shards still writing their part.
+const MAX_FLUSH_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
+fn run_flusher(
+    ctx: &Ctx,
+    shards: &[Arc<Shard>],
+    anchor: &crate::io::Storage,
+    io: &mut dyn crate::io::Io,
+) {
+    let mut done = 0u64;
+    let mut last_flush = std::time::Duration::ZERO;
+    loop {
+        let want = ctx.flush_requested.load(Ordering::Acquire);
+        if want == done {
+            if ctx.flusher_stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::park();
+            continue;
+        }
+        // Let shards that are still putting their part of a shared flush on
+        // the device finish, so that one device flush covers all of them.
+        if ctx.flushes_in_flight.load(Ordering::Acquire) > 1 {
+            let deadline = std::time::Instant::now() + (last_flush / 2).min(MAX_FLUSH_GATHER);
+            while shards.iter().any(|s| s.shared_pending()) {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
+        }
+        let want = ctx.flush_requested.load(Ordering::Acquire);
+        // What each shard has on the device now; the flush below covers it.
+        let snaps: Vec<_> = shards.iter().map(|s| s.stable_snapshot()).collect();
+        let started = std::time::Instant::now();
+        let result = io.run(&[crate::io::Op::Sync { target: anchor }]);
+        last_flush = started.elapsed();
+        match result {
+            Ok(()) => {
+                ctx.flusher_flushes.fetch_add(1, Ordering::Relaxed);
+                for (s, snap) in shards.iter().zip(snaps) {
+                    s.mark_durable(snap);
+                }
+            }
+            Err(e) => {
+                for s in shards {
+                    s.poison_from_flusher(&e);
+                }
+            }
+        }
+        done = want;
     }
 }
 
@@ -756,7 +973,13 @@ fn start_cores(
                 Ok(io) => {
                     debug_assert_eq!(io.kind(), backend);
                     let _ = tx.send(Ok(()));
-                    shard::run_core(s, io);
+                    let core = s.clone();
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                        shard::run_core(core, io)
+                    }));
+                    if ran.is_err() {
+                        s.poison_dead_core();
+                    }
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));

@@ -20,7 +20,7 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::Ctx;
 use crate::error::{Error, Result};
@@ -34,6 +34,8 @@ use crate::log::segment::Segment;
 const LINGER: Duration = Duration::from_micros(500);
 /// Unwritten bytes past which an appender wakes a lingering core early.
 const WAKE_BYTES: u64 = 1 << 20;
+/// Longest a core waits for returning flushers before a sync round.
+const MAX_GATHER: Duration = Duration::from_micros(200);
 /// Most operations in one chain (the ring holds 64 entries).
 const MAX_CHAIN: usize = 48;
 
@@ -71,8 +73,6 @@ pub(crate) struct Inner {
     /// Next append offset in `active`.
     pub reserved: u32,
     /// A pre-created segment to rotate into.
-    next: Option<Arc<Segment>>,
-    next_requested: bool,
     chunks: VecDeque<Chunk>,
     /// Sealed segments whose sealing fsync the core has not issued yet.
     to_seal: Vec<Arc<Segment>>,
@@ -82,7 +82,13 @@ pub(crate) struct Inner {
     pub user_lpos: u64,
     /// User records appended in this process's lifetime.
     records: u64,
+    /// Highest log position a waiter needs synced by this shard itself.
     sync_wanted: u64,
+    /// Highest log position a waiter needs on the device, to be made durable
+    /// by the database-wide device flush (multi-shard flushes).
+    stable_wanted: u64,
+    /// What is on the device but not yet flushed: (lpos, position, records).
+    stable: (u64, u64, u64),
     flush_waiters: Vec<Waker>,
     space_waiters: Vec<Waker>,
     poison: Option<Poison>,
@@ -90,6 +96,14 @@ pub(crate) struct Inner {
     /// A durable position to record in a sync marker.
     marker_due: Option<u64>,
     next_segment_id: u32,
+}
+
+/// The segment to rotate into, prepared ahead of need.
+#[derive(Default)]
+struct NextSlot {
+    seg: Option<Arc<Segment>>,
+    preparing: bool,
+    failed: Option<std::io::Error>,
 }
 
 #[derive(Clone)]
@@ -110,7 +124,14 @@ pub(crate) struct Shard {
     core: OnceLock<Thread>,
     core_idle: AtomicBool,
     pub device_flushes: AtomicU64,
+    /// User records made durable (monotone).
     pub durable_records: AtomicU64,
+    /// The thread preparing the next segment, if one ran.
+    prep: Mutex<Option<std::thread::JoinHandle<()>>>,
+    next: Mutex<NextSlot>,
+    next_ready: Condvar,
+    /// Weak self-reference, for the preparation thread.
+    this: OnceLock<std::sync::Weak<Shard>>,
     ctx: Arc<Ctx>,
 }
 
@@ -146,14 +167,14 @@ impl Shard {
             inner: Mutex::new(Inner {
                 active,
                 reserved: append_at,
-                next: None,
-                next_requested: false,
                 chunks: VecDeque::new(),
                 to_seal: Vec::new(),
                 lpos: 0,
                 user_lpos: 0,
                 records: 0,
                 sync_wanted: 0,
+                stable_wanted: 0,
+                stable: (0, 0, 0),
                 flush_waiters: Vec::new(),
                 space_waiters: Vec::new(),
                 poison: None,
@@ -168,12 +189,21 @@ impl Shard {
             core_idle: AtomicBool::new(false),
             device_flushes: AtomicU64::new(0),
             durable_records: AtomicU64::new(0),
+            prep: Mutex::new(None),
+            next: Mutex::new(NextSlot::default()),
+            next_ready: Condvar::new(),
+            this: OnceLock::new(),
             ctx,
         }
     }
 
     pub(crate) fn set_core(&self, t: Thread) {
         let _ = self.core.set(t);
+    }
+
+    /// Must be called once the shard is in its `Arc`.
+    pub(crate) fn set_self(self: &Arc<Self>) {
+        let _ = self.this.set(Arc::downgrade(self));
     }
 
     #[inline]
@@ -239,28 +269,83 @@ impl Shard {
                 to: off + len as u32,
             }),
         }
-        if !g.next_requested && g.next.is_none() && g.reserved as u64 * 2 > g.active.cap as u64 {
-            g.next_requested = true;
-            self.wake_core();
+        if g.reserved as u64 * 2 > g.active.cap as u64 {
+            self.start_prep(g);
         }
         Ok(pack_pos(g.active.id, off))
     }
 
-    /// Seals the active segment and continues in the next one, creating it
-    /// here if the core has not prepared it yet.
-    fn rotate(&self, g: &mut Inner) -> Result<()> {
-        let next = match g.next.take() {
-            Some(n) => n,
-            None => self
-                .create_segment(g.next_segment_id)
-                .map_err(|e| self.poison_with(g, &e))?,
+    /// Starts preparing the next segment on a thread of its own, unless one
+    /// is prepared or being prepared. Its id is reserved now, under the
+    /// shard lock, so segments become active in id order.
+    fn start_prep(&self, g: &mut Inner) {
+        let mut slot = self.next.lock();
+        if slot.preparing || slot.seg.is_some() || g.poison.is_some() {
+            return;
+        }
+        let Some(me) = self.this.get().and_then(|w| w.upgrade()) else {
+            return;
         };
-        g.next_segment_id = g.next_segment_id.max(next.id + 1);
+        let id = g.next_segment_id;
+        g.next_segment_id += 1;
+        slot.preparing = true;
+        drop(slot);
+        let spawned = std::thread::Builder::new()
+            .name(format!("emdb-prep-{}", self.id))
+            .spawn(move || {
+                let made = me.create_segment(id);
+                let mut slot = me.next.lock();
+                slot.preparing = false;
+                match made {
+                    Ok(seg) => slot.seg = Some(seg),
+                    Err(e) => slot.failed = Some(e),
+                }
+                drop(slot);
+                me.next_ready.notify_all();
+            });
+        match spawned {
+            Ok(t) => {
+                if let Some(old) = self.prep.lock().replace(t) {
+                    // Finished already (a segment is only prepared after the
+                    // previous one was taken).
+                    let _ = old.join();
+                }
+            }
+            Err(_) => {
+                // No thread: the id stays unused and rotation creates one.
+                self.next.lock().preparing = false;
+            }
+        }
+    }
+
+    /// Seals the active segment and continues in the next one. If the
+    /// prepared segment is not ready the writer waits for it (rare: a burst
+    /// faster than preparation); if none is being prepared it creates one.
+    fn rotate(&self, g: &mut Inner) -> Result<()> {
+        let next = loop {
+            let mut slot = self.next.lock();
+            if let Some(seg) = slot.seg.take() {
+                break seg;
+            }
+            if let Some(e) = slot.failed.take() {
+                drop(slot);
+                return Err(self.poison_with(g, &e));
+            }
+            if slot.preparing {
+                self.next_ready.wait(&mut slot);
+                continue;
+            }
+            drop(slot);
+            let id = g.next_segment_id;
+            g.next_segment_id += 1;
+            break self
+                .create_segment(id)
+                .map_err(|e| self.poison_with(g, &e))?;
+        };
         let old = std::mem::replace(&mut g.active, next);
         old.sealed.store(true, Ordering::Release);
         g.to_seal.push(old);
         g.reserved = SEGMENT_HEADER_LEN as u32;
-        g.next_requested = false;
         self.wake_core();
         Ok(())
     }
@@ -327,11 +412,72 @@ impl Shard {
     }
 
     /// Completes once everything this shard appended up to `target` is
-    /// durable.
-    pub(crate) fn durable(&self, target: u64) -> Durable<'_> {
+    /// durable. With `shared`, the shard only puts its data on the device
+    /// and the database-wide device flush makes it durable, so that one
+    /// device flush serves every shard of a multi-shard flush.
+    pub(crate) fn durable(&self, target: u64, shared: bool) -> Durable<'_> {
         Durable {
             shard: self,
             target,
+            shared,
+        }
+    }
+
+    pub(crate) fn durable_lpos(&self) -> u64 {
+        self.durable_lpos.load(Ordering::Acquire)
+    }
+
+    /// For the device flusher: whether this shard is still putting data on
+    /// the device for a shared flush.
+    pub(crate) fn shared_pending(&self) -> bool {
+        let g = self.lock();
+        g.stable_wanted > g.stable.0.max(self.durable_lpos.load(Ordering::Acquire))
+    }
+
+    /// For the device flusher: what this shard has on the device.
+    pub(crate) fn stable_snapshot(&self) -> (u64, u64, u64) {
+        self.lock().stable
+    }
+
+    /// For the device flusher: a device flush that started after `snap`
+    /// was taken has completed.
+    pub(crate) fn mark_durable(&self, snap: (u64, u64, u64)) {
+        let (lpos, pos, records) = snap;
+        let mut g = self.lock();
+        let before = self.durable_lpos.fetch_max(lpos, Ordering::AcqRel);
+        self.durable_records.fetch_max(records, Ordering::Relaxed);
+        if before < lpos && !g.shutdown {
+            g.marker_due = Some(g.marker_due.map_or(pos, |p| p.max(pos)));
+        }
+        let wake = std::mem::take(&mut g.flush_waiters);
+        drop(g);
+        for w in wake {
+            w.wake();
+        }
+        self.wake_core();
+    }
+
+    /// For the device flusher: its flush failed, so nothing it covered can
+    /// be called durable.
+    pub(crate) fn poison_from_flusher(&self, e: &std::io::Error) {
+        let mut g = self.lock();
+        self.poison_with(&mut g, e);
+    }
+
+    /// A core thread died (a bug): fail every waiter and refuse writes
+    /// rather than leave callers waiting forever.
+    pub(crate) fn poison_dead_core(&self) {
+        let mut g = self.lock();
+        self.poison_with(
+            &mut g,
+            &std::io::Error::other("emdb shard core thread panicked"),
+        );
+    }
+
+    /// Waits for the segment-preparation thread, if one runs.
+    pub(crate) fn join_prep(&self) {
+        if let Some(t) = self.prep.lock().take() {
+            let _ = t.join();
         }
     }
 
@@ -351,14 +497,10 @@ impl Shard {
         let segs = self.segment_list();
         let mut total = 0u64;
         for s in &segs {
-            if Arc::ptr_eq(s, &g.active) {
+            if s.id > g.active.id {
+                total += SEGMENT_HEADER_LEN as u64; // prepared, unused
+            } else if Arc::ptr_eq(s, &g.active) {
                 total += g.reserved as u64;
-            } else if let Some(n) = &g.next {
-                if Arc::ptr_eq(s, n) {
-                    total += SEGMENT_HEADER_LEN as u64;
-                    continue;
-                }
-                total += s.written.load(Ordering::Acquire) as u64;
             } else {
                 total += s.written.load(Ordering::Acquire) as u64;
             }
@@ -415,6 +557,7 @@ impl<'a> Future for LockForAppend<'a> {
 pub(crate) struct Durable<'a> {
     shard: &'a Shard,
     target: u64,
+    shared: bool,
 }
 
 impl Future for Durable<'_> {
@@ -432,7 +575,20 @@ impl Future for Durable<'_> {
         if let Some(p) = &g.poison {
             return Poll::Ready(Err(p.to_io_error()));
         }
-        g.sync_wanted = g.sync_wanted.max(self.target);
+        if self.shared {
+            g.stable_wanted = g.stable_wanted.max(self.target);
+            if g.stable.0 >= self.target {
+                // Already on the device: only the device flush is missing.
+                if !g.flush_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    g.flush_waiters.push(cx.waker().clone());
+                }
+                drop(g);
+                shard.ctx.request_device_flush();
+                return Poll::Pending;
+            }
+        } else {
+            g.sync_wanted = g.sync_wanted.max(self.target);
+        }
         if !g.flush_waiters.iter().any(|w| w.will_wake(cx.waker())) {
             g.flush_waiters.push(cx.waker().clone());
         }
@@ -448,7 +604,18 @@ struct Round {
     seals: Vec<Arc<Segment>>,
     lpos: u64,
     records: u64,
-    sync: bool,
+    sync: SyncMode,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncMode {
+    /// Write only.
+    None,
+    /// fdatasync the dirty segment: durable when the chain completes.
+    Direct,
+    /// Put the dirty segment's pages on the device; the device flusher makes
+    /// them durable.
+    Shared,
 }
 
 /// The core thread's loop. Returns when shut down (after a final sync) or
@@ -456,14 +623,37 @@ struct Round {
 pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
     // The last segment written without a sync after it.
     let mut dirty: Option<Arc<Segment>> = None;
-    let mut records_durable = 0u64;
     // 0: running; 1: shutting down, final marker appended.
     let mut final_phase = 0u8;
     let mut lingering = false;
+    // Group-commit gathering: how many waiters the last synced round served
+    // and how long its sync took.
+    let mut last_waiters = 0usize;
+    let mut last_sync = Duration::ZERO;
     loop {
-        prepare_next_segment(&shard);
         let round = {
             let mut g = shard.lock();
+            let sync_asked =
+                g.sync_wanted.max(g.stable_wanted) > shard.durable_lpos.load(Ordering::Acquire);
+            if last_waiters >= 2
+                && !g.shutdown
+                && g.flush_waiters.len() < last_waiters
+                && sync_asked
+            {
+                // Concurrent flushers were just woken by the last round and
+                // are coming back: give them a fraction of a sync's time to
+                // join this one rather than the one after.
+                let deadline = std::time::Instant::now() + (last_sync / 2).min(MAX_GATHER);
+                while g.flush_waiters.len() < last_waiters {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    drop(g);
+                    std::thread::park_timeout(deadline - now);
+                    g = shard.lock();
+                }
+            }
             let durable = shard.durable_lpos.load(Ordering::Acquire);
             if g.poison.is_some() {
                 if g.shutdown {
@@ -475,8 +665,10 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
             }
             let written = shard.written_lpos.load(Ordering::Acquire);
             let mut pending = !g.chunks.is_empty() || !g.to_seal.is_empty();
-            let want_sync =
+            let want_direct =
                 g.sync_wanted > durable || (g.shutdown && (written > durable || pending));
+            let want_shared = g.stable_wanted > g.stable.0.max(durable);
+            let want_sync = want_direct || want_shared;
             // A marker rides along with the next write, or is written on its
             // own just before the core goes idle.
             if !g.shutdown && (pending || want_sync || !lingering) {
@@ -512,16 +704,27 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
             }
             let chunks: Vec<Chunk> = g.chunks.drain(..).collect();
             let seals = std::mem::take(&mut g.to_seal);
+            let sync = if want_direct {
+                SyncMode::Direct
+            } else if want_shared {
+                SyncMode::Shared
+            } else {
+                SyncMode::None
+            };
             Round {
                 chunks,
                 seals,
                 lpos: g.lpos,
                 records: g.records,
-                sync: want_sync,
+                sync,
             }
         };
         lingering = true;
+        let started = std::time::Instant::now();
         let result = run_round(io.as_mut(), &round, &mut dirty);
+        if round.sync != SyncMode::None {
+            last_sync = started.elapsed();
+        }
         match result {
             Ok(synced) => {
                 for c in &round.chunks {
@@ -533,20 +736,34 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                     .device_flushes
                     .fetch_add(synced.count, Ordering::Relaxed);
                 if synced.all {
-                    shard.durable_lpos.store(round.lpos, Ordering::Release);
+                    shard.durable_lpos.fetch_max(round.lpos, Ordering::AcqRel);
                     shard
                         .durable_records
-                        .fetch_add(round.records - records_durable, Ordering::Relaxed);
-                    records_durable = round.records;
+                        .fetch_max(round.records, Ordering::Relaxed);
+                }
+                if let Some(pos) = synced.stable {
+                    g.stable = (round.lpos, pos, round.records);
                 }
                 if let Some(pos) = synced.claim {
                     if !g.shutdown {
                         g.marker_due = Some(pos);
                     }
                 }
-                let mut wake = std::mem::take(&mut g.flush_waiters);
+                let mut wake = if synced.stable.is_some() {
+                    // The device flusher wakes this round's waiters.
+                    last_waiters = g.flush_waiters.len();
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut g.flush_waiters)
+                };
+                if round.sync == SyncMode::Direct {
+                    last_waiters = wake.len();
+                }
                 wake.append(&mut g.space_waiters);
                 drop(g);
+                if synced.stable.is_some() {
+                    shard.ctx.request_device_flush();
+                }
                 for w in wake {
                     w.wake();
                 }
@@ -576,12 +793,23 @@ struct Synced {
     all: bool,
     /// The durable log prefix's end, to record in a marker.
     claim: Option<u64>,
+    /// Everything written is on the device up to this position, waiting
+    /// for the device flush.
+    stable: Option<u64>,
 }
 
 enum Step {
     Write(Arc<Segment>, u32, u32),
     Sync(Arc<Segment>, u32),
+    SyncRange(Arc<Segment>),
+    /// Write zeros over `[from, to)`, beyond any data.
+    Zero(Arc<Segment>, u32, u32),
 }
+
+/// Zero-fill step ahead of the log tail (see `Segment::zeroed_upto`).
+static ZEROS: [u8; 2 << 20] = [0; 2 << 20];
+/// Zero-fill again when less than this is left below `zeroed_upto`.
+const ZERO_LOW_WATER: u32 = 512 << 10;
 
 /// Plans and runs one chain: the writes in log order, a sealing sync after
 /// the last write of each sealed segment, and a final sync of the segment
@@ -617,7 +845,8 @@ fn run_round(
             *dirty = Some(c.seg.clone());
         }
     }
-    if round.sync {
+    let mut stable = None;
+    if round.sync != SyncMode::None {
         if let Some(d) = dirty.take() {
             let end = round
                 .chunks
@@ -625,7 +854,28 @@ fn run_round(
                 .rev()
                 .find(|c| Arc::ptr_eq(&c.seg, &d))
                 .map_or_else(|| d.written.load(Ordering::Acquire), |c| c.to);
-            steps.push(Step::Sync(d, end));
+            let zeroed = d.zeroed_upto.load(Ordering::Acquire);
+            let on_disk = d.storage.fd().is_some();
+            let shared = round.sync == SyncMode::Shared && on_disk;
+            if shared && end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap) {
+                // No metadata can change: pages to the device, and the device
+                // flusher's one fdatasync makes them durable.
+                stable = Some(pack_pos(d.id, end));
+                steps.push(Step::SyncRange(d.clone()));
+                // Not durable until the device flush: still dirty.
+                *dirty = Some(d);
+            } else {
+                if shared {
+                    // Zero-fill ahead of the tail, synced with this round's
+                    // data, so that the next shared rounds take the path above.
+                    let from = zeroed.max(end);
+                    let to = (from as u64 + ZEROS.len() as u64).min(d.cap as u64) as u32;
+                    if from < to {
+                        steps.push(Step::Zero(d.clone(), from, to));
+                    }
+                }
+                steps.push(Step::Sync(d, end));
+            }
         }
     }
     let ops: Vec<Op<'_>> = steps
@@ -639,6 +889,14 @@ fn run_round(
             Step::Sync(seg, _) => Op::Sync {
                 target: &seg.storage,
             },
+            Step::SyncRange(seg) => Op::SyncRange {
+                target: &seg.storage,
+            },
+            Step::Zero(seg, from, to) => Op::Write {
+                target: &seg.storage,
+                offset: *from as u64,
+                buf: &ZEROS[..(*to - *from) as usize],
+            },
         })
         .collect();
     for part in ops.chunks(MAX_CHAIN) {
@@ -646,12 +904,24 @@ fn run_round(
     }
     let mut synced = Synced {
         all: dirty.is_none(),
+        stable,
         ..Synced::default()
     };
+    let mut zeroed_to: Option<(&Arc<Segment>, u32)> = None;
     for s in &steps {
-        if let Step::Sync(seg, end) = s {
-            synced.count += 1;
-            synced.claim = Some(pack_pos(seg.id, *end));
+        match s {
+            Step::Zero(seg, _, to) => zeroed_to = Some((seg, *to)),
+            Step::Sync(seg, end) => {
+                synced.count += 1;
+                synced.claim = Some(pack_pos(seg.id, *end));
+                // Every block the data and zeros touched is now durable.
+                let upto = match zeroed_to {
+                    Some((z, to)) if Arc::ptr_eq(z, seg) => to,
+                    _ => *end,
+                };
+                seg.zeroed_upto.fetch_max(upto, Ordering::AcqRel);
+            }
+            _ => {}
         }
     }
     Ok(synced)
@@ -678,33 +948,4 @@ fn append_marker(shard: &Shard, g: &mut Inner, pos: u64) {
     };
     // A failure here poisons the shard inside append; nothing to add.
     let _ = shard.append(g, &spec, false);
-}
-
-/// Creates the next segment ahead of need, outside the shard lock.
-fn prepare_next_segment(shard: &Shard) {
-    let id = {
-        let g = shard.lock();
-        if !g.next_requested || g.next.is_some() || g.poison.is_some() {
-            return;
-        }
-        g.next_segment_id
-    };
-    match shard.create_segment(id) {
-        Ok(seg) => {
-            let mut g = shard.lock();
-            if g.next_segment_id == id && g.next.is_none() {
-                g.next_segment_id = id + 1;
-                g.next = Some(seg);
-            }
-            // Otherwise a writer rotated meanwhile with a segment it made
-            // itself; this one stays registered, empty, and is used by no one.
-            for w in g.space_waiters.drain(..) {
-                w.wake();
-            }
-        }
-        Err(e) => {
-            let mut g = shard.lock();
-            shard.poison_with(&mut g, &e);
-        }
-    }
 }

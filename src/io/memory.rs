@@ -40,7 +40,7 @@ impl Io for MemoryIo {
                         );
                     }
                 }
-                Op::Sync { .. } => {}
+                Op::Sync { .. } | Op::SyncRange { .. } => {}
                 Op::Write {
                     target: Storage::File(_),
                     ..

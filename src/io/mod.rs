@@ -46,6 +46,12 @@ pub(crate) enum Op<'a> {
     },
     /// `fdatasync` the target.
     Sync { target: &'a Storage },
+    /// `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` over the whole
+    /// target: its dirty pages reach the device, without a device flush and
+    /// without file metadata. Durable only once a later device flush (any
+    /// fdatasync on the same device) completes, and only for files whose
+    /// blocks were already allocated and written (zero-filled segments).
+    SyncRange { target: &'a Storage },
 }
 
 /// A disk (or memory) backend owned by one shard core thread.
@@ -139,6 +145,24 @@ pub(crate) fn discard(map: &MmapRaw, offset: usize, len: usize) {
 
 pub(crate) fn page_size() -> usize {
     4096
+}
+
+/// `sync_file_range` of a whole file: write its dirty pages and wait.
+pub(crate) fn sync_range(fd: RawFd) -> io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    loop {
+        // SAFETY: sync_file_range on a descriptor we own has no memory effects.
+        let r = unsafe { libc::sync_file_range(fd, 0, 0, flags) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// `fdatasync` with `EINTR` retried. A real failure is returned, never

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{fdatasync, Io, Op, Storage};
+use super::{fdatasync, sync_range, Io, Op, Storage};
 use crate::builder::IoBackend;
 
 pub(crate) struct PosixIo;
@@ -31,11 +31,20 @@ impl Io for PosixIo {
                     use std::os::fd::AsRawFd;
                     fdatasync(f.as_raw_fd())?;
                 }
+                Op::SyncRange {
+                    target: Storage::File(f),
+                } => {
+                    use std::os::fd::AsRawFd;
+                    sync_range(f.as_raw_fd())?;
+                }
                 Op::Write {
                     target: Storage::Memory(_),
                     ..
                 }
                 | Op::Sync {
+                    target: Storage::Memory(_),
+                }
+                | Op::SyncRange {
                     target: Storage::Memory(_),
                 } => {
                     return Err(io::Error::new(

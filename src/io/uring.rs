@@ -41,7 +41,11 @@ pub(crate) fn probe(sqpoll_idle_ms: Option<u32>) -> io::Result<()> {
     let ring = build_ring(sqpoll_idle_ms)?;
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
-    for code in [opcode::Write::CODE, opcode::Fsync::CODE] {
+    for code in [
+        opcode::Write::CODE,
+        opcode::Fsync::CODE,
+        opcode::SyncFileRange::CODE,
+    ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -108,6 +112,21 @@ impl UringIo {
                         })?;
                         opcode::Fsync::new(types::Fd(fd))
                             .flags(types::FsyncFlags::DATASYNC)
+                            .build()
+                    }
+                    Op::SyncRange { target } => {
+                        let fd = target.fd().ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "memory storage on io_uring",
+                            )
+                        })?;
+                        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                        opcode::SyncFileRange::new(types::Fd(fd), 0)
+                            .offset(0)
+                            .flags(flags)
                             .build()
                     }
                 };
@@ -179,6 +198,34 @@ impl Io for UringIo {
     }
 
     fn run(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
+        if std::env::var_os("EMDB_EXPERIMENT_DIRECT_SYNC").is_some() {
+            // Writes through the ring, each sync as a direct syscall.
+            let mut from = 0;
+            for (i, op) in ops.iter().enumerate() {
+                if let Op::Sync { target } | Op::SyncRange { target } = op {
+                    if from < i {
+                        self.run_linked(&ops[from..i])?;
+                    }
+                    if let Some(fd) = target.fd() {
+                        match op {
+                            Op::Sync { .. } => super::fdatasync(fd)?,
+                            _ => super::sync_range(fd)?,
+                        }
+                    }
+                    from = i + 1;
+                }
+            }
+            if from < ops.len() {
+                self.run_linked(&ops[from..])?;
+            }
+            return Ok(());
+        }
+        self.run_linked(ops)
+    }
+}
+
+impl UringIo {
+    fn run_linked(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
         let mut start = 0;
         let mut skip = 0;
         while start < ops.len() {

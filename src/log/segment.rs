@@ -39,6 +39,11 @@ pub(crate) struct Segment {
     released: AtomicU32,
     /// No more frames will be appended.
     pub sealed: AtomicBool,
+    /// Every block below this offset was written (data or zeros) and that
+    /// was made durable, so writes below it change no file metadata: they
+    /// are durable after `sync_file_range` plus any later device flush.
+    /// Advanced by the core, which zero-fills ahead of the log tail.
+    pub zeroed_upto: AtomicU32,
 }
 
 // SAFETY: the raw mappings are only written through the protocols described
@@ -132,6 +137,8 @@ impl Segment {
             written: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
             released: AtomicU32::new(0),
             sealed: AtomicBool::new(false),
+            // The header was written and synced.
+            zeroed_upto: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
         })
     }
 
@@ -167,6 +174,8 @@ impl Segment {
             written: AtomicU32::new(cap),
             released: AtomicU32::new(cap),
             sealed: AtomicBool::new(extend_to.is_none()),
+            // Set by recovery once the append point is known and synced.
+            zeroed_upto: AtomicU32::new(0),
         })
     }
 
@@ -184,7 +193,10 @@ impl Segment {
     }
 
     /// Prepares the segment for appends starting at `end` (after recovery).
+    /// The caller has synced the file, so the block holding `end` is written
+    /// durably.
     pub(crate) fn set_append_point(&self, end: u32) {
+        self.zeroed_upto.store(end, Ordering::Release);
         self.written.store(end, Ordering::Release);
         let page = (end as usize / io::page_size() * io::page_size()) as u32;
         self.released.store(page, Ordering::Release);

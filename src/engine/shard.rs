@@ -605,6 +605,8 @@ struct Round {
     lpos: u64,
     records: u64,
     sync: SyncMode,
+    /// At most one caller waits on this round: favour latency.
+    latency_bound: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -717,6 +719,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 lpos: g.lpos,
                 records: g.records,
                 sync,
+                latency_bound: g.flush_waiters.len() <= 1,
             }
         };
         lingering = true;
@@ -900,7 +903,11 @@ fn run_round(
         })
         .collect();
     for part in ops.chunks(MAX_CHAIN) {
-        io.run(part)?;
+        if round.latency_bound {
+            io.run_latency_bound(part)?;
+        } else {
+            io.run(part)?;
+        }
     }
     let mut synced = Synced {
         all: dirty.is_none(),

@@ -62,6 +62,12 @@ pub(crate) trait Io: Send {
     /// writes and retries `EINTR`/`EAGAIN`; any other failure is returned and
     /// the rest of the chain is not run. A failed sync is never retried.
     fn run(&mut self, ops: &[Op<'_>]) -> io::Result<()>;
+
+    /// Like `run`, for a chain whose latency matters more than coalescing
+    /// (at most one caller waits on it). Backends may run it differently.
+    fn run_latency_bound(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
+        self.run(ops)
+    }
 }
 
 /// Creates the backend for one core. Called on the core thread itself, since

@@ -83,7 +83,7 @@ fn main() -> Res<()> {
             show(v.as_slice()),
             v.len()
         );
-        assert!(v == &b"barbara"[..]);
+        assert!(v == b"barbara"[..]);
     }
 
     println!("6. remove");

@@ -15,12 +15,18 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn main() -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let path = tmp.path().join("zc.emdb");
-    // small segments so the writes below roll over to new segment files
+    // small segments so the writes below roll over to new segment files; a
+    // segment must hold the largest possible frame, so lower the limits too
     let db = Emdb::builder()
         .path(&path)
         .segment_size(64 * 1024)
+        .max_key_len(256)
+        .max_value_len(4096)
         .build()?;
-    println!("opened {} with 64 KiB segments", path.display());
+    println!(
+        "opened {} with 64 KiB segments (max key 256 B, max value 4 KiB)",
+        path.display()
+    );
 
     let n = 10_000usize;
     let mut rng = fastrand::Rng::with_seed(7);

@@ -234,8 +234,7 @@ impl EmdbBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(1)
-                .min(64),
+                .unwrap_or(1),
         };
         let backend = if self.in_memory {
             IoBackend::Memory

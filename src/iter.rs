@@ -4,7 +4,8 @@
 //! shard locks at once (8 bytes a key), then read the records lazily. They
 //! see exactly the database as it was at that moment: later writes are
 //! invisible, and the records they point to stay readable because the
-//! iterator holds their segments.
+//! iterator holds their segments. Each record's checksum is verified; a
+//! damaged record is skipped (`get` reports it as `Error::Corrupted`).
 
 use std::sync::Arc;
 
@@ -59,7 +60,10 @@ impl Cursor {
             let r = s.segs[i]
                 .with_frame(off, |b| {
                     let fr = frame::decode_unchecked(b).ok()?;
-                    (fr.kind == Kind::Put && fr.namespace == ns).then(|| f(fr.key, fr.value))
+                    // A record whose checksum fails is skipped: an iterator
+                    // never yields bytes that were not written.
+                    (fr.kind == Kind::Put && fr.namespace == ns && frame::crc_ok(b))
+                        .then(|| f(fr.key, fr.value))
                 })
                 .flatten();
             if r.is_some() {

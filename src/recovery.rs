@@ -196,6 +196,9 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         // Segments a cut dropped are orphans now.
         remove_orphans(dir, m);
     }
+    // Frames covered by hints were not scanned: the checkpoint recorded a
+    // floor above their sequence numbers.
+    let max_seq = max_seq.max(m.seq_floor.saturating_sub(1));
     Ok(Recovered { shards, max_seq })
 }
 
@@ -331,11 +334,22 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
             seg.id,
             m.checkpoint_gen,
         )?;
-        let len = seg.file_bytes().len();
-        if entries
-            .iter()
-            .any(|(_, off)| *off as usize + frame::MIN_FRAME > len)
-        {
+        // Every entry must name a put frame whose key has the entry's hash,
+        // inside the part of the segment the checkpoint covered; anything
+        // else (a damaged or truncated segment, a stale hint) means replay.
+        let bytes = seg.file_bytes();
+        let limit = if i == ci { coff as usize } else { bytes.len() };
+        let valid = entries.iter().all(|(h, off)| {
+            let off = *off as usize;
+            off >= SEGMENT_HEADER_LEN
+                && off < limit
+                && frame::decode_unchecked(&bytes[off..]).is_ok_and(|f| {
+                    f.kind == Kind::Put
+                        && off + f.len <= limit
+                        && crate::index::key_hash(m.hash_seed, f.namespace, f.key) == *h
+                })
+        });
+        if !valid {
             return None;
         }
         out.push((i, entries));
@@ -354,6 +368,8 @@ fn scan_shard(
     max_seq: &mut u64,
 ) -> Result<Scan> {
     let mut ends = Vec::new();
+    // Durable positions claimed by sync markers.
+    let mut claims: Vec<u64> = Vec::new();
     for si in start.0..segs.len() {
         let seg = &segs[si];
         let bytes = seg.file_bytes();
@@ -367,8 +383,26 @@ fn scan_shard(
                 ends.push(off as u32);
                 break;
             }
-            match frame::decode(&bytes[off..]) {
+            let rest = &bytes[off..];
+            let decoded = if rest.len() < frame::MIN_FRAME {
+                // Fewer bytes left than the smallest frame: the end, if zero.
+                if all_zero(rest) {
+                    Err(DecodeError::Zero)
+                } else {
+                    Err(DecodeError::Invalid(
+                        "frame cut off by the end of the segment",
+                    ))
+                }
+            } else {
+                frame::decode(rest)
+            };
+            match decoded {
                 Ok(f) => {
+                    if f.kind == Kind::Sync {
+                        if let Ok(v) = <[u8; 8]>::try_from(f.value) {
+                            claims.push(u64::from_le_bytes(v));
+                        }
+                    }
                     *max_seq = (*max_seq).max(f.seq);
                     if f.batch_count > 0 {
                         let e = batches.entry(f.seq).or_insert((f.batch_count, 0));
@@ -384,7 +418,7 @@ fn scan_shard(
                     let damage = pack_pos(seg.id, off as u32);
                     if let Some(claim) = durable_claim_after(segs, si, off) {
                         if claim > damage {
-                            let why = match frame::decode(&bytes[off..]) {
+                            let why = match frame::decode(rest) {
                                 Err(DecodeError::Invalid(w)) => w,
                                 _ => "unwritten hole inside durable data",
                             };
@@ -403,6 +437,21 @@ fn scan_shard(
                         hints: None,
                     });
                 }
+            }
+        }
+    }
+    // Every durable claim must lie within the data found: a claim beyond a
+    // segment's end means bytes that were durable are gone (for example a
+    // sealed segment cut at a frame boundary, whose tail looks unused).
+    for c in claims {
+        let (sid, coff) = frame::unpack_pos(c);
+        if let Some(i) = segs.iter().position(|s| s.id == sid) {
+            if i >= start.0 && coff > ends[i - start.0] {
+                return Err(Error::corrupted(
+                    segs[i].path.clone().unwrap_or_default(),
+                    ends[i - start.0] as u64,
+                    "data made durable earlier is missing (segment truncated)",
+                ));
             }
         }
     }

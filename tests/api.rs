@@ -28,7 +28,11 @@ fn open(path: &Path) -> Emdb {
 fn show(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() > 60 {
-        format!("{}...({} bytes)", &s[..60], b.len())
+        format!(
+            "{}...({} bytes)",
+            s.chars().take(60).collect::<String>(),
+            b.len()
+        )
     } else {
         format!("{s:?}")
     }
@@ -154,7 +158,7 @@ fn run_child(
 fn child_lines(out: &std::process::Output, prefix: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.strip_prefix(prefix).map(|s| s.to_string()))
+        .filter_map(|l| after_marker(l, prefix).map(|s| s.to_string()))
         .collect()
 }
 
@@ -162,6 +166,7 @@ fn child_lines(out: &std::process::Output, prefix: &str) -> Vec<String> {
 // Reads and writes
 
 #[test]
+#[allow(clippy::needless_borrows_for_generic_args)] // `&String` is one of the argument kinds under test
 fn insert_get_and_replace() {
     let t = tmp();
     let db = open(&t.path().join("db"));
@@ -217,6 +222,7 @@ fn insert_get_and_replace() {
 }
 
 #[test]
+#[allow(clippy::op_ref)] // `v == &slice` exercises PartialEq<&[u8]>
 fn get_zerocopy_value_ref_methods() {
     let t = tmp();
     let db = open(&t.path().join("db"));
@@ -874,8 +880,9 @@ fn segment_size_below_minimum_is_invalid_config() {
 
 #[test]
 fn errors_display_and_act_as_std_errors() {
-    let r = Emdb::builder().build();
-    let e = r.err().expect("no location is an error");
+    let Err(e) = Emdb::builder().build() else {
+        panic!("no location must be an error");
+    };
     let msg = e.to_string();
     assert!(!msg.is_empty());
     let boxed: Box<dyn std::error::Error + Send + Sync + 'static> = Box::new(e);
@@ -1576,4 +1583,11 @@ fn segment_rotation_preserves_all_data() {
     drop(db);
     let db = open(&dir);
     assert_contents(&db, &model, "after rotation, checkpoint and reopen");
+}
+
+/// The text after `marker` in a line of child output. libtest may print
+/// `test NAME ... ` in front of the child's first line, so the marker is
+/// searched anywhere in the line.
+fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| &line[i + marker.len()..])
 }

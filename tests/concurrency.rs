@@ -316,12 +316,33 @@ fn concurrent_overwrites_never_expose_torn_or_foreign_values() {
         );
         final_state.insert(key(k), v);
     }
+    let len_before = db.len().unwrap();
+    let iter_before = db.iter().unwrap().count();
     drop(db);
     let db = Emdb::open(&dir).expect("reopen");
-    let after: BTreeMap<Vec<u8>, Vec<u8>> = db.iter().unwrap().collect();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = db.iter().unwrap().collect();
+    let after: BTreeMap<Vec<u8>, Vec<u8>> = pairs.iter().cloned().collect();
+    let get_wrong = final_state
+        .iter()
+        .filter(|(k, v)| db.get(k).unwrap().as_ref() != Some(*v))
+        .count();
     assert!(
-        after == final_state,
-        "contents after reopen differ from the contents before close"
+        len_before == final_state.len()
+            && iter_before == final_state.len()
+            && after == final_state
+            && pairs.len() == final_state.len()
+            && get_wrong == 0,
+        "before close: len() {len_before}, iter() {iter_before} pairs for {} keys; \
+         after reopen: iter yielded {} pairs \
+         ({} distinct keys, {} with another value), len() {}, get() wrong for {get_wrong}",
+        final_state.len(),
+        pairs.len(),
+        after.len(),
+        final_state
+            .iter()
+            .filter(|(k, v)| after.get(*k) != Some(*v))
+            .count(),
+        db.len().unwrap()
     );
 }
 
@@ -492,7 +513,7 @@ fn flushed_writes_from_concurrent_threads_survive_kill_9() {
     while reports < 60 {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => {
-                if let Some(rest) = line.strip_prefix("EMDB_CHILD durable ") {
+                if let Some(rest) = after_marker(&line, "EMDB_CHILD durable ") {
                     let mut it = rest.split(' ').map(|s| s.parse::<usize>().unwrap());
                     let (tid, i) = (it.next().unwrap(), it.next().unwrap());
                     let e = durable.entry(tid).or_insert(0);
@@ -515,7 +536,7 @@ fn flushed_writes_from_concurrent_threads_survive_kill_9() {
     assert!(!status.success(), "child should have been killed");
     // Lines the child printed before it died also count.
     while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-        if let Some(rest) = line.strip_prefix("EMDB_CHILD durable ") {
+        if let Some(rest) = after_marker(&line, "EMDB_CHILD durable ") {
             let mut it = rest.split(' ').map(|s| s.parse::<usize>().unwrap());
             let (tid, i) = (it.next().unwrap(), it.next().unwrap());
             let e = durable.entry(tid).or_insert(0);
@@ -586,4 +607,11 @@ fn lock_is_held_until_the_last_handle_on_any_thread_is_dropped() {
     keeper.join().unwrap();
     let db = Emdb::open(&dir).expect("open after the last handle dropped");
     assert_eq!(db.len().unwrap(), 4);
+}
+
+/// The text after `marker` in a line of child output. libtest may print
+/// `test NAME ... ` in front of the child's first line, so the marker is
+/// searched anywhere in the line.
+fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| &line[i + marker.len()..])
 }

@@ -32,7 +32,11 @@ fn ops_per_seed(default: usize) -> usize {
 fn show(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() > 40 {
-        format!("{:?}...({} bytes)", &s[..40], b.len())
+        format!(
+            "{:?}...({} bytes)",
+            s.chars().take(40).collect::<String>(),
+            b.len()
+        )
     } else {
         format!("{s:?}")
     }
@@ -381,14 +385,24 @@ fn run_seed(seed: u64, on_disk: bool, n_ops: usize) {
 }
 
 fn run_seeds(seeds: Vec<u64>, on_disk: bool, n_ops: usize) {
+    let mut failed = Vec::new();
     for seed in seeds {
         let r = catch_unwind(AssertUnwindSafe(|| run_seed(seed, on_disk, n_ops)));
-        if r.is_err() {
-            panic!(
-                "model run failed for seed {seed} (on_disk={on_disk}); replay with EMDB_TEST_SEED={seed} cargo test --test model"
-            );
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(|s| s.lines().next().unwrap_or("").to_string())
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            failed.push(format!("seed {seed}: {msg}"));
         }
     }
+    assert!(
+        failed.is_empty(),
+        "model runs failed (on_disk={on_disk}, backend env {:?}); replay one with EMDB_TEST_SEED=<seed> cargo test --test model:\n{}",
+        std::env::var("EMDB_IO_BACKEND").ok(),
+        failed.join("\n")
+    );
 }
 
 #[test]

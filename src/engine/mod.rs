@@ -267,45 +267,62 @@ impl Engine {
 
     /// Finds the live record of `key` and maps it with `f`, which may run
     /// twice (see `Segment::with_frame`).
+    /// Finds the live record of `key` and maps it with `f`, which may run
+    /// twice (see `Segment::with_frame`). With `verify`, the frame's CRC is
+    /// checked first and a mismatch is `Error::Corrupted`: a value is never
+    /// returned from damaged bytes.
     #[inline]
     fn lookup<R>(
         &self,
         ns: u32,
         key: &[u8],
+        verify: bool,
         f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
-    ) -> Option<R> {
+    ) -> Result<Option<R>> {
         let h = self.ctx.hash(ns, key);
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
         let segs = shard.segments(&guard);
-        shard.index.find_map(h, &guard, |loc| {
-            let (sid, off) = unpack_pos(loc);
-            let seg = segs.get(sid)?;
-            seg.with_frame(off, |b| {
-                let fr = frame::decode_unchecked(b).ok()?;
-                (fr.kind == Kind::Put && fr.namespace == ns && fr.key == key)
-                    .then(|| f(seg, off, &fr))
+        shard
+            .index
+            .find_map(h, &guard, |loc| {
+                let (sid, off) = unpack_pos(loc);
+                let seg = segs.get(sid)?;
+                seg.with_frame(off, |b| {
+                    let fr = frame::decode_unchecked(b).ok()?;
+                    if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
+                        return None;
+                    }
+                    if verify && !frame::crc_ok(b) {
+                        return Some(Err(Error::corrupted(
+                            seg.path.clone().unwrap_or_default(),
+                            off as u64,
+                            "record checksum mismatch",
+                        )));
+                    }
+                    Some(Ok(f(seg, off, &fr)))
+                })
+                .flatten()
             })
-            .flatten()
-        })
+            .transpose()
     }
 
     pub(crate) fn get(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.lookup(ns, key, |_, _, fr| fr.value.to_vec()))
+        self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec())
     }
 
     pub(crate) fn get_ref(&self, ns: u32, key: &[u8]) -> Result<Option<ValueRef<'static>>> {
-        Ok(self.lookup(ns, key, |seg, off, fr| {
+        self.lookup(ns, key, true, |seg, off, fr| {
             let voff = off + (fr.len - frame::CRC_LEN - fr.value.len()) as u32;
             match seg.mapped(voff, fr.value.len() as u32) {
                 Some(bytes) => ValueRef::mapped(seg.clone(), bytes),
                 None => ValueRef::owned(fr.value.to_vec()),
             }
-        }))
+        })
     }
 
     pub(crate) fn contains(&self, ns: u32, key: &[u8]) -> Result<bool> {
-        Ok(self.lookup(ns, key, |_, _, _| ()).is_some())
+        Ok(self.lookup(ns, key, false, |_, _, _| ())?.is_some())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -351,7 +368,8 @@ impl Engine {
         let (old, target) = {
             let mut g = shard.lock_for_append(len).await?;
             // Under the lock no other writer can change this key.
-            let Some(old) = self.lookup(ns, key, |_, _, fr| fr.value.to_vec()) else {
+            // A damaged prior value is reported, and the key left in place.
+            let Some(old) = self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec())? else {
                 return Ok(None);
             };
             let spec = FrameSpec {
@@ -556,6 +574,7 @@ impl Engine {
         let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
         // 1. A consistent cut of every shard: positions and index entries.
         let mut snaps = Vec::with_capacity(self.shards.len());
+        let seq_floor;
         {
             let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
             for (s, g) in guards.iter().enumerate() {
@@ -566,6 +585,8 @@ impl Engine {
                     .for_each(|h, loc| entries.push((h, loc)));
                 snaps.push((pack_pos(g.active.id, g.reserved), g.lpos, entries));
             }
+            // Under every shard lock: all frames so far have a lower number.
+            seq_floor = self.ctx.seq.load(Ordering::Acquire);
         }
         // 2. Everything up to the cut durable.
         let targets: Vec<(usize, u64)> = snaps
@@ -608,6 +629,7 @@ impl Engine {
             let mut m = m.lock();
             if gen > m.checkpoint_gen {
                 m.checkpoint_gen = gen;
+                m.seq_floor = m.seq_floor.max(seq_floor);
                 for (s, pos) in positions.into_iter().enumerate() {
                     m.shards[s].checkpoint_pos = pos;
                 }
@@ -800,6 +822,7 @@ fn open_dir(
                 shard_count: config.shards as u32,
                 hash_seed: seed,
                 checkpoint_gen: 0,
+                seq_floor: 0,
                 shards: vec![ShardEntry::default(); config.shards],
             };
             let mut parts = Vec::with_capacity(config.shards);

@@ -180,6 +180,16 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     Ok(f)
 }
 
+/// Whether `frame` (exactly one frame's bytes) carries a matching CRC.
+#[inline]
+pub(crate) fn crc_ok(frame: &[u8]) -> bool {
+    if frame.len() < MIN_FRAME {
+        return false;
+    }
+    let body = frame.len() - CRC_LEN;
+    crc32c::crc32c(&frame[..body]) == u32_at(frame, body)
+}
+
 /// Decodes the frame at the start of `buf`, checking the layout but not the
 /// CRC. For frames that were already verified once.
 pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {

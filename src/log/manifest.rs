@@ -12,6 +12,7 @@
 //! | reserved | 4 |
 //! | hash seed | 8 |
 //! | checkpoint generation (0: none) | 8 |
+//! | sequence floor: every frame the checkpoint covers has a lower sequence number | 8 |
 //! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each) | .. |
 //! | CRC32C of everything before | 4 |
 
@@ -31,6 +32,8 @@ pub(crate) struct Manifest {
     pub shard_count: u32,
     pub hash_seed: u64,
     pub checkpoint_gen: u64,
+    /// Sequence numbers below this may appear in checkpointed frames.
+    pub seq_floor: u64,
     pub shards: Vec<ShardEntry>,
 }
 
@@ -52,6 +55,7 @@ impl Manifest {
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.hash_seed.to_le_bytes());
         b.extend_from_slice(&self.checkpoint_gen.to_le_bytes());
+        b.extend_from_slice(&self.seq_floor.to_le_bytes());
         for s in &self.shards {
             b.extend_from_slice(&s.checkpoint_pos.to_le_bytes());
             b.extend_from_slice(&(s.segments.len() as u32).to_le_bytes());
@@ -69,7 +73,7 @@ impl Manifest {
         if b.len() < 8 || b[..8] != MAGIC {
             return Err(Error::MagicMismatch);
         }
-        if b.len() < 44 {
+        if b.len() < 52 {
             return Err(bad(b.len(), "manifest truncated"));
         }
         let body = b.len() - 4;
@@ -97,6 +101,7 @@ impl Manifest {
         r.u32().ok_or(bad(r.at, "manifest truncated"))?;
         let hash_seed = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
         let checkpoint_gen = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+        let seq_floor = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
         if shard_count == 0 || shard_count > 1024 {
             return Err(bad(16, "manifest shard count out of range"));
         }
@@ -126,6 +131,7 @@ impl Manifest {
             shard_count,
             hash_seed,
             checkpoint_gen,
+            seq_floor,
             shards,
         })
     }
@@ -192,6 +198,7 @@ mod tests {
             shard_count: 2,
             hash_seed: 99,
             checkpoint_gen: 3,
+            seq_floor: 99,
             shards: vec![
                 ShardEntry {
                     segments: vec![1, 2, 5],

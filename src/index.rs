@@ -69,6 +69,8 @@ pub(crate) struct Index {
     table: Atomic<Table>,
     live: AtomicUsize,
     tombstones: AtomicUsize,
+    /// Slots of the current table (writer-maintained, saves a pin).
+    cap: AtomicUsize,
 }
 
 impl Drop for Index {
@@ -89,7 +91,17 @@ impl Index {
             table: Atomic::new(Table::new(MIN_CAPACITY)),
             live: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
+            cap: AtomicUsize::new(MIN_CAPACITY),
         }
+    }
+
+    /// An index sized for `n` entries without growing.
+    pub(crate) fn with_capacity(n: usize) -> Index {
+        let idx = Index::new();
+        if n > MIN_CAPACITY / 2 {
+            idx.publish(Table::new((n * 2).next_power_of_two()));
+        }
+        idx
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -266,10 +278,7 @@ impl Index {
     fn maybe_grow(&self) {
         let live = self.live.load(Ordering::Relaxed);
         let used = live + self.tombstones.load(Ordering::Relaxed);
-        let cap = {
-            let guard = epoch::pin();
-            self.table(&guard).slots.len()
-        };
+        let cap = self.cap.load(Ordering::Relaxed);
         if used * 4 >= cap * 3 {
             // Aim for a load of at most 1/2 after the rebuild. If tombstones
             // made the table full, this rehashes at the same size.
@@ -305,11 +314,15 @@ impl Index {
     }
 
     fn publish(&self, new: Table) {
+        self.cap.store(new.slots.len(), Ordering::Relaxed);
         let guard = epoch::pin();
         let old = self.table.swap(Owned::new(new), Ordering::AcqRel, &guard);
         // SAFETY: `old` is unreachable for new readers after the swap; the
         // epoch defers its destruction until current readers are unpinned.
         unsafe { guard.defer_destroy(old) };
+        // Hand the old table to the global collector now, so that it is
+        // freed soon rather than when this thread's local bag fills.
+        guard.flush();
     }
 }
 

@@ -109,10 +109,23 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     // Pass 2 and the cleanup of cut tails.
     let mut shards = Vec::with_capacity(shard_count);
     for (s, (segs, scan)) in all_segs.into_iter().zip(scans).enumerate() {
-        let index = Index::new();
+        let hinted: usize = scan
+            .hints
+            .as_ref()
+            .map_or(0, |h| h.iter().map(|(_, e)| e.len()).sum());
+        let index = Index::with_capacity(hinted);
         if let Some(h) = &scan.hints {
             for (si, entries) in h {
                 let id = segs[*si].id;
+                // Not scanned at open: reads check these frames' CRC.
+                let below = if *si == scan.start.0 {
+                    scan.start.1
+                } else {
+                    segs[*si].cap
+                };
+                segs[*si]
+                    .verify_below
+                    .store(below, std::sync::atomic::Ordering::Relaxed);
                 for (hash, off) in entries {
                     index.insert_unique(*hash, pack_pos(id, *off));
                 }
@@ -361,6 +374,44 @@ fn all_zero(b: &[u8]) -> bool {
     b.iter().all(|x| *x == 0)
 }
 
+/// Whether bytes `off..` of a segment are all zero. Asks the filesystem
+/// where data is (`SEEK_DATA`/`SEEK_HOLE`) and reads only those ranges:
+/// preallocated, never written extents count as holes, so a mostly empty
+/// 64 MiB tail costs a few system calls rather than a read of every page.
+fn zero_from(seg: &Segment, off: usize) -> bool {
+    let bytes = seg.file_bytes();
+    let fd = match seg.storage.fd() {
+        Some(fd) => fd,
+        None => return all_zero(&bytes[off.min(bytes.len())..]),
+    };
+    let mut pos = off;
+    while pos < bytes.len() {
+        // SAFETY: lseek on a descriptor we own has no memory effects.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            // ENXIO: no data after `pos`. Anything else: fall back to reading.
+            return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+                || all_zero(&bytes[pos..]);
+        }
+        let data = (data as usize).max(pos);
+        if data >= bytes.len() {
+            return true;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            bytes.len()
+        } else {
+            (hole as usize).min(bytes.len())
+        };
+        if !all_zero(&bytes[data..hole.max(data)]) {
+            return false;
+        }
+        pos = hole.max(data + 1);
+    }
+    true
+}
+
 fn scan_shard(
     segs: &[Arc<Segment>],
     start: (usize, u32),
@@ -386,7 +437,7 @@ fn scan_shard(
             let rest = &bytes[off..];
             let decoded = if rest.len() < frame::MIN_FRAME {
                 // Fewer bytes left than the smallest frame: the end, if zero.
-                if all_zero(rest) {
+                if zero_from(seg, off) {
                     Err(DecodeError::Zero)
                 } else {
                     Err(DecodeError::Invalid(
@@ -410,7 +461,7 @@ fn scan_shard(
                     }
                     off += f.len;
                 }
-                Err(DecodeError::Zero) if all_zero(&bytes[off..]) => {
+                Err(DecodeError::Zero) if zero_from(seg, off) => {
                     ends.push(off as u32);
                     break;
                 }

@@ -268,9 +268,11 @@ impl Engine {
     /// Finds the live record of `key` and maps it with `f`, which may run
     /// twice (see `Segment::with_frame`).
     /// Finds the live record of `key` and maps it with `f`, which may run
-    /// twice (see `Segment::with_frame`). With `verify`, the frame's CRC is
-    /// checked first and a mismatch is `Error::Corrupted`: a value is never
-    /// returned from damaged bytes.
+    /// twice (see `Segment::with_frame`). With `verify`, a frame that no
+    /// one verified since open (it came from a hint file) has its CRC
+    /// checked, and a mismatch is `Error::Corrupted`: a value is never
+    /// returned from damaged bytes. Frames replayed at open or written by
+    /// this process were verified already.
     #[inline]
     fn lookup<R>(
         &self,
@@ -293,7 +295,8 @@ impl Engine {
                     if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
                         return None;
                     }
-                    if verify && !frame::crc_ok(b) {
+                    if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b)
+                    {
                         return Some(Err(Error::corrupted(
                             seg.path.clone().unwrap_or_default(),
                             off as u64,

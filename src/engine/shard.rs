@@ -34,6 +34,8 @@ use crate::log::segment::Segment;
 const LINGER: Duration = Duration::from_micros(500);
 /// Unwritten bytes past which an appender wakes a lingering core early.
 const WAKE_BYTES: u64 = 1 << 20;
+/// Shadow bytes kept faulted in ahead of the append offset.
+const PREFAULT_AHEAD: u32 = 1 << 20;
 /// Longest a core waits for returning flushers before a sync round.
 const MAX_GATHER: Duration = Duration::from_micros(200);
 /// Most operations in one chain (the ring holds 64 entries).
@@ -96,6 +98,8 @@ pub(crate) struct Inner {
     /// A durable position to record in a sync marker.
     marker_due: Option<u64>,
     next_segment_id: u32,
+    /// Preparation of the next segment was asked for since the last rotation.
+    prep_started: bool,
 }
 
 /// The segment to rotate into, prepared ahead of need.
@@ -181,6 +185,7 @@ impl Shard {
                 shutdown: false,
                 marker_due: None,
                 next_segment_id,
+                prep_started: false,
             }),
             written_lpos: AtomicU64::new(0),
             durable_lpos: AtomicU64::new(0),
@@ -269,7 +274,8 @@ impl Shard {
                 to: off + len as u32,
             }),
         }
-        if g.reserved as u64 * 2 > g.active.cap as u64 {
+        if !g.prep_started && g.reserved as u64 * 2 > g.active.cap as u64 {
+            g.prep_started = true;
             self.start_prep(g);
         }
         Ok(pack_pos(g.active.id, off))
@@ -346,6 +352,7 @@ impl Shard {
         old.sealed.store(true, Ordering::Release);
         g.to_seal.push(old);
         g.reserved = SEGMENT_HEADER_LEN as u32;
+        g.prep_started = false;
         self.wake_core();
         Ok(())
     }
@@ -397,7 +404,10 @@ impl Shard {
     /// After an append: wake the core if it is idle or the backlog is large.
     pub(crate) fn after_append(&self, g: &Inner) {
         let backlog = g.lpos - self.written_lpos.load(Ordering::Acquire);
-        if backlog >= WAKE_BYTES || self.core_idle.swap(false, Ordering::AcqRel) {
+        if backlog >= WAKE_BYTES
+            || (self.core_idle.load(Ordering::Relaxed)
+                && self.core_idle.swap(false, Ordering::AcqRel))
+        {
             self.wake_core();
         }
     }
@@ -607,6 +617,9 @@ struct Round {
     sync: SyncMode,
     /// At most one caller waits on this round: favour latency.
     latency_bound: bool,
+    /// The active segment and its append offset when the round was taken.
+    active: Arc<Segment>,
+    reserved: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -720,9 +733,16 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 records: g.records,
                 sync,
                 latency_bound: g.flush_waiters.len() <= 1,
+                active: g.active.clone(),
+                reserved: g.reserved,
             }
         };
         lingering = true;
+        // Fault in the shadow pages writers will use next, here rather than
+        // in their critical sections.
+        round
+            .active
+            .prefault_shadow(round.reserved.saturating_add(PREFAULT_AHEAD));
         let started = std::time::Instant::now();
         let result = run_round(io.as_mut(), &round, &mut dirty);
         if round.sync != SyncMode::None {

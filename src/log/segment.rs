@@ -23,6 +23,8 @@ use super::frame::{self, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::io::{self, Storage};
 use std::io as stdio;
 
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
 pub(crate) struct Segment {
     pub id: u32,
     /// Size of the file and of both mappings.
@@ -37,6 +39,11 @@ pub(crate) struct Segment {
     pub written: AtomicU32,
     /// Shadow bytes below this were discarded.
     released: AtomicU32,
+    /// Shadow pages below this were faulted in ahead of writers.
+    prefaulted: AtomicU32,
+    /// Frames below this offset were never checksum-verified by this
+    /// process (recovery took them from hint files): reads verify them.
+    pub verify_below: AtomicU32,
     /// No more frames will be appended.
     pub sealed: AtomicBool,
     /// Every block below this offset was written (data or zeros) and that
@@ -136,6 +143,8 @@ impl Segment {
             shadow: Some(io::map_anon(cap as usize)?),
             written: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
             released: AtomicU32::new(0),
+            prefaulted: AtomicU32::new(0),
+            verify_below: AtomicU32::new(0),
             sealed: AtomicBool::new(false),
             // The header was written and synced.
             zeroed_upto: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
@@ -173,6 +182,8 @@ impl Segment {
             shadow,
             written: AtomicU32::new(cap),
             released: AtomicU32::new(cap),
+            prefaulted: AtomicU32::new(0),
+            verify_below: AtomicU32::new(0),
             sealed: AtomicBool::new(extend_to.is_none()),
             // Set by recovery once the append point is known and synced.
             zeroed_upto: AtomicU32::new(0),
@@ -222,6 +233,33 @@ impl Segment {
         debug_assert!(off as usize + len <= shadow.len());
         // SAFETY: guaranteed by the caller: exclusive, in bounds.
         unsafe { std::slice::from_raw_parts_mut(shadow.as_mut_ptr().add(off as usize), len) }
+    }
+
+    /// Populates the shadow's page tables up to `upto` (page-rounded), so
+    /// writers do not take page faults inside the shard lock. Contents are
+    /// unchanged; racing writers are harmless.
+    pub(crate) fn prefault_shadow(&self, upto: u32) {
+        let Some(shadow) = &self.shadow else { return };
+        let page = io::page_size() as u32;
+        let upto = upto.min(self.cap) / page * page;
+        let from = self
+            .prefaulted
+            .load(Ordering::Relaxed)
+            .max(self.released.load(Ordering::Acquire));
+        if upto <= from {
+            return;
+        }
+        // SAFETY: the range lies inside the mapping; MADV_POPULATE_WRITE
+        // only faults pages in (Linux 5.14+; an older kernel returns EINVAL,
+        // which costs writers their own faults, nothing else).
+        unsafe {
+            libc::madvise(
+                shadow.as_mut_ptr().add(from as usize).cast(),
+                (upto - from) as usize,
+                MADV_POPULATE_WRITE,
+            );
+        }
+        self.prefaulted.store(upto, Ordering::Relaxed);
     }
 
     /// Shadow bytes `[from, to)` for the core to hand to the kernel.

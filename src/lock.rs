@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 
 const FILE: &str = "LOCK";
+/// How long `open` keeps trying a held lock before `Error::LockBusy`.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Who holds a database's lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,10 +57,18 @@ impl LockFile {
             .create(true)
             .truncate(false)
             .open(&path)?;
-        if !try_flock(&file, libc::LOCK_EX)? {
-            return Err(Error::LockBusy {
-                path: dir.to_path_buf(),
-            });
+        // A lock released a moment ago can still be held for a few
+        // microseconds by a child process another thread is spawning (it
+        // shares our open file descriptions until its exec). Retry briefly
+        // before calling the database busy.
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        while !try_flock(&file, libc::LOCK_EX)? {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::LockBusy {
+                    path: dir.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

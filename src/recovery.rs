@@ -49,6 +49,10 @@ type Hints = Vec<(usize, Vec<(u64, u32)>)>;
 
 /// Per shard result of pass 1.
 struct Scan {
+    /// Batch frames before this position are taken as whole.
+    batch_floor: u64,
+    /// Where the shard's valid log ends (packed position).
+    end: u64,
     /// Index into the segment list and offset where replay starts.
     start: (usize, u32),
     /// Valid end of each segment from `start.0` on (`ends[i - start.0]`).
@@ -87,27 +91,21 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     }
     remove_orphans(dir, m);
 
-    // Pass 1.
-    let mut batches: HashMap<u64, (u32, u32)> = HashMap::new();
-    let mut max_seq = 0u64;
-    let mut scans = Vec::with_capacity(shard_count);
-    for (s, segs) in all_segs.iter().enumerate() {
-        let hints = load_hints(dir, m, s, segs);
-        let start = match &hints {
-            Some(_) => {
-                let (cseg, coff) = frame::unpack_pos(m.shards[s].checkpoint_pos);
-                let i = segs.iter().position(|g| g.id == cseg).unwrap_or(0);
-                (i, coff.max(SEGMENT_HEADER_LEN as u32))
-            }
-            None => (0, SEGMENT_HEADER_LEN as u32),
-        };
-        let mut scan = scan_shard(segs, start, &mut batches, &mut max_seq)?;
-        scan.hints = hints;
-        scans.push(scan);
-    }
+    // Pass 1. Frames before a shard's checkpoint position belong to batches
+    // that were whole and durable when the checkpoint was taken (under every
+    // shard lock), so only frames after it are counted and checked; that keeps
+    // batch accounting consistent when one shard loads hints and another
+    // replays from its start. If any shard's log now ends before its
+    // checkpoint position, that premise is gone: scan every shard again from
+    // its start, without hints, counting every batch frame.
+    let (scans, batches, max_seq) = match pass1(dir, m, &all_segs, true)? {
+        p if p.0.iter().any(|sc| sc.end < sc.batch_floor) => pass1(dir, m, &all_segs, false)?,
+        p => p,
+    };
 
     // Pass 2 and the cleanup of cut tails.
     let mut shards = Vec::with_capacity(shard_count);
+    let mut to_zero: Vec<(Arc<Segment>, u32)> = Vec::new();
     for (s, (segs, scan)) in all_segs.into_iter().zip(scans).enumerate() {
         let hinted: usize = scan
             .hints
@@ -132,6 +130,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             }
         }
         let table = shard_table(&segs);
+        let batch_floor = scan.batch_floor;
         for (i, end) in scan.ends.iter().enumerate() {
             let si = scan.start.0 + i;
             let bytes = segs[si].file_bytes();
@@ -150,6 +149,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                     &batches,
                     &f,
                     pack_pos(segs[si].id, off),
+                    batch_floor,
                     m.hash_seed,
                 );
                 off += f.len as u32;
@@ -157,7 +157,12 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         }
         let (segs, append_at) = match scan.cut {
             Some((si, off)) => {
-                cut_tail(m, s, &segs, si, off)?;
+                // Drop later segments from the manifest now; the damaged
+                // tail is zeroed only after that manifest is stored, so a
+                // crash in between cannot bring the dropped segments back.
+                let dropped: Vec<u32> = segs[si + 1..].iter().map(|g| g.id).collect();
+                m.shards[s].segments.retain(|id| !dropped.contains(id));
+                to_zero.push((segs[si].clone(), off));
                 manifest_changed = true;
                 let mut kept = segs[..si].to_vec();
                 if segs[si].has_shadow() {
@@ -192,10 +197,14 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 "last segment could not be opened for appends",
             ));
         }
-        // Make what is below the append point durable, so appends can rely on
-        // its blocks being allocated (see Segment::zeroed_upto).
-        if let crate::io::Storage::File(f) = &last.storage {
-            f.sync_data()?;
+        // Make everything scanned durable: after a kill -9 the page cache may
+        // hold frames that never reached the disk, and the first flush after
+        // this open must not rest on them. It also lets appends rely on the
+        // blocks below the append point being allocated (Segment::zeroed_upto).
+        for seg in segs.iter().skip(scan.start.0) {
+            if let crate::io::Storage::File(f) = &seg.storage {
+                f.sync_data()?;
+            }
         }
         last.set_append_point(append_at);
         shards.push(RecoveredShard {
@@ -206,6 +215,9 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     }
     if manifest_changed {
         m.store(dir)?;
+        for (seg, off) in &to_zero {
+            zero_tail(seg, *off)?;
+        }
         // Segments a cut dropped are orphans now.
         remove_orphans(dir, m);
     }
@@ -213,6 +225,48 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     // floor above their sequence numbers.
     let max_seq = max_seq.max(m.seq_floor.saturating_sub(1));
     Ok(Recovered { shards, max_seq })
+}
+
+type Pass1 = (Vec<Scan>, HashMap<u64, (u32, u32)>, u64);
+
+/// Pass 1 over every shard. With `use_checkpoint`, shards whose hints are
+/// usable start at their checkpoint and batch frames before each shard's
+/// checkpoint position are taken as whole; without, everything is scanned
+/// and counted.
+fn pass1(
+    dir: &Path,
+    m: &Manifest,
+    all_segs: &[Vec<Arc<Segment>>],
+    use_checkpoint: bool,
+) -> Result<Pass1> {
+    let mut batches: HashMap<u64, (u32, u32)> = HashMap::new();
+    let mut max_seq = 0u64;
+    let mut scans = Vec::with_capacity(all_segs.len());
+    for (s, segs) in all_segs.iter().enumerate() {
+        let hints = if use_checkpoint {
+            load_hints(dir, m, s, segs)
+        } else {
+            None
+        };
+        let start = match &hints {
+            Some(_) => {
+                let (cseg, coff) = frame::unpack_pos(m.shards[s].checkpoint_pos);
+                let i = segs.iter().position(|g| g.id == cseg).unwrap_or(0);
+                (i, coff.max(SEGMENT_HEADER_LEN as u32))
+            }
+            None => (0, SEGMENT_HEADER_LEN as u32),
+        };
+        let floor = if use_checkpoint && m.checkpoint_gen > 0 {
+            m.shards[s].checkpoint_pos
+        } else {
+            0
+        };
+        let mut scan = scan_shard(segs, start, floor, &mut batches, &mut max_seq)?;
+        scan.hints = hints;
+        scan.batch_floor = floor;
+        scans.push(scan);
+    }
+    Ok((scans, batches, max_seq))
 }
 
 fn shard_table(segs: &[Arc<Segment>]) -> crate::engine::shard::SegTable {
@@ -228,9 +282,13 @@ fn apply(
     batches: &HashMap<u64, (u32, u32)>,
     f: &Frame<'_>,
     loc: u64,
+    batch_floor: u64,
     seed: u64,
 ) {
-    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
+    if f.batch_count > 0
+        && loc >= batch_floor
+        && batches.get(&f.seq).is_none_or(|(want, got)| want != got)
+    {
         return;
     }
     let hash = |ns: u32, key: &[u8]| crate::index::key_hash(seed, ns, key);
@@ -415,6 +473,7 @@ fn zero_from(seg: &Segment, off: usize) -> bool {
 fn scan_shard(
     segs: &[Arc<Segment>],
     start: (usize, u32),
+    batch_floor: u64,
     batches: &mut HashMap<u64, (u32, u32)>,
     max_seq: &mut u64,
 ) -> Result<Scan> {
@@ -451,11 +510,15 @@ fn scan_shard(
                 Ok(f) => {
                     if f.kind == Kind::Sync {
                         if let Ok(v) = <[u8; 8]>::try_from(f.value) {
-                            claims.push(u64::from_le_bytes(v));
+                            // A marker claims a position at or before itself.
+                            let c = u64::from_le_bytes(v);
+                            if c <= pack_pos(seg.id, off as u32) {
+                                claims.push(c);
+                            }
                         }
                     }
                     *max_seq = (*max_seq).max(f.seq);
-                    if f.batch_count > 0 {
+                    if f.batch_count > 0 && pack_pos(seg.id, off as u32) >= batch_floor {
                         let e = batches.entry(f.seq).or_insert((f.batch_count, 0));
                         e.1 = e.1.saturating_add(1);
                     }
@@ -482,6 +545,8 @@ fn scan_shard(
                     }
                     ends.push(off as u32);
                     return Ok(Scan {
+                        batch_floor: 0,
+                        end: damage,
                         start,
                         ends,
                         cut: Some((si, off as u32)),
@@ -506,7 +571,13 @@ fn scan_shard(
             }
         }
     }
+    let end = match (segs.last(), ends.last()) {
+        (Some(last), Some(e)) => pack_pos(last.id, *e),
+        _ => 0,
+    };
     Ok(Scan {
+        batch_floor: 0,
+        end,
         start,
         ends,
         cut: None,
@@ -539,7 +610,12 @@ fn durable_claim_after(segs: &[Arc<Segment>], si: usize, off: usize) -> Option<u
                         let mut v = [0u8; 8];
                         v.copy_from_slice(f.value);
                         let c = u64::from_le_bytes(v);
-                        best = Some(best.map_or(c, |b| b.max(c)));
+                        // A real marker claims a position at or before
+                        // itself; bytes that merely look like one (inside a
+                        // value) and claim more are ignored.
+                        if c <= pack_pos(seg.id, p as u32) {
+                            best = Some(best.map_or(c, |b| b.max(c)));
+                        }
                     }
                     p += f.len;
                 }
@@ -550,21 +626,20 @@ fn durable_claim_after(segs: &[Arc<Segment>], si: usize, off: usize) -> Option<u
     best
 }
 
-/// Makes a cut final: zeroes the damaged tail of segment `si` from `off`,
-/// and drops every later segment of the shard from the manifest (their files
-/// are removed once the new manifest is stored).
-fn cut_tail(m: &mut Manifest, s: usize, segs: &[Arc<Segment>], si: usize, off: u32) -> Result<()> {
-    let seg = &segs[si];
+/// Zeroes a segment's damaged tail from `off` so it can never be read as
+/// frames again, and syncs it.
+fn zero_tail(seg: &Segment, off: u32) -> Result<()> {
     let bytes = seg.file_bytes();
     let start = off as usize;
-    if let Some(last) = bytes[start..].iter().rposition(|b| *b != 0) {
+    if let Some(last) = bytes
+        .get(start..)
+        .and_then(|b| b.iter().rposition(|x| *x != 0))
+    {
         if let crate::io::Storage::File(f) = &seg.storage {
             let zeros = vec![0u8; last + 1];
             f.write_all_at(&zeros, off as u64)?;
             f.sync_data()?;
         }
     }
-    let dropped: Vec<u32> = segs[si + 1..].iter().map(|g| g.id).collect();
-    m.shards[s].segments.retain(|id| !dropped.contains(id));
     Ok(())
 }

@@ -455,10 +455,12 @@ impl Engine {
                 }
             }
             let seq = self.ctx.next_seq();
-            let guard = epoch::pin();
-            for ((k, v), (h, s)) in items.iter().zip(&routed) {
-                let (k, v) = (k.as_ref(), v.as_ref());
-                let shard = &self.shards[*s];
+            // Append every frame first; the index changes only once all are
+            // appended, so a failure part-way (say, a segment that cannot be
+            // created) leaves nothing visible, and the frames already
+            // appended form an incomplete batch that recovery ignores.
+            let mut locs = Vec::with_capacity(items.len());
+            for ((k, v), (_, s)) in items.iter().zip(&routed) {
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
@@ -468,10 +470,15 @@ impl Engine {
                     namespace: ns,
                     batch_count: items.len() as u32,
                     expires_at: None,
-                    key: k,
-                    value: v,
+                    key: k.as_ref(),
+                    value: v.as_ref(),
                 };
-                let loc = shard.append(g, &spec, true)?;
+                locs.push(self.shards[*s].append(g, &spec, true)?);
+            }
+            let guard = epoch::pin();
+            for (((k, _), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
+                let k = k.as_ref();
+                let shard = &self.shards[*s];
                 let segs = shard.segments(&guard);
                 shard
                     .index
@@ -512,7 +519,10 @@ impl Engine {
                     key: &[],
                     value: &[],
                 };
+                // As for batches: append everywhere first, then clear.
                 self.shards[s].append(g, &spec, true)?;
+            }
+            for (s, g) in guards.iter().enumerate() {
                 self.shards[s].index.clear();
                 self.shards[s].after_append(g);
                 targets.push((s, g.user_lpos));
@@ -972,9 +982,12 @@ fn run_flusher(
                 }
             }
             Err(e) => {
+                // Never retried: poison every shard and stop, so that no
+                // later flush can be called durable over what this one lost.
                 for s in shards {
                     s.poison_from_flusher(&e);
                 }
+                return;
             }
         }
         done = want;

@@ -289,6 +289,10 @@ impl Shard {
         if slot.preparing || slot.seg.is_some() || g.poison.is_some() {
             return;
         }
+        // A failed earlier attempt is forgotten: this one, or rotation
+        // creating the segment itself, gets its own chance (and reports its
+        // own error).
+        slot.failed = None;
         let Some(me) = self.this.get().and_then(|w| w.upgrade()) else {
             return;
         };
@@ -332,10 +336,6 @@ impl Shard {
             let mut slot = self.next.lock();
             if let Some(seg) = slot.seg.take() {
                 break seg;
-            }
-            if let Some(e) = slot.failed.take() {
-                drop(slot);
-                return Err(self.poison_with(g, &e));
             }
             if slot.preparing {
                 self.next_ready.wait(&mut slot);

@@ -15,6 +15,13 @@ const RING_ENTRIES: u32 = 64;
 /// than cores only add contention on this machine.
 const IOWQ_MAX_WORKERS: u32 = 2;
 
+/// The descriptor of a file target; memory storage never reaches io_uring.
+fn file_fd(target: &super::Storage) -> io::Result<i32> {
+    target
+        .fd()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "memory storage on io_uring"))
+}
+
 pub(crate) struct UringIo {
     ring: IoUring,
 }
@@ -87,12 +94,7 @@ impl UringIo {
                         offset,
                         buf,
                     } => {
-                        let fd = target.fd().ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "memory storage on io_uring",
-                            )
-                        })?;
+                        let fd = file_fd(target)?;
                         let buf = &buf[first_skip..];
                         // One SQE writes at most u32::MAX bytes; the caller
                         // keeps chunks far below that, and a short count is
@@ -104,23 +106,13 @@ impl UringIo {
                             .build()
                     }
                     Op::Sync { target } => {
-                        let fd = target.fd().ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "memory storage on io_uring",
-                            )
-                        })?;
+                        let fd = file_fd(target)?;
                         opcode::Fsync::new(types::Fd(fd))
                             .flags(types::FsyncFlags::DATASYNC)
                             .build()
                     }
                     Op::SyncRange { target } => {
-                        let fd = target.fd().ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                "memory storage on io_uring",
-                            )
-                        })?;
+                        let fd = file_fd(target)?;
                         let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
                             | libc::SYNC_FILE_RANGE_WRITE
                             | libc::SYNC_FILE_RANGE_WAIT_AFTER;

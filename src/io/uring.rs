@@ -143,7 +143,15 @@ impl UringIo {
         while seen < n {
             match self.ring.submit_and_wait(n - seen) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Interrupted, or the completion queue is momentarily full:
+                // wait again. Returning now would leave SQEs in flight that
+                // still read our buffers.
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             }
             for cqe in self.ring.completion() {

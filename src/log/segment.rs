@@ -300,38 +300,52 @@ impl Segment {
         let off = off as usize;
         let written = self.written.load(Ordering::Acquire) as usize;
         if off + frame::MIN_FRAME <= written {
-            let bytes = self.file_bytes();
-            let len = frame_len_at(bytes, off)?;
+            let len = frame_len(self.file_range(off, 4)?)?;
             if off + len <= written {
-                return Some(f(&bytes[off..off + len]));
+                return Some(f(self.file_range(off, len)?));
             }
         }
         let shadow = self.shadow.as_ref()?;
-        // SAFETY: the shadow mapping lives as long as self; appended bytes are
-        // immutable, and a concurrent discard only turns them into zeros,
-        // which the check below detects.
-        let sbytes = unsafe { std::slice::from_raw_parts(shadow.as_ptr(), shadow.len()) };
-        let r = frame_len_at(sbytes, off)
-            .and_then(|len| (off + len <= sbytes.len()).then(|| f(&sbytes[off..off + len])));
+        let r = shadow_range(shadow, off, 4)
+            .and_then(frame_len)
+            .and_then(|len| shadow_range(shadow, off, len))
+            .map(&mut f);
         fence(Ordering::SeqCst);
         if (self.released.load(Ordering::SeqCst) as usize) <= off {
             return r;
         }
         // Discarded while we read: by now the frame is in the file.
-        let bytes = self.file_bytes();
         let written = self.written.load(Ordering::Acquire) as usize;
-        let len = frame_len_at(bytes, off)?;
-        (off + len <= written).then(|| f(&bytes[off..off + len]))
+        let len = frame_len(self.file_range(off, 4)?)?;
+        (off + len <= written)
+            .then(|| self.file_range(off, len).map(f))
+            .flatten()
     }
 
-    /// Raw pointer and length of the file mapping, for zero-copy values.
+    /// The file bytes `[off, off + len)`, below `written`, without copying.
     pub(crate) fn mapped(&self, off: u32, len: u32) -> Option<&[u8]> {
         let end = off as usize + len as usize;
         if end <= self.written.load(Ordering::Acquire) as usize {
-            self.file_bytes().get(off as usize..end)
+            self.file_range(off as usize, len as usize)
         } else {
             None
         }
+    }
+
+    /// A slice of just `[off, off + len)` of the file view: never one that
+    /// covers bytes another thread may be writing.
+    fn file_range(&self, off: usize, len: usize) -> Option<&[u8]> {
+        let (ptr, cap) = match (&self.file_map, &self.storage) {
+            (Some(m), _) => (m.as_ptr(), m.len()),
+            (None, Storage::Memory(m)) => (m.as_ptr(), m.len()),
+            (None, Storage::File(_)) => return None,
+        };
+        if off.checked_add(len)? > cap {
+            return None;
+        }
+        // SAFETY: in bounds (checked); the mapping lives as long as self, and
+        // callers ask only for ranges below `written`, which never change.
+        Some(unsafe { std::slice::from_raw_parts(ptr.add(off), len) })
     }
 
     pub(crate) fn file_len(&self) -> u64 {
@@ -339,8 +353,21 @@ impl Segment {
     }
 }
 
-fn frame_len_at(bytes: &[u8], off: usize) -> Option<usize> {
-    let b = bytes.get(off..off + 4)?;
-    let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+/// A slice of just `[off, off + len)` of a shadow.
+fn shadow_range(shadow: &MmapRaw, off: usize, len: usize) -> Option<&[u8]> {
+    if off.checked_add(len)? > shadow.len() {
+        return None;
+    }
+    // SAFETY: in bounds (checked). The range holds a frame that was fully
+    // appended before its location was published; appenders write other
+    // ranges, and a concurrent discard only turns these bytes into zeros,
+    // which the caller detects through `released`.
+    Some(unsafe { std::slice::from_raw_parts(shadow.as_ptr().add(off), len) })
+}
+
+/// The length field of a frame, if plausible.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let b: [u8; 4] = b.get(..4)?.try_into().ok()?;
+    let len = u32::from_le_bytes(b) as usize;
     (len >= frame::MIN_FRAME).then_some(len)
 }

@@ -81,9 +81,12 @@ impl Ctx {
         crate::index::key_hash(self.hash_seed, ns, key)
     }
 
+    /// The shard of a key hash: the high 32 bits scaled onto the shard
+    /// count (multiply-shift, no division; the index uses the low bits).
+    /// Part of the on-disk contract: a key must always map to the same shard.
     #[inline]
     pub(crate) fn shard_of(&self, h: u64) -> usize {
-        ((h >> 40) % self.shard_count as u64) as usize
+        (((h >> 32) * self.shard_count as u64) >> 32) as usize
     }
 
     fn next_seq(&self) -> u64 {

@@ -82,6 +82,8 @@ pub(crate) struct Config {
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
     pub tail_buffer_bytes: usize,
+    #[cfg(feature = "fault-injection")]
+    pub fault_plan: Option<crate::io::fault::FaultPlan>,
 }
 
 impl Config {
@@ -110,6 +112,8 @@ pub struct EmdbBuilder {
     max_batch_bytes: Option<usize>,
     tail_buffer_bytes: Option<usize>,
     in_memory: bool,
+    #[cfg(feature = "fault-injection")]
+    fault_plan: Option<crate::io::fault::FaultPlan>,
 }
 
 impl EmdbBuilder {
@@ -211,6 +215,14 @@ impl EmdbBuilder {
         self
     }
 
+    /// Injects the faults of `plan` into every write and sync of this
+    /// database (feature `fault-injection`; for tests).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_plan(mut self, plan: crate::io::fault::FaultPlan) -> Self {
+        self.fault_plan = Some(plan);
+        self
+    }
+
     pub(crate) fn in_memory(mut self) -> Self {
         self.in_memory = true;
         self
@@ -261,6 +273,8 @@ impl EmdbBuilder {
             max_batch_records: self.max_batch_records.unwrap_or(DEFAULT_MAX_BATCH_RECORDS),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES),
             tail_buffer_bytes: self.tail_buffer_bytes.unwrap_or(DEFAULT_TAIL_BUFFER_BYTES),
+            #[cfg(feature = "fault-injection")]
+            fault_plan: self.fault_plan,
         };
         validate(&config)?;
         Ok(config)

@@ -44,3 +44,6 @@ pub use iter::{EmdbIter, EmdbKeyIter};
 pub use lock::LockHolder;
 pub use stats::EmdbStats;
 pub use value::ValueRef;
+
+#[cfg(feature = "fault-injection")]
+pub use io::fault::FaultPlan;

@@ -210,9 +210,9 @@ impl Engine {
         for s in &shards {
             s.set_self();
         }
-        let mut threads = start_cores(&shards, backend, config.sqpoll_idle_ms)?;
+        let mut threads = start_cores(&shards, &config, backend)?;
         if let Some(dir) = config.dir.as_ref().filter(|d| overwrites_in_place(d)) {
-            match start_flusher(&ctx, &shards, dir, backend, config.sqpoll_idle_ms) {
+            match start_flusher(&ctx, &shards, dir, backend) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     for s in &shards {
@@ -885,8 +885,8 @@ fn start_flusher(
     shards: &[Arc<Shard>],
     dir: &Path,
     backend: IoBackend,
-    sqpoll: Option<u32>,
 ) -> Result<JoinHandle<()>> {
+    let config = ctx.config.clone();
     let anchor = crate::io::Storage::File(fs::File::open(dir.join("LOCK"))?);
     let ctx2 = ctx.clone();
     let shards: Vec<Arc<Shard>> = shards.to_vec();
@@ -894,7 +894,7 @@ fn start_flusher(
     let t = std::thread::Builder::new()
         .name("emdb-flusher".into())
         .spawn(move || {
-            let mut io = match crate::io::create(backend, sqpoll) {
+            let mut io = match crate::io::create(&config, backend) {
                 Ok(io) => {
                     let _ = tx.send(Ok(()));
                     io
@@ -1001,17 +1001,18 @@ fn run_flusher(
 /// io_uring must be set up on the thread that submits to it).
 fn start_cores(
     shards: &[Arc<Shard>],
+    config: &Config,
     backend: IoBackend,
-    sqpoll: Option<u32>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(shards.len());
     let mut failure = None;
     for shard in shards {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
         let s = shard.clone();
+        let config = config.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("emdb-core-{}", shard.id))
-            .spawn(move || match crate::io::create(backend, sqpoll) {
+            .spawn(move || match crate::io::create(&config, backend) {
                 Ok(io) => {
                     debug_assert_eq!(io.kind(), backend);
                     let _ = tx.send(Ok(()));

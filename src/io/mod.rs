@@ -14,6 +14,8 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::builder::IoBackend;
 
+#[cfg(feature = "fault-injection")]
+pub(crate) mod fault;
 mod memory;
 mod posix;
 #[cfg(target_os = "linux")]
@@ -73,7 +75,19 @@ pub(crate) trait Io: Send {
 /// Creates the backend for one core. Called on the core thread itself, since
 /// an io_uring set up with `SINGLE_ISSUER` only accepts its creator's
 /// submissions.
-pub(crate) fn create(kind: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<Box<dyn Io>> {
+pub(crate) fn create(config: &crate::builder::Config, kind: IoBackend) -> io::Result<Box<dyn Io>> {
+    let io = create_backend(kind, config.sqpoll_idle_ms)?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(plan) = &config.fault_plan {
+        return Ok(Box::new(fault::FaultIo {
+            inner: io,
+            plan: plan.clone(),
+        }));
+    }
+    Ok(io)
+}
+
+fn create_backend(kind: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<Box<dyn Io>> {
     match kind {
         IoBackend::Memory => Ok(Box::new(memory::MemoryIo)),
         IoBackend::Portable => Ok(Box::new(posix::PosixIo)),

@@ -1,0 +1,181 @@
+//! Injected I/O failures (feature `fault-injection`): a failed write or sync
+//! reaches the caller waiting on it, the shard then refuses writes, a failed
+//! sync is never retried, and a reopen holds everything acknowledged before.
+#![cfg(feature = "fault-injection")]
+
+use std::path::Path;
+
+use emdb::{Emdb, Error, FaultPlan};
+
+fn open(path: &Path, plan: Option<FaultPlan>) -> Emdb {
+    // One shard: every write and sync of the database goes through one core,
+    // so the plan's counts are unambiguous.
+    let b = Emdb::builder().path(path).shards(1);
+    let b = match plan {
+        Some(p) => b.fault_plan(p),
+        None => b,
+    };
+    b.build().expect("open")
+}
+
+fn is_os_error(e: &Error, errno: i32) -> bool {
+    matches!(e, Error::Io(io) if io.raw_os_error() == Some(errno))
+}
+
+fn check_failure_poisons(errno: i32, fail: impl Fn(&FaultPlan)) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    {
+        let db = open(&path, Some(plan.clone()));
+        for i in 0..100 {
+            db.insert(format!("acked-{i:03}"), format!("value-{i}"))
+                .expect("insert");
+        }
+        db.flush().expect("flush before the fault");
+        fail(&plan);
+        db.insert("after-fault", "x")
+            .expect("an insert that only buffers succeeds");
+        let err = db
+            .flush()
+            .expect_err("flush over the injected fault must fail");
+        assert!(
+            is_os_error(&err, errno),
+            "the waiter gets the injected error, got {err:?}"
+        );
+        assert_eq!(plan.faults_injected(), 1);
+        // The shard is poisoned: writes are refused, flushes fail.
+        let err = db
+            .insert("later", "y")
+            .expect_err("writes after a failure are refused");
+        assert!(matches!(err, Error::Poisoned { .. }), "got {err:?}");
+        assert!(db.flush().is_err(), "a later flush must not report success");
+        assert!(db.insert_many([("a", "1"), ("b", "2")]).is_err());
+        assert!(db.remove("acked-000").is_err());
+        // Reads still work.
+        assert_eq!(
+            db.get("acked-007").expect("get").as_deref(),
+            Some(&b"value-7"[..])
+        );
+    }
+    // A failed sync is never retried, not even at close.
+    assert_eq!(
+        plan.syncs_after_fault(),
+        0,
+        "a sync was issued after the fault"
+    );
+    let db = open(&path, None);
+    for i in 0..100 {
+        assert_eq!(
+            db.get(format!("acked-{i:03}")).expect("get").as_deref(),
+            Some(format!("value-{i}").as_bytes()),
+            "acknowledged record {i} lost"
+        );
+    }
+    assert_eq!(
+        db.get("later").expect("get"),
+        None,
+        "a refused write appeared"
+    );
+    // Whatever else is there was written by us.
+    for (k, v) in db.iter().expect("iter") {
+        let ok = k == b"after-fault" && v == b"x" || k.starts_with(b"acked-");
+        assert!(ok, "unexpected record {:?}", String::from_utf8_lossy(&k));
+    }
+    // And the reopened database takes writes again.
+    db.insert("again", "z").expect("insert after reopen");
+    db.flush().expect("flush after reopen");
+}
+
+#[test]
+fn failed_fsync_reaches_the_waiter_poisons_and_is_never_retried() {
+    check_failure_poisons(libc::EIO, |p| p.fail_sync(0, libc::EIO));
+}
+
+#[test]
+fn failed_write_reaches_the_waiter_and_poisons() {
+    check_failure_poisons(libc::EIO, |p| p.fail_write(0, libc::EIO));
+}
+
+#[test]
+fn disk_full_on_write_reaches_the_waiter_and_poisons() {
+    check_failure_poisons(libc::ENOSPC, |p| p.fail_write(0, libc::ENOSPC));
+}
+
+#[test]
+fn write_through_insert_reports_a_failed_sync() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let plan = FaultPlan::new();
+    let db = Emdb::builder()
+        .path(t.path().join("db"))
+        .shards(1)
+        .flush_policy(emdb::FlushPolicy::WriteThrough)
+        .fault_plan(plan.clone())
+        .build()
+        .expect("open");
+    db.insert("first", "1").expect("durable insert");
+    plan.fail_sync(0, libc::EIO);
+    let err = db
+        .insert("second", "2")
+        .expect_err("a write-through insert waits for its sync");
+    assert!(is_os_error(&err, libc::EIO), "got {err:?}");
+    assert!(matches!(
+        db.insert("third", "3"),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn failed_sync_with_concurrent_flushers_on_two_shards_fails_them_and_loses_nothing_acknowledged() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let acked: Vec<String> = {
+        let db = Emdb::builder()
+            .path(&path)
+            .shards(2)
+            .fault_plan(plan.clone())
+            .build()
+            .expect("open");
+        // Let a few hundred syncs through, then fail one while 8 threads
+        // flush concurrently (which takes the shared device-flush path).
+        plan.fail_sync(300, libc::EIO);
+        let acked = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for th in 0..8 {
+                let (db, acked) = (&db, &acked);
+                s.spawn(move || {
+                    for i in 0..400 {
+                        let k = format!("t{th}-{i:04}");
+                        if db.insert(k.clone(), k.clone()).is_err() {
+                            return;
+                        }
+                        match db.flush() {
+                            Ok(()) => acked.lock().expect("lock").push(k),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(plan.faults_injected(), 1, "the fault was reached");
+        assert!(
+            db.flush().is_err(),
+            "no flush reports success after the failure"
+        );
+        acked.into_inner().expect("lock")
+    };
+    assert!(!acked.is_empty());
+    let db = Emdb::builder()
+        .path(&path)
+        .shards(2)
+        .build()
+        .expect("reopen");
+    for k in &acked {
+        assert_eq!(
+            db.get(k).expect("get").as_deref(),
+            Some(k.as_bytes()),
+            "acknowledged {k} lost"
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Files that are not what emdb wrote: a future format version, foreign
+//! files, files where directories belong and the reverse. Each gets a clear
+//! error, never a panic, and the files are left as they were.
+
+use std::fs;
+use std::path::Path;
+
+use emdb::{Emdb, Error};
+
+fn make_db(path: &Path) {
+    let db = Emdb::builder()
+        .path(path)
+        .shards(1)
+        .build()
+        .expect("create");
+    db.insert("k", "v").expect("insert");
+    db.flush().expect("flush");
+}
+
+/// Rewrites the manifest's version field (bytes 8..12) and fixes its CRC.
+fn set_manifest_version(path: &Path, version: u32) {
+    let m = path.join("MANIFEST");
+    let mut b = fs::read(&m).expect("read manifest");
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    let body = b.len() - 4;
+    let crc = crc32c::crc32c(&b[..body]);
+    b[body..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&m, &b).expect("write manifest");
+}
+
+#[test]
+fn a_database_from_a_future_format_version_is_refused_untouched() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    make_db(&path);
+    set_manifest_version(&path, 99);
+    let before = fs::read(path.join("MANIFEST")).expect("read");
+    match Emdb::open(&path) {
+        Err(Error::VersionMismatch {
+            found: 99,
+            expected,
+        }) => assert!(expected < 99),
+        other => panic!("expected VersionMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        fs::read(path.join("MANIFEST")).expect("read"),
+        before,
+        "the manifest was modified"
+    );
+    // Back to the real version, it opens with its data.
+    set_manifest_version(&path, 1);
+    let db = Emdb::open(&path).expect("open");
+    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn a_foreign_file_as_manifest_is_a_magic_mismatch() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    fs::create_dir(&path).expect("mkdir");
+    fs::write(path.join("MANIFEST"), b"this is a text file, not emdb\n").expect("write");
+    assert!(matches!(Emdb::open(&path), Err(Error::MagicMismatch)));
+    assert_eq!(
+        fs::read(path.join("MANIFEST")).expect("read"),
+        b"this is a text file, not emdb\n"
+    );
+}
+
+#[test]
+fn a_directory_of_unrelated_files_opens_as_a_new_database_and_keeps_them() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    fs::create_dir(&path).expect("mkdir");
+    fs::write(path.join("notes.txt"), b"keep me").expect("write");
+    let db = Emdb::open(&path).expect("open");
+    db.insert("a", "b").expect("insert");
+    drop(db);
+    assert_eq!(fs::read(path.join("notes.txt")).expect("read"), b"keep me");
+}
+
+#[test]
+fn a_regular_file_at_the_database_path_is_an_error() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    fs::write(&path, b"not a directory").expect("write");
+    match Emdb::open(&path) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path).expect("read"), b"not a directory");
+}
+
+#[test]
+fn a_directory_where_the_manifest_belongs_is_an_error() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    fs::create_dir_all(path.join("MANIFEST")).expect("mkdir");
+    assert!(matches!(Emdb::open(&path), Err(Error::Io(_))));
+}
+
+#[test]
+fn segment_files_without_a_manifest_are_not_silently_a_new_database() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    make_db(&path);
+    fs::remove_file(path.join("MANIFEST")).expect("remove manifest");
+    assert!(matches!(Emdb::open(&path), Err(Error::Corrupted { .. })));
+    assert!(
+        path.join("000-00000001.seg").exists(),
+        "the segment was removed"
+    );
+}

@@ -24,6 +24,13 @@ thread_local! {
 
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
+    // Most writes complete without waiting: poll once with a no-op waker,
+    // which costs no reference count. A future that is not ready registers
+    // whatever waker it was given, so it is polled again below with the
+    // thread's real one before this thread parks.
+    if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        return v;
+    }
     let waker = WAKER
         .try_with(|w| w.clone())
         .unwrap_or_else(|_| Waker::from(Arc::new(ThreadWaker(thread::current()))));

@@ -1,0 +1,583 @@
+//! emdb-compare: one workload against emdb and the stores users would pick
+//! instead, in one process run, printed as one table (plus CSV and a plot).
+//!
+//! `cargo run --release -p emdb-compare -- --records 1000000`
+
+mod output;
+mod stores;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use output::{Cell, Results};
+use stores::{Rec, Res, Store};
+
+const SEED: u64 = 3;
+const KEY_LEN: usize = 24;
+const VALUE_LEN: usize = 150;
+const LOAD_CHUNK: usize = 50_000;
+const INDIVIDUAL_WRITES: usize = 1_000;
+const BATCHES: usize = 100;
+const BATCH_LEN: usize = 1_000;
+const NOSYNC_WRITES: usize = 50_000;
+const WRITER_POOL: usize = 100_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Comparative benchmark: emdb against redb, fjall, sled, LMDB (and RocksDB with --features rocksdb)"
+)]
+struct Args {
+    /// Records bulk-loaded in phase 1 (N).
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    /// Random point reads in phases 6 and 7.
+    #[arg(long, default_value_t = 1_000_000)]
+    reads: usize,
+    /// Stores to run, comma-separated (names as printed; `all` for every one built in).
+    #[arg(long, default_value = "all")]
+    stores: String,
+    /// Phases to run: comma-separated numbers or ranges, e.g. `1-12` or `1,6,13`.
+    /// Phases 2-12 need the bulk load, so phase 1 is added when any of them is asked.
+    #[arg(long, default_value = "1-13")]
+    phases: String,
+    /// Thread counts of the concurrent durable writers phase (13).
+    #[arg(long, default_value = "1,2,4,8,16,32,64", value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Thread counts of the multi-threaded reads phase (7).
+    #[arg(long, default_value = "2,4,8", value_delimiter = ',')]
+    read_threads: Vec<usize>,
+    /// Thread counts of the raw-device reference row.
+    #[arg(long, default_value = "1,16", value_delimiter = ',')]
+    raw_threads: Vec<usize>,
+    /// Seconds each (store, T) pair of phase 13 runs.
+    #[arg(long, default_value_t = 2.0)]
+    writer_secs: f64,
+    /// Where the stores keep their files (must be on the disk under test).
+    #[arg(long, default_value = "target/emdb-compare-data")]
+    data_dir: PathBuf,
+    /// Where results.md, results.csv and writers.svg are written.
+    #[arg(long, default_value = "target/emdb-compare")]
+    out_dir: PathBuf,
+}
+
+fn parse_phases(spec: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u32 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad phase {part:?}"))?;
+        let b: u32 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad phase {part:?}"))?;
+        if a < 1 || b > 13 || a > b {
+            return Err(format!("phase out of 1-13: {part:?}"));
+        }
+        out.extend(a..=b);
+    }
+    if out.iter().any(|p| (2..=12).contains(p)) {
+        out.push(1);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Everything the workload writes or reads, generated before any store runs.
+struct Workload {
+    load: Vec<Rec>,
+    individual: Vec<Rec>,
+    batches: Vec<Rec>,
+    nosync: Vec<Rec>,
+    writers: Vec<Rec>,
+    reads: Vec<u32>,
+}
+
+impl Workload {
+    fn generate(n: usize, reads: usize) -> Workload {
+        let mut rng = fastrand::Rng::with_seed(SEED);
+        let mut gen = |count: usize| -> Vec<Rec> {
+            (0..count)
+                .map(|_| {
+                    let mut k = vec![0u8; KEY_LEN];
+                    let mut v = vec![0u8; VALUE_LEN];
+                    rng.fill(&mut k);
+                    rng.fill(&mut v);
+                    (k, v)
+                })
+                .collect()
+        };
+        let load = gen(n);
+        let individual = gen(INDIVIDUAL_WRITES);
+        let batches = gen(BATCHES * BATCH_LEN);
+        let nosync = gen(NOSYNC_WRITES);
+        let writers = gen(WRITER_POOL);
+        let reads = (0..reads).map(|_| rng.u32(0..n.max(1) as u32)).collect();
+        Workload {
+            load,
+            individual,
+            batches,
+            nosync,
+            writers,
+            reads,
+        }
+    }
+}
+
+fn bar(len: u64, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("  {msg:<34} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn malloc_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Multi-threaded random reads over `threads` threads; returns elapsed and hits.
+fn reads(store: &dyn Store, w: &Workload, threads: usize) -> Res<(Duration, u64)> {
+    let per = w.reads.len().div_ceil(threads.max(1));
+    let pb = bar(w.reads.len() as u64, format!("reads, {threads} thread(s)"));
+    let hits = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Res<()> {
+        let handles: Vec<_> = w
+            .reads
+            .chunks(per.max(1))
+            .map(|part| {
+                let (pb, hits) = (&pb, &hits);
+                s.spawn(move || -> Res<()> {
+                    let mut r = store.reader()?;
+                    let mut found = 0u64;
+                    for (i, &idx) in part.iter().enumerate() {
+                        let key = &w.load[idx as usize].0;
+                        if r.get(key)? == Some(VALUE_LEN) {
+                            found += 1;
+                        }
+                        if i % 10_000 == 9_999 {
+                            pb.inc(10_000);
+                        }
+                    }
+                    hits.fetch_add(found, Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "reader thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let el = start.elapsed();
+    pb.finish_and_clear();
+    Ok((el, hits.load(Ordering::Relaxed)))
+}
+
+/// Phase 13 for one T: threads repeat {insert one record; make it durable}.
+fn writers(
+    store: &dyn Store,
+    w: &Workload,
+    threads: usize,
+    secs: f64,
+    dev: Option<&sys::Device>,
+) -> Res<sys::LoopResult> {
+    let stop = AtomicBool::new(false);
+    let next = AtomicU64::new(0);
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(format!("durable writers, T={threads}"));
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let before = dev.map(sys::Device::flushes).unwrap_or(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> Res<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (stop, next) = (&stop, &next);
+                s.spawn(move || -> Res<()> {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize % w.writers.len();
+                        let (k, v) = &w.writers[i];
+                        store.put_durable(k, v)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().map_err(|_| "writer thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    let after = dev.map(sys::Device::flushes).unwrap_or(0);
+    pb.finish_and_clear();
+    Ok(sys::LoopResult {
+        ops: next.load(Ordering::Relaxed),
+        secs,
+        device_flushes: after.saturating_sub(before),
+    })
+}
+
+struct Ctx<'a> {
+    args: &'a Args,
+    phases: &'a [u32],
+    w: &'a Workload,
+    dev: Option<&'a sys::Device>,
+    res: &'a mut Results,
+}
+
+impl Ctx<'_> {
+    fn has(&self, p: u32) -> bool {
+        self.phases.contains(&p)
+    }
+}
+
+fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
+    let name = kind.name;
+    let n = cx.args.records;
+    let w = cx.w;
+    eprintln!("== {name}");
+    malloc_trim();
+    let rss0 = sys::rss_bytes();
+    let t = Instant::now();
+    let mut store = (kind.open)(dir)?;
+    cx.res
+        .note(name, format!("open (fresh): {:.1} ms", ms(t.elapsed())));
+    let mut expected_len = 0u64;
+
+    if cx.has(1) {
+        let pb = bar(n as u64, "1 bulk load".into());
+        store.set_nosync(true)?;
+        let t = Instant::now();
+        for chunk in w.load.chunks(LOAD_CHUNK) {
+            store.load_chunk(chunk)?;
+            pb.inc(chunk.len() as u64);
+        }
+        store.set_nosync(false)?;
+        store.sync()?;
+        let el = t.elapsed();
+        pb.finish_and_clear();
+        expected_len += n as u64;
+        cx.res.set("1", name, Cell::ms(el));
+        let rss1 = sys::rss_bytes();
+        if cx.has(12) {
+            let per_key = rss1.saturating_sub(rss0) as f64 / n.max(1) as f64;
+            cx.res.set("12", name, Cell::Val(per_key));
+        }
+    }
+    if cx.has(2) {
+        let pb = bar(
+            INDIVIDUAL_WRITES as u64,
+            "2 individual durable writes".into(),
+        );
+        let t = Instant::now();
+        for (k, v) in &w.individual {
+            store.put_durable(k, v)?;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        cx.res.set("2", name, Cell::ms(t.elapsed()));
+        expected_len += INDIVIDUAL_WRITES as u64;
+    }
+    if cx.has(3) {
+        let pb = bar(BATCHES as u64, "3 durable batches".into());
+        let t = Instant::now();
+        for b in w.batches.chunks(BATCH_LEN) {
+            store.batch_durable(b)?;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        cx.res.set("3", name, Cell::ms(t.elapsed()));
+        expected_len += (BATCHES * BATCH_LEN) as u64;
+    }
+    if cx.has(4) {
+        let pb = bar(NOSYNC_WRITES as u64, "4 writes without sync".into());
+        store.set_nosync(true)?;
+        let t = Instant::now();
+        for (i, (k, v)) in w.nosync.iter().enumerate() {
+            store.put_nosync(k, v)?;
+            if i % 1000 == 999 {
+                pb.inc(1000);
+            }
+        }
+        let el = t.elapsed();
+        store.set_nosync(false)?;
+        pb.finish_and_clear();
+        cx.res.set("4", name, Cell::ms(el));
+        expected_len += NOSYNC_WRITES as u64;
+    }
+    if cx.has(5) {
+        let t = Instant::now();
+        let len = store.len()?;
+        cx.res.set("5", name, Cell::ms(t.elapsed()));
+        if len != expected_len {
+            cx.res
+                .note(name, format!("len returned {len}, expected {expected_len}"));
+        }
+    }
+    if cx.has(6) {
+        let (el, hits) = reads(&*store, w, 1)?;
+        cx.res.set("6", name, Cell::ms(el));
+        if hits != w.reads.len() as u64 {
+            cx.res.note(
+                name,
+                format!("1-thread reads found {hits} of {}", w.reads.len()),
+            );
+        }
+    }
+    if cx.has(7) {
+        for &t in &cx.args.read_threads {
+            let (el, hits) = reads(&*store, w, t)?;
+            cx.res.set(&format!("7/{t}"), name, Cell::ms(el));
+            if hits != w.reads.len() as u64 {
+                cx.res.note(
+                    name,
+                    format!("{t}-thread reads found {hits} of {}", w.reads.len()),
+                );
+            }
+        }
+    }
+    if cx.has(8) {
+        let keys: Vec<&[u8]> = w
+            .load
+            .iter()
+            .step_by(2)
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        let pb = bar(keys.len() as u64, "8 remove half".into());
+        store.set_nosync(true)?;
+        let t = Instant::now();
+        for chunk in keys.chunks(LOAD_CHUNK) {
+            store.remove_chunk(chunk)?;
+            pb.inc(chunk.len() as u64);
+        }
+        store.set_nosync(false)?;
+        store.sync()?;
+        let el = t.elapsed();
+        pb.finish_and_clear();
+        cx.res.set("8", name, Cell::ms(el));
+        expected_len -= keys.len() as u64;
+    }
+    if cx.has(9) {
+        cx.res.set(
+            "9",
+            name,
+            Cell::Val(sys::disk_usage(dir) as f64 / (1 << 20) as f64),
+        );
+    }
+    if cx.has(10) {
+        let t = Instant::now();
+        match store.compact() {
+            Err(reason) => {
+                cx.res.set("10", name, Cell::Na(reason.clone()));
+                cx.res.set("10s", name, Cell::Na(reason));
+            }
+            Ok(r) => {
+                r?;
+                cx.res.set("10", name, Cell::ms(t.elapsed()));
+                let size = store
+                    .compacted_size()
+                    .unwrap_or_else(|| sys::disk_usage(dir));
+                cx.res
+                    .set("10s", name, Cell::Val(size as f64 / (1 << 20) as f64));
+            }
+        }
+    }
+    if cx.has(11) {
+        let t = Instant::now();
+        if store.checkpoint()? {
+            cx.res.note(
+                name,
+                format!("checkpoint before reopen: {:.1} ms", ms(t.elapsed())),
+            );
+        }
+        let t = Instant::now();
+        drop(store);
+        cx.res
+            .note(name, format!("close (drop): {:.1} ms", ms(t.elapsed())));
+        malloc_trim();
+        let t = Instant::now();
+        store = (kind.open)(dir)?;
+        cx.res.set("11", name, Cell::ms(t.elapsed()));
+        let len = store.len()?;
+        if len != expected_len {
+            cx.res.note(
+                name,
+                format!("after reopen len = {len}, expected {expected_len}"),
+            );
+        }
+    }
+    if cx.has(13) {
+        for &t in &cx.args.threads {
+            let before = store.flush_stats();
+            let r = writers(&*store, w, t, cx.args.writer_secs, cx.dev)?;
+            let rate = r.ops as f64 / r.secs;
+            cx.res.set(&format!("13/{t}"), name, Cell::Val(rate));
+            if cx.dev.is_some() {
+                let per = if r.device_flushes == 0 {
+                    Cell::Na("no device flush counted".into())
+                } else {
+                    Cell::Val(r.ops as f64 / r.device_flushes as f64)
+                };
+                cx.res.set(&format!("13f/{t}"), name, per);
+            }
+            let mut note = format!(
+                "T={t}: {} durable writes in {:.2} s, {} device flushes",
+                r.ops, r.secs, r.device_flushes
+            );
+            if let (Some(b), Some(a)) = (before, store.flush_stats()) {
+                note += &format!(", {} fdatasyncs issued by the store", a.0 - b.0);
+            }
+            cx.res.note(name, note);
+            eprintln!(
+                "   T={t}: {rate:.0} records/s, {} device flushes",
+                r.device_flushes
+            );
+        }
+    }
+    drop(store);
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args = Args::parse();
+    let phases = parse_phases(&args.phases)?;
+    let all = stores::kinds();
+    let wanted: Vec<&stores::Kind> = if args.stores == "all" {
+        all.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for name in args.stores.split(',').map(str::trim) {
+            match all.iter().find(|k| k.name.eq_ignore_ascii_case(name)) {
+                Some(k) => v.push(k),
+                None => {
+                    let names: Vec<_> = all.iter().map(|k| k.name).collect();
+                    return Err(
+                        format!("unknown store {name:?}; built in: {}", names.join(", ")).into(),
+                    );
+                }
+            }
+        }
+        v
+    };
+    std::fs::create_dir_all(&args.data_dir)?;
+    std::fs::create_dir_all(&args.out_dir)?;
+    let dev = sys::Device::of_dir(&args.data_dir);
+    let total = Instant::now();
+
+    eprintln!(
+        "generating {} records (seed {SEED}) ...",
+        args.records + 151_000 + WRITER_POOL
+    );
+    let w = Workload::generate(args.records, args.reads);
+
+    let mut res = Results::new(&args.threads, &args.read_threads, &args.raw_threads);
+    res.env = output::Env {
+        date: output::today(),
+        kernel: sys::kernel(),
+        cpu: sys::cpu_model(),
+        disk: dev
+            .as_ref()
+            .map(sys::disk_model)
+            .unwrap_or_else(|| "unknown".into()),
+        filesystem: sys::filesystem(&args.data_dir),
+        command: format!(
+            "cargo run --release -p emdb-compare -- {}",
+            std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        ),
+        records: args.records,
+        phases: phases.clone(),
+    };
+    for k in &wanted {
+        res.stores
+            .push((k.name.to_string(), k.settings.to_string()));
+    }
+
+    if phases.contains(&13) {
+        if let Some(d) = dev.as_ref() {
+            // Device flushes other work on the machine issues while we idle:
+            // the noise floor of every flush count below.
+            let before = d.flushes();
+            std::thread::sleep(Duration::from_secs(2));
+            res.idle_flushes_per_sec = Some(d.flushes().saturating_sub(before) as f64 / 2.0);
+        }
+        for &t in &args.raw_threads {
+            eprintln!("== raw device, {t} thread(s)");
+            let r = sys::raw_device_loop(
+                &args.data_dir,
+                t,
+                Duration::from_secs_f64(args.writer_secs),
+                dev.as_ref(),
+            )?;
+            res.raw
+                .push((t, r.ops as f64 / r.secs, r.ops, r.device_flushes));
+        }
+    }
+
+    for kind in &wanted {
+        let dir = args.data_dir.join(kind.name.replace([' ', '.'], "_"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cx = Ctx {
+            args: &args,
+            phases: &phases,
+            w: &w,
+            dev: dev.as_ref(),
+            res: &mut res,
+        };
+        let t = Instant::now();
+        if let Err(e) = run_store(&mut cx, kind, &dir) {
+            eprintln!("   {} failed: {e}", kind.name);
+            res.fail(kind.name, &format!("failed: {e}"));
+        }
+        res.note(
+            kind.name,
+            format!("all phases: {:.1} s", t.elapsed().as_secs_f64()),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        malloc_trim();
+    }
+    res.total_secs = total.elapsed().as_secs_f64();
+
+    let md = res.markdown();
+    println!("{md}");
+    std::fs::write(args.out_dir.join("results.md"), &md)?;
+    std::fs::write(args.out_dir.join("results.csv"), res.csv())?;
+    if phases.contains(&13) {
+        output::plot(&res, &args.out_dir.join("writers.svg"))?;
+    }
+    eprintln!(
+        "wrote {}/results.md, results.csv{}; total {:.1} s",
+        args.out_dir.display(),
+        if phases.contains(&13) {
+            ", writers.svg"
+        } else {
+            ""
+        },
+        res.total_secs
+    );
+    Ok(())
+}

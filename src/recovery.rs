@@ -49,10 +49,6 @@ type Hints = Vec<(usize, Vec<(u64, u32)>)>;
 
 /// Per shard result of pass 1.
 struct Scan {
-    /// Batch frames before this position are taken as whole.
-    batch_floor: u64,
-    /// Where the shard's valid log ends (packed position).
-    end: u64,
     /// Index into the segment list and offset where replay starts.
     start: (usize, u32),
     /// Valid end of each segment from `start.0` on (`ends[i - start.0]`).
@@ -91,17 +87,14 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     }
     remove_orphans(dir, m);
 
-    // Pass 1. Frames before a shard's checkpoint position belong to batches
-    // that were whole and durable when the checkpoint was taken (under every
-    // shard lock), so only frames after it are counted and checked; that keeps
-    // batch accounting consistent when one shard loads hints and another
-    // replays from its start. If any shard's log now ends before its
-    // checkpoint position, that premise is gone: scan every shard again from
-    // its start, without hints, counting every batch frame.
-    let (scans, batches, max_seq) = match pass1(dir, m, &all_segs, true)? {
-        p if p.0.iter().any(|sc| sc.end < sc.batch_floor) => pass1(dir, m, &all_segs, false)?,
-        p => p,
-    };
+    // Pass 1. Hints are used only if every shard's are valid: the checkpoint
+    // cut all shards at one consistent point, so then every batch lies wholly
+    // before the cut (its effect is in the hints) or wholly after it (all its
+    // frames are scanned and counted). If any shard must replay from its
+    // start, all do, and every batch frame is counted: batch completeness is
+    // never judged from a partial count, and an incomplete batch that an
+    // earlier recovery dropped stays dropped.
+    let (scans, batches, max_seq) = pass1(dir, m, &all_segs)?;
 
     // Pass 2 and the cleanup of cut tails.
     let mut shards = Vec::with_capacity(shard_count);
@@ -130,7 +123,6 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             }
         }
         let table = shard_table(&segs);
-        let batch_floor = scan.batch_floor;
         for (i, end) in scan.ends.iter().enumerate() {
             let si = scan.start.0 + i;
             let bytes = segs[si].file_bytes();
@@ -149,7 +141,6 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                     &batches,
                     &f,
                     pack_pos(segs[si].id, off),
-                    batch_floor,
                     m.hash_seed,
                 );
                 off += f.len as u32;
@@ -229,25 +220,20 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
 
 type Pass1 = (Vec<Scan>, HashMap<u64, (u32, u32)>, u64);
 
-/// Pass 1 over every shard. With `use_checkpoint`, shards whose hints are
-/// usable start at their checkpoint and batch frames before each shard's
-/// checkpoint position are taken as whole; without, everything is scanned
-/// and counted.
-fn pass1(
-    dir: &Path,
-    m: &Manifest,
-    all_segs: &[Vec<Arc<Segment>>],
-    use_checkpoint: bool,
-) -> Result<Pass1> {
+/// Pass 1 over every shard: hints for all shards or for none.
+fn pass1(dir: &Path, m: &Manifest, all_segs: &[Vec<Arc<Segment>>]) -> Result<Pass1> {
+    let mut hints: Vec<Option<Hints>> = all_segs
+        .iter()
+        .enumerate()
+        .map(|(s, segs)| load_hints(dir, m, s, segs))
+        .collect();
+    if hints.iter().any(Option::is_none) {
+        hints.iter_mut().for_each(|h| *h = None);
+    }
     let mut batches: HashMap<u64, (u32, u32)> = HashMap::new();
     let mut max_seq = 0u64;
     let mut scans = Vec::with_capacity(all_segs.len());
-    for (s, segs) in all_segs.iter().enumerate() {
-        let hints = if use_checkpoint {
-            load_hints(dir, m, s, segs)
-        } else {
-            None
-        };
+    for ((s, segs), hints) in all_segs.iter().enumerate().zip(hints) {
         let start = match &hints {
             Some(_) => {
                 let (cseg, coff) = frame::unpack_pos(m.shards[s].checkpoint_pos);
@@ -256,14 +242,8 @@ fn pass1(
             }
             None => (0, SEGMENT_HEADER_LEN as u32),
         };
-        let floor = if use_checkpoint && m.checkpoint_gen > 0 {
-            m.shards[s].checkpoint_pos
-        } else {
-            0
-        };
-        let mut scan = scan_shard(segs, start, floor, &mut batches, &mut max_seq)?;
+        let mut scan = scan_shard(segs, start, &mut batches, &mut max_seq)?;
         scan.hints = hints;
-        scan.batch_floor = floor;
         scans.push(scan);
     }
     Ok((scans, batches, max_seq))
@@ -282,13 +262,9 @@ fn apply(
     batches: &HashMap<u64, (u32, u32)>,
     f: &Frame<'_>,
     loc: u64,
-    batch_floor: u64,
     seed: u64,
 ) {
-    if f.batch_count > 0
-        && loc >= batch_floor
-        && batches.get(&f.seq).is_none_or(|(want, got)| want != got)
-    {
+    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
         return;
     }
     let hash = |ns: u32, key: &[u8]| crate::index::key_hash(seed, ns, key);
@@ -473,7 +449,6 @@ fn zero_from(seg: &Segment, off: usize) -> bool {
 fn scan_shard(
     segs: &[Arc<Segment>],
     start: (usize, u32),
-    batch_floor: u64,
     batches: &mut HashMap<u64, (u32, u32)>,
     max_seq: &mut u64,
 ) -> Result<Scan> {
@@ -518,7 +493,7 @@ fn scan_shard(
                         }
                     }
                     *max_seq = (*max_seq).max(f.seq);
-                    if f.batch_count > 0 && pack_pos(seg.id, off as u32) >= batch_floor {
+                    if f.batch_count > 0 {
                         let e = batches.entry(f.seq).or_insert((f.batch_count, 0));
                         e.1 = e.1.saturating_add(1);
                     }
@@ -545,8 +520,6 @@ fn scan_shard(
                     }
                     ends.push(off as u32);
                     return Ok(Scan {
-                        batch_floor: 0,
-                        end: damage,
                         start,
                         ends,
                         cut: Some((si, off as u32)),
@@ -571,13 +544,7 @@ fn scan_shard(
             }
         }
     }
-    let end = match (segs.last(), ends.last()) {
-        (Some(last), Some(e)) => pack_pos(last.id, *e),
-        _ => 0,
-    };
     Ok(Scan {
-        batch_floor: 0,
-        end,
         start,
         ends,
         cut: None,

@@ -841,6 +841,11 @@ fn open_dir(
                 seq_floor: 0,
                 shards: vec![ShardEntry::default(); config.shards],
             };
+            // The manifest comes first: a crash before the segments are
+            // created and listed leaves a database that opens (recovery
+            // creates a shard's missing first segment and removes unlisted
+            // segment files), never segments without a manifest.
+            m.store(dir)?;
             let mut parts = Vec::with_capacity(config.shards);
             for s in 0..config.shards {
                 let header = SegmentHeader {

@@ -117,9 +117,61 @@ pub fn kinds() -> Vec<Kind> {
     v
 }
 
-// ---------------------------------------------------------------- emdb (ours)
+// ------------------------------------------------- emdb (ours) and emdb 1.0.3
+
+/// Both emdbs have the same API: one reader type and the common `Store`
+/// methods for each, from one definition.
+macro_rules! emdb_store_common {
+    ($reader:ident, $db:ty) => {
+        struct $reader<'a>(&'a $db);
+        impl Reader for $reader<'_> {
+            fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
+                Ok(self.0.get_zerocopy(key)?.map(|v| v.len()))
+            }
+        }
+    };
+}
+
+macro_rules! emdb_store_methods {
+    ($reader:ident) => {
+        fn load_chunk(&self, recs: &[Rec]) -> Res<()> {
+            Ok(self.0.insert_many(recs.iter().map(|(k, v)| (k, v)))?)
+        }
+        fn sync(&self) -> Res<()> {
+            Ok(self.0.flush()?)
+        }
+        fn put_durable(&self, key: &[u8], value: &[u8]) -> Res<()> {
+            self.0.insert(key, value)?;
+            Ok(self.0.flush()?)
+        }
+        fn batch_durable(&self, recs: &[Rec]) -> Res<()> {
+            self.load_chunk(recs)?;
+            self.sync()
+        }
+        fn put_nosync(&self, key: &[u8], value: &[u8]) -> Res<()> {
+            Ok(self.0.insert(key, value)?)
+        }
+        fn len(&self) -> Res<u64> {
+            Ok(self.0.len()? as u64)
+        }
+        fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+            Ok(Box::new($reader(&self.0)))
+        }
+        fn remove_chunk(&self, keys: &[&[u8]]) -> Res<()> {
+            for k in keys {
+                self.0.remove(k)?;
+            }
+            Ok(())
+        }
+        fn checkpoint(&self) -> Res<bool> {
+            self.0.checkpoint()?;
+            Ok(true)
+        }
+    };
+}
 
 struct EmdbOurs(emdb::Emdb);
+emdb_store_common!(EmdbOursReader, emdb::Emdb);
 
 impl EmdbOurs {
     fn open(dir: &Path) -> Res<Box<dyn Store>> {
@@ -131,49 +183,10 @@ impl EmdbOurs {
     }
 }
 
-struct EmdbOursReader<'a>(&'a emdb::Emdb);
-impl Reader for EmdbOursReader<'_> {
-    fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
-        Ok(self.0.get_zerocopy(key)?.map(|v| v.len()))
-    }
-}
-
 impl Store for EmdbOurs {
-    fn load_chunk(&self, recs: &[Rec]) -> Res<()> {
-        Ok(self.0.insert_many(recs.iter().map(|(k, v)| (k, v)))?)
-    }
-    fn sync(&self) -> Res<()> {
-        Ok(self.0.flush()?)
-    }
-    fn put_durable(&self, key: &[u8], value: &[u8]) -> Res<()> {
-        self.0.insert(key, value)?;
-        Ok(self.0.flush()?)
-    }
-    fn batch_durable(&self, recs: &[Rec]) -> Res<()> {
-        self.load_chunk(recs)?;
-        self.sync()
-    }
-    fn put_nosync(&self, key: &[u8], value: &[u8]) -> Res<()> {
-        Ok(self.0.insert(key, value)?)
-    }
-    fn len(&self) -> Res<u64> {
-        Ok(self.0.len()? as u64)
-    }
-    fn reader(&self) -> Res<Box<dyn Reader + '_>> {
-        Ok(Box::new(EmdbOursReader(&self.0)))
-    }
-    fn remove_chunk(&self, keys: &[&[u8]]) -> Res<()> {
-        for k in keys {
-            self.0.remove(k)?;
-        }
-        Ok(())
-    }
+    emdb_store_methods!(EmdbOursReader);
     fn compact(&mut self) -> Result<Res<()>, String> {
         Err("no compaction yet (issue pending)".into())
-    }
-    fn checkpoint(&self) -> Res<bool> {
-        self.0.checkpoint()?;
-        Ok(true)
     }
     fn flush_stats(&self) -> Option<(u64, f64)> {
         self.0
@@ -183,9 +196,8 @@ impl Store for EmdbOurs {
     }
 }
 
-// ---------------------------------------------------------------- emdb 1.0.3
-
 struct EmdbUpstream(emdb_upstream::Emdb);
+emdb_store_common!(EmdbUpstreamReader, emdb_upstream::Emdb);
 
 impl EmdbUpstream {
     fn open(dir: &Path) -> Res<Box<dyn Store>> {
@@ -198,49 +210,10 @@ impl EmdbUpstream {
     }
 }
 
-struct EmdbUpstreamReader<'a>(&'a emdb_upstream::Emdb);
-impl Reader for EmdbUpstreamReader<'_> {
-    fn get(&mut self, key: &[u8]) -> Res<Option<usize>> {
-        Ok(self.0.get_zerocopy(key)?.map(|v| v.len()))
-    }
-}
-
 impl Store for EmdbUpstream {
-    fn load_chunk(&self, recs: &[Rec]) -> Res<()> {
-        Ok(self.0.insert_many(recs.iter().map(|(k, v)| (k, v)))?)
-    }
-    fn sync(&self) -> Res<()> {
-        Ok(self.0.flush()?)
-    }
-    fn put_durable(&self, key: &[u8], value: &[u8]) -> Res<()> {
-        self.0.insert(key, value)?;
-        Ok(self.0.flush()?)
-    }
-    fn batch_durable(&self, recs: &[Rec]) -> Res<()> {
-        self.load_chunk(recs)?;
-        self.sync()
-    }
-    fn put_nosync(&self, key: &[u8], value: &[u8]) -> Res<()> {
-        Ok(self.0.insert(key, value)?)
-    }
-    fn len(&self) -> Res<u64> {
-        Ok(self.0.len()? as u64)
-    }
-    fn reader(&self) -> Res<Box<dyn Reader + '_>> {
-        Ok(Box::new(EmdbUpstreamReader(&self.0)))
-    }
-    fn remove_chunk(&self, keys: &[&[u8]]) -> Res<()> {
-        for k in keys {
-            self.0.remove(k)?;
-        }
-        Ok(())
-    }
+    emdb_store_methods!(EmdbUpstreamReader);
     fn compact(&mut self) -> Result<Res<()>, String> {
         Ok(self.0.compact().map_err(Into::into))
-    }
-    fn checkpoint(&self) -> Res<bool> {
-        self.0.checkpoint()?;
-        Ok(true)
     }
 }
 

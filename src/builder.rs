@@ -381,7 +381,9 @@ fn validate(c: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Space kept free at the end of every segment for a sync marker frame.
+/// Room `validate` leaves beside the largest frame in a segment, so that a
+/// full-size record and a sync marker fit one segment. Appends reserve
+/// nothing: a frame that does not fit rotates to the next segment.
 pub(crate) const SYNC_RESERVE: usize = frame::MIN_FRAME + 8;
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ struct NextSlot {
 #[derive(Clone)]
 struct Poison {
     os_error: Option<i32>,
+    kind: std::io::ErrorKind,
     message: String,
 }
 
@@ -376,11 +377,10 @@ impl Shard {
     }
 
     fn poison_with(&self, g: &mut Inner, e: &std::io::Error) -> Error {
+        let p = Poison::new(e);
+        let err = p.to_io_error();
         if g.poison.is_none() {
-            g.poison = Some(Poison {
-                os_error: e.raw_os_error(),
-                message: e.to_string(),
-            });
+            g.poison = Some(p);
             self.poisoned.store(true, Ordering::Release);
         }
         let mut wake = std::mem::take(&mut g.flush_waiters);
@@ -388,7 +388,7 @@ impl Shard {
         for w in wake {
             w.wake();
         }
-        Error::Io(clone_io_error(e))
+        err
     }
 
     pub(crate) fn check_poison(&self, g: &Inner) -> Result<()> {
@@ -519,19 +519,21 @@ impl Shard {
     }
 }
 
-fn clone_io_error(e: &std::io::Error) -> std::io::Error {
-    match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::new(e.kind(), e.to_string()),
-    }
-}
-
 impl Poison {
-    fn to_io_error(&self) -> Error {
-        match self.os_error {
-            Some(code) => Error::Io(std::io::Error::from_raw_os_error(code)),
-            None => Error::Io(std::io::Error::other(self.message.clone())),
+    fn new(e: &std::io::Error) -> Poison {
+        Poison {
+            os_error: e.raw_os_error(),
+            kind: e.kind(),
+            message: e.to_string(),
         }
+    }
+
+    /// The failure as an `Error::Io` again (io::Error is not Clone).
+    fn to_io_error(&self) -> Error {
+        Error::Io(match self.os_error {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(self.kind, self.message.clone()),
+        })
     }
 }
 

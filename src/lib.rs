@@ -46,4 +46,4 @@ pub use stats::EmdbStats;
 pub use value::ValueRef;
 
 #[cfg(feature = "fault-injection")]
-pub use io::fault::FaultPlan;
+pub use io::fault::{FaultPlan, ImagePolicy, ImageReport};

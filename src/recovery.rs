@@ -79,7 +79,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 segment: 1,
                 hash_seed: m.hash_seed,
             };
-            Segment::create(Some(dir), header, config.segment_size as u32)?;
+            Segment::create(Some(dir), header, config)?;
             m.shards[s].segments.push(1);
             manifest_changed = true;
         }

@@ -1591,3 +1591,35 @@ fn segment_rotation_preserves_all_data() {
 fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| &line[i + marker.len()..])
 }
+
+#[test]
+fn a_million_record_insert_many_is_stored_whole_and_one_more_is_rejected() {
+    let t = tmp();
+    let dir = t.path().join("db");
+    let item = |i: u32| (i.to_be_bytes(), (i ^ 0xA5A5_A5A5).to_le_bytes());
+    {
+        let db = open(&dir);
+        db.insert("before", "b").unwrap();
+        // At the default limit of 1,000,000 records: accepted, as one batch.
+        db.insert_many((0..1_000_000u32).map(item)).unwrap();
+        assert_eq!(db.len().unwrap(), 1_000_001);
+        // One more: rejected, and nothing of it is written.
+        assert_limit(
+            db.insert_many((2_000_000..3_000_001u32).map(item)),
+            Some(1_000_001),
+            emdb::DEFAULT_MAX_BATCH_RECORDS,
+            "insert_many of 1,000,001 records",
+        );
+        assert_eq!(db.get(2_000_000u32.to_be_bytes()).unwrap(), None);
+        assert_eq!(db.len().unwrap(), 1_000_001);
+        db.insert("after", "a").unwrap();
+        db.flush().unwrap();
+    }
+    let db = open(&dir);
+    assert_eq!(db.len().unwrap(), 1_000_002);
+    for i in (0..1_000_000u32).step_by(9_973).chain([999_999]) {
+        let (k, v) = item(i);
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(&v[..]), "record {i}");
+    }
+    assert_eq!(db.get("after").unwrap().as_deref(), Some(&b"a"[..]));
+}

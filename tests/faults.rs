@@ -179,3 +179,122 @@ fn failed_sync_with_concurrent_flushers_on_two_shards_fails_them_and_loses_nothi
         );
     }
 }
+
+#[test]
+fn short_write_reaches_the_waiter_and_the_partial_frame_is_cut_at_reopen() {
+    // A write cut short by a full disk: 10 bytes of the chain reach the
+    // file (a frame's header, partly), then ENOSPC.
+    check_failure_poisons(libc::ENOSPC, |p| p.short_write(0, 10, libc::ENOSPC));
+}
+
+fn count_segments(path: &Path) -> usize {
+    std::fs::read_dir(path)
+        .expect("read_dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count()
+}
+
+/// Inserts 1 KiB records with a flush after each until one fails; returns
+/// the acknowledged keys and the error.
+fn fill_until_error(db: &Emdb, prefix: &str, max: usize) -> (Vec<String>, Option<Error>) {
+    let mut acked = Vec::new();
+    for i in 0..max {
+        let k = format!("{prefix}-{i:05}");
+        if let Err(e) = db.insert(k.clone(), vec![b'v'; 1024]) {
+            return (acked, Some(e));
+        }
+        if let Err(e) = db.flush() {
+            return (acked, Some(e));
+        }
+        acked.push(k);
+    }
+    (acked, None)
+}
+
+#[test]
+fn a_failed_preallocation_is_retried_by_rotation() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let db = Emdb::builder()
+        .path(&path)
+        .shards(1)
+        .segment_size(64 * 1024)
+        .max_value_len(4096)
+        .max_key_len(256)
+        .fault_plan(plan.clone())
+        .build()
+        .expect("open");
+    // The next preallocation (the segment prepared ahead, at half of the
+    // first one) fails; rotation then creates the segment itself.
+    plan.fail_fallocate(0, libc::EIO);
+    let (acked, err) = fill_until_error(&db, "k", 200);
+    assert!(
+        err.is_none(),
+        "a retried preallocation must not surface: {err:?}"
+    );
+    assert_eq!(plan.faults_injected(), 1);
+    assert!(plan.fallocates() >= 2, "rotation tried again");
+    drop(db);
+    let db = Emdb::builder()
+        .path(&path)
+        .shards(1)
+        .segment_size(64 * 1024)
+        .max_value_len(4096)
+        .max_key_len(256)
+        .build()
+        .expect("reopen");
+    for k in &acked {
+        assert!(db.get(k).expect("get").is_some(), "{k} lost");
+    }
+}
+
+#[test]
+fn no_room_for_a_new_segment_fails_the_write_and_writes_resume_when_space_returns() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let open = |plan: Option<&FaultPlan>| {
+        let b = Emdb::builder()
+            .path(&path)
+            .shards(1)
+            .segment_size(64 * 1024)
+            .max_value_len(4096)
+            .max_key_len(256);
+        match plan {
+            Some(p) => b.fault_plan(p.clone()),
+            None => b,
+        }
+        .build()
+        .expect("open")
+    };
+    let db = open(Some(&plan));
+    plan.set_no_space(true);
+    let (acked, err) = fill_until_error(&db, "a", 1000);
+    let err = err.expect("the disk is full: some write must fail");
+    assert!(
+        is_os_error(&err, libc::ENOSPC),
+        "the caller gets ENOSPC, got {err:?}"
+    );
+    assert!(!acked.is_empty());
+    // The failed segment files are gone: only the first one is there.
+    assert_eq!(count_segments(&path), 1, "a failed segment file was left");
+    // Nothing was poisoned: reads work, the failed write did not land.
+    assert_eq!(db.len().expect("len"), acked.len());
+    for k in &acked {
+        assert!(db.get(k).expect("get").is_some(), "{k} lost");
+    }
+    // Space returns: writes go on without a reopen.
+    plan.set_no_space(false);
+    let (more, err) = fill_until_error(&db, "b", 100);
+    assert!(err.is_none(), "writes resume once space returns: {err:?}");
+    drop(db);
+    let db = open(None);
+    for k in acked.iter().chain(&more) {
+        assert!(db.get(k).expect("get").is_some(), "{k} lost");
+    }
+    assert_eq!(db.len().expect("len"), acked.len() + more.len());
+}

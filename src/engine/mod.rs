@@ -57,23 +57,25 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn segment_cap(&self) -> u32 {
-        self.config.segment_size as u32
-    }
-
     /// Adds a new segment to the manifest, durably, before any write to it
-    /// can be acknowledged.
+    /// can be acknowledged. On failure the manifest in memory is as before.
     pub(crate) fn register_segment(&self, shard: usize, id: u32) -> io::Result<()> {
         let (Some(m), Some(dir)) = (&self.manifest, &self.config.dir) else {
             return Ok(());
         };
+        crate::io::fault_point(&self.config, crate::io::FaultPoint::Metadata)?;
         let mut m = m.lock();
         let list = &mut m.shards[shard].segments;
-        if !list.contains(&id) {
-            list.push(id);
-            list.sort_unstable();
+        if list.contains(&id) {
+            return m.store(dir);
         }
-        m.store(dir)
+        list.push(id);
+        list.sort_unstable();
+        let stored = m.store(dir);
+        if stored.is_err() {
+            m.shards[shard].segments.retain(|&s| s != id);
+        }
+        stored
     }
 
     #[inline]
@@ -191,7 +193,7 @@ impl Engine {
                         segment: 1,
                         hash_seed: ctx.hash_seed,
                     };
-                    let seg = Arc::new(Segment::create(None, header, ctx.segment_cap())?);
+                    let seg = Arc::new(Segment::create(None, header, &ctx.config)?);
                     parts.push(recovery::RecoveredShard {
                         segs: vec![seg],
                         append_at: frame::SEGMENT_HEADER_LEN as u32,
@@ -541,12 +543,15 @@ impl Engine {
     /// Returns once every write this database accepted before the call is
     /// durable, in every shard.
     pub(crate) async fn flush(&self) -> Result<()> {
-        let targets: Vec<(usize, u64)> = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.lock().user_lpos))
-            .collect();
+        let mut targets = Vec::with_capacity(self.shards.len());
+        for (i, s) in self.shards.iter().enumerate() {
+            let g = s.lock();
+            // A failed write or sync leaves records whose durability is
+            // unknown: no later flush may report success, even when the
+            // shard has nothing newer to write.
+            s.check_poison(&g)?;
+            targets.push((i, g.user_lpos));
+        }
         self.await_durable(&targets).await
     }
 
@@ -587,6 +592,7 @@ impl Engine {
         let Some(dir) = self.ctx.config.dir.clone() else {
             return Ok(());
         };
+        crate::io::fault_point(&self.ctx.config, crate::io::FaultPoint::Metadata)?;
         let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
         // 1. A consistent cut of every shard: positions and index entries.
         let mut snaps = Vec::with_capacity(self.shards.len());
@@ -854,11 +860,7 @@ fn open_dir(
                     segment: 1,
                     hash_seed: seed,
                 };
-                let seg = Arc::new(Segment::create(
-                    Some(dir),
-                    header,
-                    config.segment_size as u32,
-                )?);
+                let seg = Arc::new(Segment::create(Some(dir), header, config)?);
                 m.shards[s].segments.push(1);
                 parts.push(recovery::RecoveredShard {
                     segs: vec![seg],

@@ -345,9 +345,10 @@ impl Shard {
             drop(slot);
             let id = g.next_segment_id;
             g.next_segment_id += 1;
-            break self
-                .create_segment(id)
-                .map_err(|e| self.poison_with(g, &e))?;
+            // A segment that cannot be created (a full disk, say) fails
+            // this append only: nothing was written or half-written, the
+            // failed file is gone, and the next append tries again.
+            break self.create_segment(id).map_err(Error::Io)?;
         };
         let old = std::mem::replace(&mut g.active, next);
         old.sealed.store(true, Ordering::Release);
@@ -369,8 +370,10 @@ impl Shard {
         let seg = Arc::new(Segment::create(
             self.ctx.config.dir.as_deref(),
             header,
-            self.ctx.segment_cap(),
+            &self.ctx.config,
         )?);
+        // On failure the file stays: a manifest renamed into place before
+        // the failure may list it. If none does, the next open removes it.
         self.ctx.register_segment(self.id, id)?;
         self.publish_segment(seg.clone());
         Ok(seg)

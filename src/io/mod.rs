@@ -72,6 +72,28 @@ pub(crate) trait Io: Send {
     }
 }
 
+/// Where a file change outside the backends happens, for fault injection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FaultPoint {
+    /// Preallocating a new segment file.
+    Fallocate,
+    /// Any other file change outside the log path: creating a segment,
+    /// storing the manifest, writing hint files.
+    Metadata,
+}
+
+/// Gives the fault plan (feature `fault-injection`) a chance to fail a file
+/// change outside the backends. Free without the feature or a plan.
+#[inline]
+pub(crate) fn fault_point(config: &crate::builder::Config, point: FaultPoint) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if let Some(plan) = &config.fault_plan {
+        return plan.at(point);
+    }
+    let _ = (config, point);
+    Ok(())
+}
+
 /// Creates the backend for one core. Called on the core thread itself, since
 /// an io_uring set up with `SINGLE_ISSUER` only accepts its creator's
 /// submissions.

@@ -20,7 +20,8 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use memmap2::MmapRaw;
 
 use super::frame::{self, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::io::{self, Storage};
+use crate::builder::Config;
+use crate::io::{self, FaultPoint, Storage};
 use std::io as stdio;
 
 const MADV_POPULATE_WRITE: libc::c_int = 23;
@@ -101,28 +102,43 @@ impl RawFdExt for File {
 }
 
 impl Segment {
-    /// Creates a new, empty segment: a preallocated file with its header,
-    /// made durable, or a memory region when `dir` is `None`.
+    /// Creates a new, empty segment of `config.segment_size` bytes: a
+    /// preallocated file with its header, made durable, or a memory region
+    /// when `dir` is `None`. A failure removes the file it created.
     pub(crate) fn create(
         dir: Option<&Path>,
         header: SegmentHeader,
-        cap: u32,
+        config: &Config,
     ) -> stdio::Result<Segment> {
+        let cap = config.segment_size as u32;
         let head = header.encode();
         let (storage, file_map, path) = match dir {
             Some(dir) => {
                 let path = dir.join(file_name(header.shard, header.segment));
+                io::fault_point(config, FaultPoint::Metadata)?;
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .open(&path)?;
-                preallocate(&file, cap as u64)?;
-                file.write_all_at(&head, 0)?;
-                io::fdatasync(file.as_raw_fd_())?;
-                let map = io::map_file(&file, cap as usize)?;
-                (Storage::File(file), Some(map), Some(path))
+                let made = (|| {
+                    io::fault_point(config, FaultPoint::Fallocate)?;
+                    preallocate(&file, cap as u64)?;
+                    file.write_all_at(&head, 0)?;
+                    io::fdatasync(file.as_raw_fd_())?;
+                    io::map_file(&file, cap as usize)
+                })();
+                match made {
+                    Ok(map) => (Storage::File(file), Some(map), Some(path)),
+                    Err(e) => {
+                        // Give the space back (a full disk is the usual
+                        // cause); the file is not listed anywhere yet.
+                        drop(file);
+                        let _ = std::fs::remove_file(&path);
+                        return Err(e);
+                    }
+                }
             }
             None => {
                 let map = io::map_anon(cap as usize)?;

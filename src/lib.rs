@@ -25,6 +25,9 @@ mod builder;
 mod db;
 mod engine;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
 mod index;
 mod io;
 mod iter;

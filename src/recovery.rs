@@ -135,14 +135,20 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
                     break;
                 };
-                apply(
+                if !apply(
                     &index,
                     &table,
                     &batches,
                     &f,
                     pack_pos(segs[si].id, off),
-                    m.hash_seed,
-                );
+                    (m.hash_seed, s, shard_count),
+                ) {
+                    return Err(Error::corrupted(
+                        segs[si].path.clone().unwrap_or_default(),
+                        off as u64,
+                        "a record whose key belongs to another shard",
+                    ));
+                }
                 off += f.len as u32;
             }
         }
@@ -256,32 +262,39 @@ fn shard_table(segs: &[Arc<Segment>]) -> crate::engine::shard::SegTable {
     }
 }
 
+/// Replays one frame of shard `shard` into its index. False if the frame's
+/// key belongs to another shard (a file that emdb did not write so).
 fn apply(
     index: &Index,
     table: &crate::engine::shard::SegTable,
     batches: &HashMap<u64, (u32, u32)>,
     f: &Frame<'_>,
     loc: u64,
-    seed: u64,
-) {
-    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
-        return;
+    (seed, shard, shards): (u64, usize, usize),
+) -> bool {
+    let hash = crate::index::key_hash(seed, f.namespace, f.key);
+    if matches!(f.kind, Kind::Put | Kind::Remove) && crate::engine::shard_for(hash, shards) != shard
+    {
+        return false;
     }
-    let hash = |ns: u32, key: &[u8]| crate::index::key_hash(seed, ns, key);
+    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
+        return true;
+    }
     match f.kind {
         Kind::Put => {
-            index.upsert(hash(f.namespace, f.key), loc, |old| {
+            index.upsert(hash, loc, |old| {
                 crate::engine::frame_has_key(table, old, f.namespace, f.key)
             });
         }
         Kind::Remove => {
-            index.remove(hash(f.namespace, f.key), |old| {
+            index.remove(hash, |old| {
                 crate::engine::frame_has_key(table, old, f.namespace, f.key)
             });
         }
         Kind::Clear => index.clear(),
         Kind::Sync => {}
     }
+    true
 }
 
 fn open_segments(dir: &Path, m: &Manifest, s: usize, config: &Config) -> Result<Vec<Arc<Segment>>> {
@@ -394,6 +407,7 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
                     f.kind == Kind::Put
                         && off + f.len <= limit
                         && crate::index::key_hash(m.hash_seed, f.namespace, f.key) == *h
+                        && crate::engine::shard_for(*h, m.shard_count as usize) == s
                 })
         });
         if !valid {

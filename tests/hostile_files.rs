@@ -110,3 +110,53 @@ fn segment_files_without_a_manifest_are_not_silently_a_new_database() {
         "the segment was removed"
     );
 }
+
+/// Segment file `000-00000001.seg` style name of shard `s`'s first segment.
+fn first_segment(path: &Path, s: u32) -> std::path::PathBuf {
+    path.join(format!("{s:03}-00000001.seg"))
+}
+
+#[test]
+fn records_moved_into_another_shards_log_are_reported_not_served() {
+    // Valid frames (good CRCs, right hash seed) in a shard their keys do not
+    // hash to: `get` could never find them while `iter` would list them.
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    {
+        let db = Emdb::builder()
+            .path(&path)
+            .shards(2)
+            .build()
+            .expect("create");
+        for i in 0..64 {
+            db.insert(format!("key-{i:02}"), format!("value-{i}"))
+                .expect("insert");
+        }
+        db.flush().expect("flush");
+    }
+    // Replay, not hints; then shard 0's frames replace shard 1's.
+    for e in fs::read_dir(&path).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            fs::remove_file(p).expect("rm hint");
+        }
+    }
+    let data_end = |b: &[u8]| b.iter().rposition(|x| *x != 0).map_or(64, |i| i + 1);
+    let s0 = fs::read(first_segment(&path, 0)).expect("read");
+    let mut s1 = fs::read(first_segment(&path, 1)).expect("read");
+    let (e0, e1) = (data_end(&s0), data_end(&s1));
+    s1[64..e1.max(e0)].fill(0);
+    s1[64..e0].copy_from_slice(&s0[64..e0]);
+    fs::write(first_segment(&path, 1), &s1).expect("write");
+    match Emdb::open(&path) {
+        Err(Error::Corrupted { reason, file, .. }) => {
+            assert!(reason.contains("another shard"), "reason: {reason}");
+            assert!(
+                file.ends_with("001-00000001.seg"),
+                "file: {}",
+                file.display()
+            );
+        }
+        other => panic!("expected Corrupted, got {:?}", other.map(|_| ())),
+    }
+}

@@ -56,6 +56,12 @@ pub(crate) struct Ctx {
     flushes_in_flight: std::sync::atomic::AtomicUsize,
 }
 
+/// The shard of a key hash among `shards` (see `Ctx::shard_of`).
+#[inline]
+pub(crate) fn shard_for(h: u64, shards: usize) -> usize {
+    (((h >> 32) * shards as u64) >> 32) as usize
+}
+
 impl Ctx {
     /// Adds a new segment to the manifest, durably, before any write to it
     /// can be acknowledged. On failure the manifest in memory is as before.
@@ -88,7 +94,7 @@ impl Ctx {
     /// Part of the on-disk contract: a key must always map to the same shard.
     #[inline]
     pub(crate) fn shard_of(&self, h: u64) -> usize {
-        (((h >> 32) * self.shard_count as u64) >> 32) as usize
+        shard_for(h, self.shard_count)
     }
 
     fn next_seq(&self) -> u64 {

@@ -220,12 +220,9 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
         return Err(DecodeError::Invalid("batch flag and count disagree"));
     }
     let mut at = HEADER_LEN;
-    let expires_at = if flags & FLAG_EXPIRES != 0 {
+    if flags & FLAG_EXPIRES != 0 {
         at += EXPIRY_LEN;
-        Some(u64_at(buf, HEADER_LEN))
-    } else {
-        None
-    };
+    }
     if flags & FLAG_ENCRYPTED != 0 {
         at += NONCE_LEN;
     }
@@ -238,6 +235,8 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
             "frame length disagrees with its fields",
         ));
     }
+    // Read only now: `len` (within `buf`) covers the expiry field.
+    let expires_at = (flags & FLAG_EXPIRES != 0).then(|| u64_at(buf, HEADER_LEN));
     Ok(Frame {
         len,
         kind,
@@ -402,6 +401,20 @@ mod tests {
         assert!(matches!(decode(&b), Err(DecodeError::Invalid(_))));
         b[0] = 10; // shorter than a header
         assert!(matches!(decode(&b), Err(DecodeError::Invalid(_))));
+    }
+
+    #[test]
+    fn expiry_flag_on_a_frame_too_short_for_it_is_invalid() {
+        // A 36..=39-byte buffer whose frame claims an expiry field it has no
+        // room for: rejected, not read past the end.
+        for n in MIN_FRAME..HEADER_LEN + EXPIRY_LEN {
+            let mut b = vec![0u8; n];
+            b[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+            b[4] = Kind::Put as u8;
+            b[5] = FLAG_EXPIRES;
+            assert!(matches!(decode(&b), Err(DecodeError::Invalid(_))));
+            assert!(matches!(decode_unchecked(&b), Err(DecodeError::Invalid(_))));
+        }
     }
 
     #[test]

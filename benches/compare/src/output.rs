@@ -484,16 +484,8 @@ pub fn plot(res: &Results, path: &Path) -> Result<(), String> {
             .configure_mesh()
             .x_desc("writer threads T")
             .y_desc(ydesc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| {
-                if *y >= 1000.0 {
-                    format!("{:.0}k", y / 1000.0)
-                } else if *y >= 10.0 {
-                    format!("{y:.0}")
-                } else {
-                    format!("{y:.1}")
-                }
-            })
+            .x_label_formatter(&|x| tick(*x))
+            .y_label_formatter(&|y| tick(*y))
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, (name, pts)) in data.iter().enumerate() {
@@ -529,4 +521,42 @@ pub fn plot(res: &Results, path: &Path) -> Result<(), String> {
     }
     root.present().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// A tick label with three significant digits, so that distinct ticks of a
+/// log axis never print alike (rounding 9.6 and 10.4 both to "10" did).
+fn tick(v: f64) -> String {
+    if v >= 1000.0 {
+        return format!("{}k", tick(v / 1000.0));
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else if v >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ticks_are_distinct_and_short() {
+        use super::tick;
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(9.6), "9.6");
+        assert_eq!(tick(10.4), "10.4");
+        assert_eq!(tick(2000.0), "2k");
+        assert_eq!(tick(25_500.0), "25.5k");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(64.0), "64");
+    }
 }

@@ -204,8 +204,16 @@ impl Index {
         None
     }
 
-    /// Writer only. Adds an entry known not to be present (hint loading).
-    pub(crate) fn insert_unique(&self, h: u64, loc: u64) {
+    /// Writer only. Adds an entry for a key that should not be present yet
+    /// (hint loading, into an index without removals). Returns false and
+    /// changes nothing if an entry of the same hash holds the same key
+    /// (`same_key` is asked only on a hash match, so rarely).
+    pub(crate) fn insert_unique(
+        &self,
+        h: u64,
+        loc: u64,
+        mut same_key: impl FnMut(u64) -> bool,
+    ) -> bool {
         let h = slot_hash(h);
         {
             let guard = epoch::pin();
@@ -214,6 +222,9 @@ impl Index {
             loop {
                 let slot = &t.slots[i];
                 let sh = slot.hash.load(Ordering::Relaxed);
+                if sh == h && same_key(slot.loc.load(Ordering::Relaxed)) {
+                    return false;
+                }
                 if sh == EMPTY || sh == TOMBSTONE {
                     if sh == TOMBSTONE {
                         self.tombstones.fetch_sub(1, Ordering::Relaxed);
@@ -227,6 +238,7 @@ impl Index {
             }
         }
         self.maybe_grow();
+        true
     }
 
     /// Writer only. Removes the key; returns its location if it was present.

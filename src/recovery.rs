@@ -105,6 +105,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             .as_ref()
             .map_or(0, |h| h.iter().map(|(_, e)| e.len()).sum());
         let index = Index::with_capacity(hinted);
+        let table = shard_table(&segs);
         if let Some(h) = &scan.hints {
             for (si, entries) in h {
                 let id = segs[*si].id;
@@ -117,12 +118,25 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 segs[*si]
                     .verify_below
                     .store(below, std::sync::atomic::Ordering::Relaxed);
+                let bytes = segs[*si].file_bytes();
                 for (hash, off) in entries {
-                    index.insert_unique(*hash, pack_pos(id, *off));
+                    let same_key = |old: u64| {
+                        frame::decode_unchecked(&bytes[*off as usize..]).is_ok_and(|f| {
+                            crate::engine::frame_has_key(&table, old, f.namespace, f.key)
+                        })
+                    };
+                    if !index.insert_unique(*hash, pack_pos(id, *off), same_key) {
+                        // Checkpoints list each live key once: these hint
+                        // files were not written by emdb as they are.
+                        return Err(Error::corrupted(
+                            dir.join(segment::hint_name(s as u32, id)),
+                            0,
+                            "a key is listed twice in the hint files",
+                        ));
+                    }
                 }
             }
         }
-        let table = shard_table(&segs);
         for (i, end) in scan.ends.iter().enumerate() {
             let si = scan.start.0 + i;
             let bytes = segs[si].file_bytes();

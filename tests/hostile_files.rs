@@ -160,3 +160,97 @@ fn records_moved_into_another_shards_log_are_reported_not_served() {
         other => panic!("expected Corrupted, got {:?}", other.map(|_| ())),
     }
 }
+
+/// Entries `(hash, offset)` of a hint file.
+fn read_hint(p: &Path) -> Vec<(u64, u32)> {
+    let b = fs::read(p).expect("read hint");
+    let n = u64::from_le_bytes(b[32..40].try_into().expect("count")) as usize;
+    (0..n)
+        .map(|i| {
+            let e = &b[40 + 12 * i..52 + 12 * i];
+            (
+                u64::from_le_bytes(e[..8].try_into().expect("hash")),
+                u32::from_le_bytes(e[8..].try_into().expect("offset")),
+            )
+        })
+        .collect()
+}
+
+/// Rewrites a hint file's entries, keeping its header, with a good CRC.
+fn write_hint(p: &Path, entries: &[(u64, u32)]) {
+    let mut b = fs::read(p).expect("read hint")[..40].to_vec();
+    b[32..40].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (h, o) in entries {
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&o.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    fs::write(p, b).expect("write hint");
+}
+
+/// Offset of the frame holding `key` (its header is 32 bytes, no expiry).
+fn frame_of(seg: &[u8], key: &[u8]) -> u32 {
+    let at = seg
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("key in segment");
+    (at - 32) as u32
+}
+
+#[test]
+fn a_key_listed_in_two_hint_files_is_reported_not_served_twice() {
+    // Checkpoints list each live key once. Here two well-formed hint files
+    // list one key: the stale copy in segment 1 and the live one in 2.
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let open = || {
+        Emdb::builder()
+            .path(&path)
+            .shards(1)
+            .segment_size(64 * 1024)
+            .max_key_len(256)
+            .max_value_len(4096)
+            .build()
+    };
+    {
+        let db = open().expect("create");
+        db.insert("the-duplicated-key", "old").expect("insert");
+        for i in 0..40 {
+            db.insert(format!("filler-{i:02}"), vec![b'f'; 2000])
+                .expect("insert");
+        }
+        db.insert("the-duplicated-key", "new").expect("insert");
+        db.flush().expect("flush");
+    } // closing writes a checkpoint: hint files for both segments
+    let (seg1, seg2) = (path.join("000-00000001.seg"), path.join("000-00000002.seg"));
+    let (h1, h2) = (
+        path.join("000-00000001.hint"),
+        path.join("000-00000002.hint"),
+    );
+    assert!(h1.exists() && h2.exists(), "two segments, two hint files");
+    let key = b"the-duplicated-key";
+    let old = frame_of(&fs::read(&seg1).expect("read"), key);
+    let live = frame_of(&fs::read(&seg2).expect("read"), key);
+    let hash = read_hint(&h2)
+        .iter()
+        .find(|(_, o)| *o == live)
+        .expect("live entry")
+        .0;
+    let mut e1 = read_hint(&h1);
+    assert!(e1.iter().all(|(_, o)| *o != old), "stale record not hinted");
+    e1.push((hash, old));
+    e1.sort_unstable_by_key(|e| e.1);
+    write_hint(&h1, &e1);
+    match open() {
+        Err(Error::Corrupted { reason, file, .. }) => {
+            assert!(reason.contains("listed twice"), "reason: {reason}");
+            assert!(
+                file.extension().is_some_and(|x| x == "hint"),
+                "{}",
+                file.display()
+            );
+        }
+        other => panic!("expected Corrupted, got {:?}", other.map(|_| ())),
+    }
+}

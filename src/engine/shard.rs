@@ -563,7 +563,9 @@ impl<'a> Future for LockForAppend<'a> {
         if backlog + self.need <= limit || backlog <= limit / 8 {
             return Poll::Ready(Ok(g));
         }
-        g.space_waiters.push(cx.waker().clone());
+        if register(&g.space_waiters, cx) {
+            g.space_waiters.push(cx.waker().clone());
+        }
         drop(g);
         shard.wake_core();
         Poll::Pending
@@ -596,7 +598,7 @@ impl Future for Durable<'_> {
             g.stable_wanted = g.stable_wanted.max(self.target);
             if g.stable.0 >= self.target {
                 // Already on the device: only the device flush is missing.
-                if !g.flush_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                if register(&g.flush_waiters, cx) {
                     g.flush_waiters.push(cx.waker().clone());
                 }
                 drop(g);
@@ -606,7 +608,7 @@ impl Future for Durable<'_> {
         } else {
             g.sync_wanted = g.sync_wanted.max(self.target);
         }
-        if !g.flush_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+        if register(&g.flush_waiters, cx) {
             g.flush_waiters.push(cx.waker().clone());
         }
         drop(g);
@@ -642,6 +644,15 @@ enum SyncMode {
 
 /// The core thread's loop. Returns when shut down (after a final sync) or
 /// when its backend is gone.
+/// Whether a pending future should add its waker to `list`: not when it
+/// is there already, and never the no-op waker of `block_on`'s first poll
+/// (waking it does nothing, and counted as a waiter it would make the core
+/// see two flushers where there is one: no latency-bound path for a lone
+/// flusher, and a gathering pause for a second one that never comes).
+fn register(list: &[Waker], cx: &Context<'_>) -> bool {
+    !cx.waker().will_wake(Waker::noop()) && !list.iter().any(|w| w.will_wake(cx.waker()))
+}
+
 pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
     // The last segment written without a sync after it.
     let mut dirty: Option<Arc<Segment>> = None;

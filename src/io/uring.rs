@@ -201,31 +201,13 @@ impl Io for UringIo {
         self.run_linked(ops)
     }
 
-    /// Writes through the ring, syncs as direct system calls from the core
-    /// thread. An fsync SQE always goes through an io-wq worker; for a lone
-    /// waiter that thread hop costs more than the syscall (see
-    /// ARCHITECTURE.md, "io_uring choices").
+    /// A chain at most one caller waits on runs as plain system calls on
+    /// the core thread (`pwrite`, `fdatasync`): a buffered write SQE mostly
+    /// completes in an io-wq worker on this kernel, and an fsync SQE always
+    /// does, and for a lone waiter those thread hops cost more than the
+    /// ring saves (see ARCHITECTURE.md, "io_uring choices").
     fn run_latency_bound(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
-        // Writes through the ring, each sync as a direct syscall.
-        let mut from = 0;
-        for (i, op) in ops.iter().enumerate() {
-            if let Op::Sync { target } | Op::SyncRange { target } = op {
-                if from < i {
-                    self.run_linked(&ops[from..i])?;
-                }
-                if let Some(fd) = target.fd() {
-                    match op {
-                        Op::Sync { .. } => super::fdatasync(fd)?,
-                        _ => super::sync_range(fd)?,
-                    }
-                }
-                from = i + 1;
-            }
-        }
-        if from < ops.len() {
-            self.run_linked(&ops[from..])?;
-        }
-        Ok(())
+        super::posix::PosixIo.run(ops)
     }
 }
 

@@ -506,7 +506,12 @@ fn main() -> Res<()> {
             .unwrap_or_else(|| "unknown".into()),
         filesystem: sys::filesystem(&args.data_dir),
         command: format!(
-            "cargo run --release -p emdb-compare -- {}",
+            "cargo run --release -p emdb-compare{} -- {}",
+            if cfg!(feature = "rocksdb") {
+                " --features rocksdb"
+            } else {
+                ""
+            },
             std::env::args().skip(1).collect::<Vec<_>>().join(" ")
         ),
         records: args.records,

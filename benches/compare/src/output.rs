@@ -17,6 +17,9 @@ impl Cell {
     }
 }
 
+/// Phases whose rows measure durable writes.
+const DURABLE_PHASES: [&str; 5] = ["1", "2", "3", "8", "13"];
+
 struct Row {
     id: String,
     phase: String,
@@ -198,9 +201,14 @@ impl Results {
         })
     }
 
-    fn best(&self, r: &Row) -> Option<String> {
+    fn best(&self, r: &Row) -> Option<Vec<String>> {
         let mut best: Option<(&str, f64)> = None;
         for (s, _) in &self.stores {
+            if DURABLE_PHASES.contains(&r.phase.as_str())
+                && crate::stores::NOT_DEVICE_DURABLE.contains(&s.as_str())
+            {
+                continue;
+            }
             if let Some(Cell::Val(v)) = self.get(&r.id, s) {
                 let better = match best {
                     None => true,
@@ -217,7 +225,20 @@ impl Results {
                 }
             }
         }
-        best.map(|(s, _)| s.to_string())
+        // Every store that ties the best value (as printed) is best.
+        let (_, b) = best?;
+        let shown = fmt(b, r.unit);
+        Some(
+            self.stores
+                .iter()
+                .filter(|(s, _)| {
+                    !(DURABLE_PHASES.contains(&r.phase.as_str())
+                        && crate::stores::NOT_DEVICE_DURABLE.contains(&s.as_str()))
+                })
+                .filter(|(s, _)| matches!(self.get(&r.id, s), Some(Cell::Val(v)) if fmt(*v, r.unit) == shown))
+                .map(|(s, _)| s.clone())
+                .collect(),
+        )
     }
 
     pub fn markdown(&self) -> String {
@@ -263,7 +284,7 @@ impl Results {
                     Some(Cell::Na(why)) => format!("N/A ({why})"),
                     Some(Cell::Val(v)) => {
                         let f = fmt(*v, r.unit);
-                        if best.as_deref() == Some(s.as_str()) {
+                        if best.as_ref().is_some_and(|b| b.contains(s)) {
                             format!("**{f}**")
                         } else {
                             f
@@ -286,6 +307,21 @@ impl Results {
             "\nBold: best store on the row (the raw-device column is a reference, not a contender). \
              Device flushes are field 16 of /sys/block/<dev>/stat, counted over the whole device."
         );
+        let skipped: Vec<&str> = self
+            .stores
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .filter(|s| crate::stores::NOT_DEVICE_DURABLE.contains(s))
+            .collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nNot bolded on the rows of durable phases ({}): {}, whose durable call does not \
+                 flush the device's write cache (see its settings and its device-flush counts).",
+                DURABLE_PHASES.join(", "),
+                skipped.join(", ")
+            );
+        }
         if let Some(idle) = self.idle_flushes_per_sec {
             let _ = writeln!(
                 o,
@@ -336,7 +372,7 @@ impl Results {
                     Some(Cell::Val(v)) => (format!("{v:.3}"), String::new()),
                     Some(Cell::Na(why)) => (String::new(), format!("N/A: {why}")),
                 };
-                let b = best.as_deref() == Some(s.as_str());
+                let b = best.as_ref().is_some_and(|b| b.contains(s));
                 let _ = writeln!(
                     o,
                     "{},{},\"{}\",{},{},{},{},\"{}\"",

@@ -50,6 +50,10 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// Stores whose durable call does not flush the device's write cache: they
+/// are not marked best on rows of durable phases.
+pub const NOT_DEVICE_DURABLE: &[&str] = &["sled"];
+
 pub struct Kind {
     pub name: &'static str,
     pub settings: &'static str,

@@ -214,17 +214,22 @@ fn fill_until_error(db: &Emdb, prefix: &str, max: usize) -> (Vec<String>, Option
     (acked, None)
 }
 
+/// One shard, 64 KiB segments (limits lowered to fit): rotation comes soon.
+fn small_segments(path: &Path) -> emdb::EmdbBuilder {
+    Emdb::builder()
+        .path(path)
+        .shards(1)
+        .segment_size(64 * 1024)
+        .max_value_len(4096)
+        .max_key_len(256)
+}
+
 #[test]
 fn a_failed_preallocation_is_retried_by_rotation() {
     let t = tempfile::tempdir().expect("tempdir");
     let path = t.path().join("db");
     let plan = FaultPlan::new();
-    let db = Emdb::builder()
-        .path(&path)
-        .shards(1)
-        .segment_size(64 * 1024)
-        .max_value_len(4096)
-        .max_key_len(256)
+    let db = small_segments(&path)
         .fault_plan(plan.clone())
         .build()
         .expect("open");
@@ -239,14 +244,7 @@ fn a_failed_preallocation_is_retried_by_rotation() {
     assert_eq!(plan.faults_injected(), 1);
     assert!(plan.fallocates() >= 2, "rotation tried again");
     drop(db);
-    let db = Emdb::builder()
-        .path(&path)
-        .shards(1)
-        .segment_size(64 * 1024)
-        .max_value_len(4096)
-        .max_key_len(256)
-        .build()
-        .expect("reopen");
+    let db = small_segments(&path).build().expect("reopen");
     for k in &acked {
         assert!(db.get(k).expect("get").is_some(), "{k} lost");
     }
@@ -258,12 +256,7 @@ fn no_room_for_a_new_segment_fails_the_write_and_writes_resume_when_space_return
     let path = t.path().join("db");
     let plan = FaultPlan::new();
     let open = |plan: Option<&FaultPlan>| {
-        let b = Emdb::builder()
-            .path(&path)
-            .shards(1)
-            .segment_size(64 * 1024)
-            .max_value_len(4096)
-            .max_key_len(256);
+        let b = small_segments(&path);
         match plan {
             Some(p) => b.fault_plan(p.clone()),
             None => b,

@@ -99,73 +99,29 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     // Pass 2 and the cleanup of cut tails.
     let mut shards = Vec::with_capacity(shard_count);
     let mut to_zero: Vec<(Arc<Segment>, u32)> = Vec::new();
-    for (s, (segs, scan)) in all_segs.into_iter().zip(scans).enumerate() {
-        let hinted: usize = scan
-            .hints
-            .as_ref()
-            .map_or(0, |h| h.iter().map(|(_, e)| e.len()).sum());
-        let index = Index::with_capacity(hinted);
-        let table = shard_table(&segs);
-        if let Some(h) = &scan.hints {
-            for (si, entries) in h {
-                let id = segs[*si].id;
-                // Not scanned at open: reads check these frames' CRC.
-                let below = if *si == scan.start.0 {
-                    scan.start.1
-                } else {
-                    segs[*si].cap
-                };
-                segs[*si]
-                    .verify_below
-                    .store(below, std::sync::atomic::Ordering::Relaxed);
-                let bytes = segs[*si].file_bytes();
-                for (hash, off) in entries {
-                    let same_key = |old: u64| {
-                        frame::decode_unchecked(&bytes[*off as usize..]).is_ok_and(|f| {
-                            crate::engine::frame_has_key(&table, old, f.namespace, f.key)
-                        })
-                    };
-                    if !index.insert_unique(*hash, pack_pos(id, *off), same_key) {
-                        // Checkpoints list each live key once: these hint
-                        // files were not written by emdb as they are.
-                        return Err(Error::corrupted(
-                            dir.join(segment::hint_name(s as u32, id)),
-                            0,
-                            "a key is listed twice in the hint files",
-                        ));
-                    }
-                }
-            }
-        }
-        for (i, end) in scan.ends.iter().enumerate() {
-            let si = scan.start.0 + i;
-            let bytes = segs[si].file_bytes();
-            let mut off = if i == 0 {
-                scan.start.1
-            } else {
-                SEGMENT_HEADER_LEN as u32
-            };
-            while off < *end {
-                let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
-                    break;
-                };
-                if !apply(
-                    &index,
-                    &table,
-                    &batches,
-                    &f,
-                    pack_pos(segs[si].id, off),
-                    (m.hash_seed, s, shard_count),
-                ) {
-                    return Err(Error::corrupted(
-                        segs[si].path.clone().unwrap_or_default(),
-                        off as u64,
-                        "a record whose key belongs to another shard",
-                    ));
-                }
-                off += f.len as u32;
-            }
-        }
+    // Each shard's index is built on a thread of its own: hint entries and
+    // replayed frames touch every live record, and shards share nothing.
+    let indexes: Vec<Result<Index>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = all_segs
+            .iter()
+            .zip(&scans)
+            .enumerate()
+            .map(|(s, (segs, scan))| {
+                let batches = &batches;
+                let m = &*m;
+                sc.spawn(move || build_index(dir, m, s, segs, scan, batches))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::corrupted(dir, 0, "index rebuild panicked")))
+            })
+            .collect()
+    });
+    for (s, ((segs, scan), index)) in all_segs.into_iter().zip(scans).zip(indexes).enumerate() {
+        let index = index?;
         let (segs, append_at) = match scan.cut {
             Some((si, off)) => {
                 // Drop later segments from the manifest now; the damaged
@@ -238,15 +194,104 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     Ok(Recovered { shards, max_seq })
 }
 
+/// Pass 2 for one shard: loads its hints (if used) and replays the frames
+/// after them into a new index.
+fn build_index(
+    dir: &Path,
+    m: &Manifest,
+    s: usize,
+    segs: &[Arc<Segment>],
+    scan: &Scan,
+    batches: &HashMap<u64, (u32, u32)>,
+) -> Result<Index> {
+    let shard_count = m.shard_count as usize;
+    let hinted: usize = scan
+        .hints
+        .as_ref()
+        .map_or(0, |h| h.iter().map(|(_, e)| e.len()).sum());
+    let index = Index::with_capacity(hinted);
+    let table = shard_table(segs);
+    if let Some(h) = &scan.hints {
+        for (si, entries) in h {
+            let id = segs[*si].id;
+            // Not scanned at open: reads check these frames' CRC.
+            let below = if *si == scan.start.0 {
+                scan.start.1
+            } else {
+                segs[*si].cap
+            };
+            segs[*si]
+                .verify_below
+                .store(below, std::sync::atomic::Ordering::Relaxed);
+            let bytes = segs[*si].file_bytes();
+            for (hash, off) in entries {
+                let same_key = |old: u64| {
+                    frame::decode_unchecked(&bytes[*off as usize..]).is_ok_and(|f| {
+                        crate::engine::frame_has_key(&table, old, f.namespace, f.key)
+                    })
+                };
+                if !index.insert_unique(*hash, pack_pos(id, *off), same_key) {
+                    // Checkpoints list each live key once: these hint
+                    // files were not written by emdb as they are.
+                    return Err(Error::corrupted(
+                        dir.join(segment::hint_name(s as u32, id)),
+                        0,
+                        "a key is listed twice in the hint files",
+                    ));
+                }
+            }
+        }
+    }
+    for (i, end) in scan.ends.iter().enumerate() {
+        let si = scan.start.0 + i;
+        let bytes = segs[si].file_bytes();
+        let mut off = if i == 0 {
+            scan.start.1
+        } else {
+            SEGMENT_HEADER_LEN as u32
+        };
+        while off < *end {
+            let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
+                break;
+            };
+            if !apply(
+                &index,
+                &table,
+                batches,
+                &f,
+                pack_pos(segs[si].id, off),
+                (m.hash_seed, s, shard_count),
+            ) {
+                return Err(Error::corrupted(
+                    segs[si].path.clone().unwrap_or_default(),
+                    off as u64,
+                    "a record whose key belongs to another shard",
+                ));
+            }
+            off += f.len as u32;
+        }
+    }
+    Ok(index)
+}
+
 type Pass1 = (Vec<Scan>, HashMap<u64, (u32, u32)>, u64);
 
 /// Pass 1 over every shard: hints for all shards or for none.
 fn pass1(dir: &Path, m: &Manifest, all_segs: &[Vec<Arc<Segment>>]) -> Result<Pass1> {
-    let mut hints: Vec<Option<Hints>> = all_segs
-        .iter()
-        .enumerate()
-        .map(|(s, segs)| load_hints(dir, m, s, segs))
-        .collect();
+    // Checking hint entries against their frames touches every live record:
+    // one thread per shard (each reads only its own files).
+    let mut hints: Vec<Option<Hints>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = all_segs
+            .iter()
+            .enumerate()
+            .map(|(s, segs)| sc.spawn(move || load_hints(dir, m, s, segs)))
+            .collect();
+        // A panicking check counts as unusable hints: replay instead.
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(None))
+            .collect()
+    });
     if hints.iter().any(Option::is_none) {
         hints.iter_mut().for_each(|h| *h = None);
     }

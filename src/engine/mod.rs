@@ -555,7 +555,7 @@ impl Engine {
             // A failed write or sync leaves records whose durability is
             // unknown: no later flush may report success, even when the
             // shard has nothing newer to write.
-            s.check_poison(&g)?;
+            s.check_flushable(&g)?;
             targets.push((i, g.user_lpos));
         }
         self.await_durable(&targets).await

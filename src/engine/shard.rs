@@ -394,6 +394,16 @@ impl Shard {
         err
     }
 
+    /// For a flush: the failure that poisoned the shard, as the `Error::Io`
+    /// its waiters got (the durability of what that failure touched is
+    /// unknown, so no flush may succeed).
+    pub(crate) fn check_flushable(&self, g: &Inner) -> Result<()> {
+        match &g.poison {
+            Some(p) => Err(p.to_io_error()),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn check_poison(&self, g: &Inner) -> Result<()> {
         match &g.poison {
             Some(p) => Err(Error::Poisoned {

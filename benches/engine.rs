@@ -39,6 +39,9 @@ use std::time::{Duration, Instant};
 
 use emdb::{Emdb, FlushPolicy, IoBackend};
 
+#[path = "common/devstat.rs"]
+mod devstat;
+
 const KEY_LEN: usize = 24;
 const VAL_LEN: usize = 150;
 /// Encoded record size: frame header + CRC (36 B, `MIN_FRAME` in src/log/frame.rs) + key + value.
@@ -339,13 +342,11 @@ struct DevFlushes {
 impl DevFlushes {
     fn for_dir(dir: &Path) -> DevFlushes {
         DevFlushes {
-            stat: find_dev_stat(dir),
+            stat: devstat::find_dev_stat(dir),
         }
     }
     fn read(&self) -> Option<u64> {
-        let p = self.stat.as_ref().ok()?;
-        let s = fs::read_to_string(p).ok()?;
-        s.split_whitespace().nth(15)?.parse().ok()
+        devstat::read_flushes(self.stat.as_ref().ok()?)
     }
     fn describe(&self) -> String {
         match &self.stat {
@@ -404,31 +405,6 @@ impl FlushWindow {
             reliable: background <= 0.1 * raw as f64 + 2.0,
         })
     }
-}
-
-fn find_dev_stat(dir: &Path) -> Result<PathBuf, String> {
-    use std::os::unix::fs::MetadataExt;
-    let dev = fs::metadata(dir).map_err(|e| e.to_string())?.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let link = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
-    let mut sys = fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
-    if sys.join("partition").exists() {
-        sys = sys
-            .parent()
-            .ok_or("partition without parent")?
-            .to_path_buf();
-    }
-    let stat = sys.join("stat");
-    let s = fs::read_to_string(&stat).map_err(|e| format!("{}: {e}", stat.display()))?;
-    let fields = s.split_whitespace().count();
-    if fields < 16 {
-        return Err(format!(
-            "{} has only {fields} fields (no field 16)",
-            stat.display()
-        ));
-    }
-    Ok(stat)
 }
 
 fn count_files(dir: &Path, ext: &str) -> usize {

@@ -3,6 +3,8 @@
 //!
 //! `cargo run --release -p emdb-compare -- --records 1000000`
 
+#[path = "../../common/devstat.rs"]
+mod devstat;
 mod output;
 mod stores;
 mod sys;

@@ -16,31 +16,16 @@ pub struct Device {
 }
 
 impl Device {
-    /// Finds the whole disk under `dir`: st_dev -> /sys/dev/block/MAJ:MIN,
-    /// then its parent when that node is a partition.
+    /// Finds the whole disk under `dir` (see `devstat::find_dev_stat`).
     pub fn of_dir(dir: &Path) -> Option<Device> {
-        let dev = fs::metadata(dir).ok()?.dev();
-        let (major, minor) = (libc::major(dev), libc::minor(dev));
-        let node = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
-        let disk = if node.join("partition").exists() {
-            node.parent()?.to_path_buf()
-        } else {
-            node
-        };
-        let stat = disk.join("stat");
-        if !stat.exists() {
-            return None;
-        }
-        let name = disk.file_name()?.to_string_lossy().into_owned();
+        let stat = crate::devstat::find_dev_stat(dir).ok()?;
+        let name = stat.parent()?.file_name()?.to_string_lossy().into_owned();
         Some(Device { name, stat })
     }
 
     /// Field 16 of the stat file: flush requests completed by the device.
     pub fn flushes(&self) -> u64 {
-        fs::read_to_string(&self.stat)
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(15).and_then(|f| f.parse().ok()))
-            .unwrap_or(0)
+        crate::devstat::read_flushes(&self.stat).unwrap_or(0)
     }
 }
 

@@ -652,8 +652,6 @@ enum SyncMode {
     Shared,
 }
 
-/// The core thread's loop. Returns when shut down (after a final sync) or
-/// when its backend is gone.
 /// Whether a pending future should add its waker to `list`: not when it
 /// is there already, and never the no-op waker of `block_on`'s first poll
 /// (waking it does nothing, and counted as a waiter it would make the core
@@ -663,6 +661,8 @@ fn register(list: &[Waker], cx: &Context<'_>) -> bool {
     !cx.waker().will_wake(Waker::noop()) && !list.iter().any(|w| w.will_wake(cx.waker()))
 }
 
+/// The core thread's loop. Returns when shut down (after a final sync) or
+/// when its backend is gone.
 pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
     // The last segment written without a sync after it.
     let mut dirty: Option<Arc<Segment>> = None;

@@ -87,6 +87,15 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The file-system operations of this database (watched by the fault
+    /// plan, if any).
+    pub(crate) fn files(&self) -> crate::io::Files {
+        #[cfg(feature = "fault-injection")]
+        return crate::io::Files::watched(self.fault_plan.clone());
+        #[cfg(not(feature = "fault-injection"))]
+        crate::io::Files::default()
+    }
+
     /// The largest frame a single record can produce.
     pub(crate) fn max_frame_len(&self) -> usize {
         frame::encoded_len(self.max_key_len, self.max_value_len, true)

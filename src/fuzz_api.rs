@@ -179,7 +179,15 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
     assert_eq!(bytes.len(), 44 + entries.len() * 12, "hint length");
     if u32_at(20) == 0 {
         let again = dir.path().join("again.hint");
-        drop(hint::write(&again, shard, seg, gen, &entries).expect("write hint"));
+        hint::write(
+            &crate::io::Files::default(),
+            &again,
+            shard,
+            seg,
+            gen,
+            &entries,
+        )
+        .expect("write hint");
         assert_eq!(
             fs::read(&again).expect("read hint"),
             bytes,
@@ -285,10 +293,16 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                 .collect();
             let dir = Scratch::new("sample");
             let path = dir.path().join("h.hint");
-            drop(
-                hint::write(&path, r.u8() as u32, r.u16() as u32, r.u64(), &entries)
-                    .expect("write hint"),
-            );
+            let (shard, seg, gen) = (r.u8() as u32, r.u16() as u32, r.u64());
+            hint::write(
+                &crate::io::Files::default(),
+                &path,
+                shard,
+                seg,
+                gen,
+                &entries,
+            )
+            .expect("write hint");
             fs::read(&path).expect("read hint")
         }
     }
@@ -609,7 +623,8 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
             }
             entries.sort_unstable_by_key(|e| e.1);
             let path = dir.join(segment::hint_name(s, id));
-            drop(hint::write(&path, s, id, gen, &entries).expect("write hint"));
+            hint::write(&crate::io::Files::default(), &path, s, id, gen, &entries)
+                .expect("write hint");
         }
         if with_hints && r.u8() % 4 == 0 {
             hinted_pos = pack_pos(nseg, r.u16() as u32);

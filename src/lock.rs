@@ -2,14 +2,14 @@
 //! records who holds it. The kernel drops the lock when its holder exits,
 //! `kill -9` included.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::io::Files;
 
 const FILE: &str = "LOCK";
 /// How long `open` keeps trying a held lock before `Error::LockBusy`.
@@ -49,14 +49,14 @@ fn try_flock(f: &File, op: libc::c_int) -> io::Result<bool> {
 impl LockFile {
     /// Takes the lock of `dir` or fails with `LockBusy`. Another handle of
     /// the same process counts as another holder.
-    pub(crate) fn acquire(dir: &Path) -> Result<LockFile> {
+    pub(crate) fn acquire(files: &Files, dir: &Path) -> Result<LockFile> {
         let path = dir.join(FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        // Never through a symlink; a new file is 0600 and its entry is made
+        // durable at once (the device flusher syncs this file).
+        let (file, created) = files.open_or_create(&path)?;
+        if created {
+            files.sync_dir(dir)?;
+        }
         // A lock released a moment ago can still be held for a few
         // microseconds by a child process another thread is spawning (it
         // shares our open file descriptions until its exec). Retry briefly
@@ -79,8 +79,8 @@ impl LockFile {
             now,
             env!("CARGO_PKG_VERSION")
         );
-        file.set_len(0)?;
-        file.write_all_at(text.as_bytes(), 0)?;
+        files.set_len(&file, 0)?;
+        files.write_at(&file, text.as_bytes(), 0)?;
         Ok(LockFile { _file: file })
     }
 }

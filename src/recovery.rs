@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -68,6 +67,10 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             "manifest shard list disagrees with its count",
         ));
     }
+    let files = config.files();
+    // Unlisted segment files first: a new first segment below is created
+    // exclusively and may have an orphan at its path.
+    remove_orphans(&files, dir, m)?;
     let mut all_segs = Vec::with_capacity(shard_count);
     let mut manifest_changed = false;
     for s in 0..shard_count {
@@ -83,9 +86,8 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             m.shards[s].segments.push(1);
             manifest_changed = true;
         }
-        all_segs.push(open_segments(dir, m, s, config)?);
+        all_segs.push(open_segments(&files, dir, m, s, config)?);
     }
-    remove_orphans(dir, m);
 
     // Pass 1. Hints are used only if every shard's are valid: the checkpoint
     // cut all shards at one consistent point, so then every batch lies wholly
@@ -138,7 +140,12 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                     // Appends continue here now: reopen it with a tail buffer.
                     let path = segs[si].path.clone().unwrap_or_default();
                     let cap = segs[si].cap.max(config.segment_size as u32);
-                    kept.push(Arc::new(Segment::open(&path, segs[si].id, Some(cap))?));
+                    kept.push(Arc::new(Segment::open(
+                        &files,
+                        &path,
+                        segs[si].id,
+                        Some(cap),
+                    )?));
                 }
                 (kept, off)
             }
@@ -170,7 +177,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         // blocks below the append point being allocated (Segment::zeroed_upto).
         for seg in segs.iter().skip(scan.start.0) {
             if let crate::io::Storage::File(f) = &seg.storage {
-                f.sync_data()?;
+                files.sync_data(f)?;
             }
         }
         last.set_append_point(append_at);
@@ -181,12 +188,12 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         });
     }
     if manifest_changed {
-        m.store(dir)?;
+        m.store(&files, dir)?;
         for (seg, off) in &to_zero {
-            zero_tail(seg, *off)?;
+            zero_tail(&files, seg, *off)?;
         }
         // Segments a cut dropped are orphans now.
-        remove_orphans(dir, m);
+        remove_orphans(&files, dir, m)?;
     }
     // Frames covered by hints were not scanned: the checkpoint recorded a
     // floor above their sequence numbers.
@@ -356,13 +363,20 @@ fn apply(
     true
 }
 
-fn open_segments(dir: &Path, m: &Manifest, s: usize, config: &Config) -> Result<Vec<Arc<Segment>>> {
+fn open_segments(
+    files: &crate::io::Files,
+    dir: &Path,
+    m: &Manifest,
+    s: usize,
+    config: &Config,
+) -> Result<Vec<Arc<Segment>>> {
     let ids = &m.shards[s].segments;
     let mut out = Vec::with_capacity(ids.len());
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::file_name(s as u32, id));
         let last = i + 1 == ids.len();
-        let seg = match Segment::open(&path, id, last.then_some(config.segment_size as u32)) {
+        let seg = match Segment::open(files, &path, id, last.then_some(config.segment_size as u32))
+        {
             Ok(seg) => seg,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::corrupted(
@@ -416,10 +430,12 @@ fn open_segments(dir: &Path, m: &Manifest, s: usize, config: &Config) -> Result<
 }
 
 /// Segment files not named by the manifest were created but never
-/// registered (a crash in between); nothing in them was acknowledged.
-fn remove_orphans(dir: &Path, m: &Manifest) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
+/// registered (a crash in between), or dropped by a cut; nothing in them
+/// was acknowledged. Removed, and the removals made durable, so that a
+/// later segment created at the same path is the only one a restart finds.
+fn remove_orphans(files: &crate::io::Files, dir: &Path, m: &Manifest) -> Result<()> {
+    let mut removed = false;
+    for e in fs::read_dir(dir)?.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some((s, id)) = segment::parse_file_name(name) {
@@ -427,11 +443,17 @@ fn remove_orphans(dir: &Path, m: &Manifest) {
                 .shards
                 .get(s as usize)
                 .is_some_and(|sh| sh.segments.contains(&id));
-            if !listed {
-                let _ = fs::remove_file(e.path());
+            // Best effort: one that cannot be removed (a read-only
+            // directory) is met again, and refused, if its id is reused.
+            if !listed && files.remove(&e.path()).is_ok() {
+                removed = true;
             }
         }
     }
+    if removed {
+        files.sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// The checkpoint's hint files of shard `s`, if every one of them is present
@@ -668,7 +690,7 @@ fn durable_claim_after(segs: &[Arc<Segment>], si: usize, off: usize) -> Option<u
 
 /// Zeroes a segment's damaged tail from `off` so it can never be read as
 /// frames again, and syncs it.
-fn zero_tail(seg: &Segment, off: u32) -> Result<()> {
+fn zero_tail(files: &crate::io::Files, seg: &Segment, off: u32) -> Result<()> {
     let bytes = seg.file_bytes();
     let start = off as usize;
     if let Some(last) = bytes
@@ -677,8 +699,8 @@ fn zero_tail(seg: &Segment, off: u32) -> Result<()> {
     {
         if let crate::io::Storage::File(f) = &seg.storage {
             let zeros = vec![0u8; last + 1];
-            f.write_all_at(&zeros, off as u64)?;
-            f.sync_data()?;
+            files.write_at(f, &zeros, off as u64)?;
+            files.sync_data(f)?;
         }
     }
     Ok(())

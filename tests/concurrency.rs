@@ -615,3 +615,85 @@ fn lock_is_held_until_the_last_handle_on_any_thread_is_dropped() {
 fn after_marker<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| &line[i + marker.len()..])
 }
+
+/// Readers never miss a key that exists while writers rotate segments
+/// constantly: 4 KiB segments, every write an overwrite of a key that is
+/// never removed. A reader that loaded the segment table before reading
+/// the key's slot could meet a slot pointing into a segment published after
+/// its table (new segment, then the key overwritten into it) and report the
+/// key missing.
+#[test]
+fn readers_find_every_key_while_segments_rotate() {
+    let dir = tmp();
+    let db = Emdb::builder()
+        .path(dir.path().join("db"))
+        .shards(1)
+        .segment_size(4096)
+        .max_key_len(16)
+        .max_value_len(128)
+        .build()
+        .unwrap();
+    const KEYS: usize = 16;
+    let key = |i: usize| format!("key-{i:02}").into_bytes();
+    for i in 0..KEYS {
+        db.insert(key(i), encode(&key(i), 0, 40)).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    let rotations_before = db.stats().unwrap().file_size_bytes;
+    thread::scope(|s| {
+        for w in 0..2 {
+            let (db, stop) = (&db, &stop);
+            s.spawn(move || {
+                let mut version = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in (w..KEYS).step_by(2) {
+                        db.insert(key(i), encode(&key(i), version, 40)).unwrap();
+                    }
+                    version += 1;
+                }
+            });
+        }
+        for r in 0..2 {
+            let (db, stop, reads) = (&db, &stop, &reads);
+            s.spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = (n as usize * 7 + r) % KEYS;
+                    match db.get(key(i)).unwrap() {
+                        Some(v) => {
+                            decode(&key(i), &v).unwrap();
+                        }
+                        None => panic!(
+                            "key-{i:02} reported missing after {n} reads; it is never removed"
+                        ),
+                    }
+                    let zc = db.get_zerocopy(key(i)).unwrap();
+                    assert!(zc.is_some(), "get_zerocopy missed key-{i:02}");
+                    n += 1;
+                }
+                reads.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        // Until 800 segments were added (each holds a descriptor and two
+        // mappings) or 10 s passed.
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(10)
+            && db.stats().unwrap().file_size_bytes - rotations_before < 800 * 4096
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let grown = db.stats().unwrap().file_size_bytes - rotations_before;
+    assert!(
+        grown >= 100 * 4096,
+        "the test must rotate constantly; only {} segments were added",
+        grown / 4096
+    );
+    eprintln!(
+        "{} reads, {} segments added, no key missed",
+        reads.load(Ordering::Relaxed),
+        grown / 4096
+    );
+}

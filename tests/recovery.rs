@@ -936,8 +936,50 @@ fn torn_tail_of_zeros_with_hint_files_never_returns_wrong_values() {
 #[test]
 fn damage_to_a_sealed_segment_is_reported_not_skipped() {
     isolated("damage_to_a_sealed_segment_is_reported_not_skipped", || {
+        sealed_segment_sweep("sealed-segment/no-hints", small_ops(2, 150, 400));
+    });
+}
+
+/// The same when every segment was written by one round of the core: a
+/// batch spanning several 4 KiB segments, then a few inserts. The core's
+/// round then syncs each sealed segment before writing the next, but only
+/// the last sync is recorded by a periodic sync marker; the marker each new
+/// segment starts with is what records that the sealed one was durable
+/// whole. Without it, a sealed segment cut at a frame boundary looks like
+/// one that simply ended there, and recovery would read on past the gap.
+#[test]
+fn damage_to_sealed_segments_written_in_one_round_is_reported() {
+    isolated(
+        "damage_to_sealed_segments_written_in_one_round_is_reported",
+        || {
+            let mut rng = fastrand::Rng::with_seed(3);
+            let mut ops = vec![Op::Batch(
+                (0..24)
+                    .map(|i| {
+                        (
+                            key(i),
+                            unique_value(&mut rng, &format!("b{i:03}"), 250, 400),
+                        )
+                    })
+                    .collect(),
+            )];
+            for i in 24..30 {
+                ops.push(Op::Insert(
+                    key(i),
+                    unique_value(&mut rng, &format!("v{i:03}"), 20, 60),
+                ));
+            }
+            sealed_segment_sweep("sealed-one-round/no-hints", ops);
+        },
+    );
+}
+
+/// Builds a one-shard fixture of 4 KiB segments from `ops` and sweeps
+/// truncations and zeroed tails over every segment with data.
+fn sealed_segment_sweep(name: &str, ops: Vec<Op>) {
+    {
         let t = tempfile::tempdir().unwrap();
-        let fx = make_fixture(t.path().join("pristine"), 1, 4096, small_ops(2, 150, 400));
+        let fx = make_fixture(t.path().join("pristine"), 1, 4096, ops);
         let segs = segments(&fx.dir);
         let with_data: Vec<&SegInfo> = segs
             .iter()
@@ -989,14 +1031,8 @@ fn damage_to_a_sealed_segment_is_reported_not_skipped() {
                 cases.push((s.name.clone(), Damage::ZeroFrom(o), rules));
             }
         }
-        sweep(
-            "sealed-segment/no-hints",
-            &fx,
-            &t.path().join("work"),
-            &Hints::Drop,
-            cases,
-        );
-    });
+        sweep(name, &fx, &t.path().join("work"), &Hints::Drop, cases);
+    }
 }
 
 #[test]

@@ -35,6 +35,9 @@ use crate::value::ValueRef;
 
 /// Namespace id of the default namespace.
 pub(crate) const DEFAULT_NS: u32 = 0;
+/// Lookups that met a slot pointing at a segment no longer in the table
+/// (retired after the slot moved on) look again this many times.
+const MAX_LOOKUP_RETRIES: u32 = 16;
 
 /// State shared by the engine and every shard.
 pub(crate) struct Ctx {
@@ -73,11 +76,11 @@ impl Ctx {
         let mut m = m.lock();
         let list = &mut m.shards[shard].segments;
         if list.contains(&id) {
-            return m.store(dir);
+            return m.store(&self.config.files(), dir);
         }
         list.push(id);
         list.sort_unstable();
-        let stored = m.store(dir);
+        let stored = m.store(&self.config.files(), dir);
         if stored.is_err() {
             m.shards[shard].segments.retain(|&s| s != id);
         }
@@ -177,7 +180,7 @@ impl Engine {
             })?,
         };
         let (lock, path) = match &config.dir {
-            Some(dir) => (Some(prepare_dir(dir)?), dir.clone()),
+            Some(dir) => (Some(prepare_dir(&config.files(), dir)?), dir.clone()),
             None => (None, PathBuf::new()),
         };
         let (ctx, parts) = match &config.dir {
@@ -277,8 +280,6 @@ impl Engine {
     }
 
     /// Finds the live record of `key` and maps it with `f`, which may run
-    /// twice (see `Segment::with_frame`).
-    /// Finds the live record of `key` and maps it with `f`, which may run
     /// twice (see `Segment::with_frame`). With `verify`, a frame that no
     /// one verified since open (it came from a hint file) has its CRC
     /// checked, and a mismatch is `Error::Corrupted`: a value is never
@@ -295,12 +296,20 @@ impl Engine {
         let h = self.ctx.hash(ns, key);
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
-        let segs = shard.segments(&guard);
-        shard
-            .index
-            .find_map(h, &guard, |loc| {
+        let mut tries = 0;
+        loop {
+            let mut missing = false;
+            let found = shard.index.find_map(h, &guard, |loc| {
                 let (sid, off) = unpack_pos(loc);
-                let seg = segs.get(sid)?;
+                // The table is loaded after the slot: a segment is published
+                // before any slot points into it, so a table loaded first
+                // could predate both (a new segment, then this key
+                // overwritten into it) and miss a key that exists.
+                let Some(seg) = shard.segments(&guard).get(sid) else {
+                    // Retired after the slot was re-pointed: look again.
+                    missing = true;
+                    return None;
+                };
                 seg.with_frame(off, |b| {
                     let fr = frame::decode_unchecked(b).ok()?;
                     if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
@@ -317,8 +326,13 @@ impl Engine {
                     Some(Ok(f(seg, off, &fr)))
                 })
                 .flatten()
-            })
-            .transpose()
+            });
+            if found.is_none() && missing && tries < MAX_LOOKUP_RETRIES {
+                tries += 1;
+                continue;
+            }
+            return found.transpose();
+        }
     }
 
     pub(crate) fn get(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -599,6 +613,7 @@ impl Engine {
             return Ok(());
         };
         crate::io::fault_point(&self.ctx.config, crate::io::FaultPoint::Metadata)?;
+        let files = self.ctx.config.files();
         let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
         // 1. A consistent cut of every shard: positions and index entries.
         let mut snaps = Vec::with_capacity(self.shards.len());
@@ -641,18 +656,19 @@ impl Engine {
             }
             for (sid, mut list) in by_seg {
                 list.sort_unstable_by_key(|e| e.1);
-                let f = hint::write(
+                hint::write(
+                    &files,
                     &dir.join(segment::hint_name(s as u32, sid)),
                     s as u32,
                     sid,
                     gen,
                     &list,
                 )?;
-                f.sync_data()?;
             }
             positions.push(pos);
         }
-        manifest::sync_dir(&dir)?;
+        // The new hint files' entries, before the manifest that names them.
+        files.sync_dir(&dir)?;
         if let Some(m) = &self.ctx.manifest {
             let mut m = m.lock();
             if gen > m.checkpoint_gen {
@@ -661,7 +677,7 @@ impl Engine {
                 for (s, pos) in positions.into_iter().enumerate() {
                     m.shards[s].checkpoint_pos = pos;
                 }
-                m.store(&dir)?;
+                m.store(&files, &dir)?;
             }
         }
         Ok(())
@@ -789,8 +805,10 @@ fn random_seed() -> u64 {
     h.finish()
 }
 
-/// Creates the directory if needed and takes the lock.
-fn prepare_dir(dir: &Path) -> Result<LockFile> {
+/// Creates the directory if needed (mode 0700, each new entry made durable
+/// in its parent) and takes the lock.
+fn prepare_dir(files: &crate::io::Files, dir: &Path) -> Result<LockFile> {
+    files.opening(dir);
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::Io(io::Error::new(
@@ -802,10 +820,10 @@ fn prepare_dir(dir: &Path) -> Result<LockFile> {
             )))
         }
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => files.create_dir_all(dir)?,
         Err(e) => return Err(e.into()),
     }
-    LockFile::acquire(dir)
+    LockFile::acquire(files, dir)
 }
 
 /// Opens an existing database directory or initialises a new one.
@@ -845,6 +863,13 @@ fn open_dir(
                     "manifest is missing but segment files exist",
                 ));
             }
+            // The directory may have been created by an open that crashed
+            // before making its entry durable: make it so before the
+            // database it will hold is relied on.
+            let files = config.files();
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                files.sync_dir(parent)?;
+            }
             let seed = random_seed();
             let mut m = Manifest {
                 shard_count: config.shards as u32,
@@ -857,7 +882,7 @@ fn open_dir(
             // created and listed leaves a database that opens (recovery
             // creates a shard's missing first segment and removes unlisted
             // segment files), never segments without a manifest.
-            m.store(dir)?;
+            m.store(&files, dir)?;
             let mut parts = Vec::with_capacity(config.shards);
             for s in 0..config.shards {
                 let header = SegmentHeader {
@@ -874,7 +899,7 @@ fn open_dir(
                     index: Index::new(),
                 });
             }
-            m.store(dir)?;
+            m.store(&files, dir)?;
             let ctx = Arc::new(Ctx::new(
                 config,
                 config.shards,

@@ -107,7 +107,11 @@ pub(crate) struct Inner {
 struct NextSlot {
     seg: Option<Arc<Segment>>,
     preparing: bool,
-    failed: Option<std::io::Error>,
+    /// An id whose segment could not be created and left no file behind:
+    /// the next attempt uses it again, so an entry planted at its path
+    /// keeps failing rotation (with an error naming it) instead of being
+    /// skipped.
+    retry_id: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -290,15 +294,13 @@ impl Shard {
         if slot.preparing || slot.seg.is_some() || g.poison.is_some() {
             return;
         }
-        // A failed earlier attempt is forgotten: this one, or rotation
-        // creating the segment itself, gets its own chance (and reports its
-        // own error).
-        slot.failed = None;
         let Some(me) = self.this.get().and_then(|w| w.upgrade()) else {
             return;
         };
-        let id = g.next_segment_id;
-        g.next_segment_id += 1;
+        let id = slot.retry_id.take().unwrap_or_else(|| {
+            g.next_segment_id += 1;
+            g.next_segment_id - 1
+        });
         slot.preparing = true;
         drop(slot);
         let spawned = std::thread::Builder::new()
@@ -309,7 +311,8 @@ impl Shard {
                 slot.preparing = false;
                 match made {
                     Ok(seg) => slot.seg = Some(seg),
-                    Err(e) => slot.failed = Some(e),
+                    // Rotation tries again and reports its own error.
+                    Err((_, reusable)) => slot.retry_id = reusable.then_some(id),
                 }
                 drop(slot);
                 me.next_ready.notify_all();
@@ -332,6 +335,13 @@ impl Shard {
     /// Seals the active segment and continues in the next one. If the
     /// prepared segment is not ready the writer waits for it (rare: a burst
     /// faster than preparation); if none is being prepared it creates one.
+    ///
+    /// The next segment starts with a sync marker claiming the sealed
+    /// segment's end: the core issues its writes to the next segment only
+    /// after the sealing fdatasync completed, so once that marker is on disk
+    /// the whole sealed segment is durable, and recovery reports a sealed
+    /// segment found shorter than the claim as corrupt instead of reading
+    /// the log past a gap.
     fn rotate(&self, g: &mut Inner) -> Result<()> {
         let next = loop {
             let mut slot = self.next.lock();
@@ -342,39 +352,53 @@ impl Shard {
                 self.next_ready.wait(&mut slot);
                 continue;
             }
+            let id = slot.retry_id.take().unwrap_or_else(|| {
+                g.next_segment_id += 1;
+                g.next_segment_id - 1
+            });
             drop(slot);
-            let id = g.next_segment_id;
-            g.next_segment_id += 1;
-            // A segment that cannot be created (a full disk, say) fails
-            // this append only: nothing was written or half-written, the
-            // failed file is gone, and the next append tries again.
-            break self.create_segment(id).map_err(Error::Io)?;
+            // A segment that cannot be created (a full disk, an entry
+            // already at its path) fails this append only: nothing was
+            // written or half-written, and the next append tries again.
+            match self.create_segment(id) {
+                Ok(seg) => break seg,
+                Err((e, reusable)) => {
+                    if reusable {
+                        self.next.lock().retry_id = Some(id);
+                    }
+                    return Err(Error::Io(e));
+                }
+            }
         };
+        let sealed_end = pack_pos(g.active.id, g.reserved);
         let old = std::mem::replace(&mut g.active, next);
         old.sealed.store(true, Ordering::Release);
         g.to_seal.push(old);
         g.reserved = SEGMENT_HEADER_LEN as u32;
         g.prep_started = false;
+        append_marker(self, g, sealed_end);
         self.wake_core();
         Ok(())
     }
 
-    /// Creates, registers and publishes a segment.
-    fn create_segment(&self, id: u32) -> std::io::Result<Arc<Segment>> {
+    /// Creates, registers and publishes a segment. On failure, whether the
+    /// id may be used again (no file of it was left behind).
+    fn create_segment(&self, id: u32) -> std::result::Result<Arc<Segment>, (std::io::Error, bool)> {
         let header = SegmentHeader {
             shard: self.id as u32,
             shard_count: self.ctx.shard_count as u32,
             segment: id,
             hash_seed: self.ctx.hash_seed,
         };
-        let seg = Arc::new(Segment::create(
-            self.ctx.config.dir.as_deref(),
-            header,
-            &self.ctx.config,
-        )?);
+        let seg = Arc::new(
+            Segment::create(self.ctx.config.dir.as_deref(), header, &self.ctx.config)
+                .map_err(|e| (e, true))?,
+        );
         // On failure the file stays: a manifest renamed into place before
         // the failure may list it. If none does, the next open removes it.
-        self.ctx.register_segment(self.id, id)?;
+        self.ctx
+            .register_segment(self.id, id)
+            .map_err(|e| (e, false))?;
         self.publish_segment(seg.clone());
         Ok(seg)
     }
@@ -950,12 +974,22 @@ fn run_round(
             },
         })
         .collect();
-    for part in ops.chunks(MAX_CHAIN) {
+    let ran = ops.chunks(MAX_CHAIN).try_for_each(|part| {
         if round.latency_bound {
-            io.run_latency_bound(part)?;
+            io.run_latency_bound(part)
         } else {
-            io.run(part)?;
+            io.run(part)
         }
+    });
+    if let Err(e) = ran {
+        if io.buffers_in_flight() {
+            // The kernel may still read these segments' shadows (and use
+            // their descriptors): keep them mapped and open for good. The
+            // shard is poisoned by this error, so this happens once.
+            drop(ops);
+            std::mem::forget(steps);
+        }
+        return Err(e);
     }
     let mut synced = Synced {
         all: dirty.is_none(),

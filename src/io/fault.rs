@@ -11,16 +11,22 @@
 //! what was durable, plus, at random, whole or sector-torn pieces of the
 //! writes that were not, as a disk may have kept them.
 //!
-//! What the simulation does not model: files written outside the log path
-//! (segment headers and preallocation, manifest, hint files) are taken as
-//! durable as written. Each of those paths syncs the file, and the
-//! directory where an entry changes, before anything depends on it.
+//! The model covers directory entries too, as a file system that keeps only
+//! what was fsynced does: every file created, renamed or removed through
+//! [`Files`](super::files::Files) (segments, hint files, the manifest, the
+//! lock file, the database directory and its new ancestors) survives only
+//! once its directory was fsynced after the change. Segment headers, the
+//! manifest and hint files follow the same rules as the log: their bytes and
+//! their size are durable after an `fdatasync` of the file. A file replaced
+//! or removed while an older durable entry still names it is kept (its bytes
+//! at that moment) for the image.
 
-use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::RawFd;
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -58,7 +64,7 @@ struct PlanState {
     faults_injected: u64,
     syncs_after_fault: u64,
     powered_off: bool,
-    /// Whether writes are recorded for `durable_image`.
+    /// Whether writes and directory entries are recorded for `durable_image`.
     tracking: bool,
     /// Ticks for record ids and sync stamps.
     clock: u64,
@@ -67,19 +73,104 @@ struct PlanState {
     /// Records made durable so far, and of those, how many by a device
     /// flush after `sync_file_range`.
     durable_records: u64,
+    /// Directory entries and file identities (with tracking).
+    ns: Namespace,
 }
 
 /// A write whose durability is not established yet.
 #[derive(Debug)]
 struct Record {
     id: u64,
-    path: Arc<PathBuf>,
+    /// The file written (see `Namespace::ids`).
+    file: u64,
     offset: u64,
     /// The bytes the write replaced.
     old: Vec<u8>,
     /// `Some(stamp)` once `sync_file_range` wrote it back: durable after
     /// the next device flush that starts after `stamp`.
     written_back: Option<u64>,
+    /// Issued after the power went off (as the model orders it): never on
+    /// the disk.
+    doomed: bool,
+}
+
+/// What a directory entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Node {
+    Dir,
+    /// A file, by its plan-wide id (see `Namespace::ids`).
+    File(u64),
+}
+
+/// The directory-entry model: a directory's durable entries are the ones
+/// it had at its last completed fsync, or when the model first saw it
+/// (it existed before tracking began, and is taken as durable as it was).
+/// A directory created since has no durable entries until it is synced, and
+/// is itself durable only once its parent was synced after its creation.
+/// The model reads the real listing at each sync, so an entry the engine
+/// changed behind `Files`'s back is still judged by the syncs that followed.
+#[derive(Debug, Default)]
+struct Namespace {
+    /// Plan-wide id of each live file by (device, inode). An inode that lost
+    /// its last name is forgotten, so a reused inode number gets a new id.
+    ids: HashMap<(u64, u64), u64>,
+    next_file: u64,
+    /// Durable entries of every directory the model follows.
+    dirs: HashMap<PathBuf, BTreeMap<OsString, Node>>,
+    /// Durable size of files created since tracking began: their size at
+    /// their last completed sync (0 before one).
+    durable_len: HashMap<u64, u64>,
+    /// Bytes of files that lost their last name, for durable entries that
+    /// may still name them.
+    retired: HashMap<u64, Vec<u8>>,
+}
+
+impl Namespace {
+    fn id_of(&mut self, meta: &fs::Metadata) -> u64 {
+        let key = (meta.dev(), meta.ino());
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        self.next_file += 1;
+        self.ids.insert(key, self.next_file);
+        self.next_file
+    }
+
+    fn id_of_file(&mut self, f: &File) -> io::Result<u64> {
+        Ok(self.id_of(&f.metadata()?))
+    }
+
+    /// The real entries of `dir` now.
+    fn listing(&mut self, dir: &Path) -> io::Result<BTreeMap<OsString, Node>> {
+        let mut out = BTreeMap::new();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let meta = fs::symlink_metadata(e.path())?;
+            let node = if meta.is_dir() {
+                Node::Dir
+            } else {
+                Node::File(self.id_of(&meta))
+            };
+            out.insert(e.file_name(), node);
+        }
+        Ok(out)
+    }
+
+    /// The file at `path` loses this name: keep its bytes for durable
+    /// entries that may still name it.
+    fn unlinking(&mut self, path: &Path) {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let id = self.id_of(&meta);
+        if let Ok(bytes) = fs::read(path) {
+            self.retired.insert(id, bytes);
+        }
+        self.ids.remove(&(meta.dev(), meta.ino()));
+    }
 }
 
 /// How a fault at an op is delivered.
@@ -94,7 +185,14 @@ enum Fault {
 
 /// What [`FaultPlan::durable_image`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ImageReport {
+    /// The database directory's own entry (or an ancestor's) was never made
+    /// durable: the image holds no directory at all.
+    pub directory_lost: bool,
+    /// Directory entries whose durable state differs from the live one
+    /// (created, renamed or removed without a later sync of their directory).
+    pub entries_not_durable: u64,
     /// Writes that were not durable at the power loss.
     pub volatile_writes: u64,
     /// Of those, writes the image keeps whole (the disk had written them).
@@ -116,6 +214,15 @@ pub enum ImagePolicy {
     /// whole, or torn after a random number of whole sectors. Models a disk
     /// that wrote back some dirty pages, in any order, before the loss.
     Random,
+}
+
+/// A directory's entries when its fsync began.
+pub(crate) struct DirSnapshot(Option<(PathBuf, BTreeMap<OsString, Node>)>);
+
+/// Where an image file's bytes come from.
+enum Source {
+    Live(PathBuf),
+    Retired(u64),
 }
 
 impl FaultPlan {
@@ -160,8 +267,9 @@ impl FaultPlan {
         self.lock().short_write = Some((after, keep, errno));
     }
 
-    /// Starts recording writes for [`FaultPlan::durable_image`]. Call before
-    /// the database opens.
+    /// Starts recording writes and directory entries for
+    /// [`FaultPlan::durable_image`]. Call before the database opens (before
+    /// its directory is created, to model that too).
     pub fn track_durable(&self) {
         self.lock().tracking = true;
     }
@@ -215,10 +323,14 @@ impl FaultPlan {
         self.lock().durable_records
     }
 
-    /// Builds in `out` (created, must not exist) the directory a restart
-    /// after the power loss would find: a copy of `live` whose volatile
-    /// writes are reverted or kept as `policy` and `seed` decide. Call once
-    /// the database is closed (or abandoned) after [`FaultPlan::power_off`].
+    /// Builds in `out` (must not exist) the directory a restart after the
+    /// power loss would find at `live`: the entries `live` had at its last
+    /// completed fsync, holding their durable bytes plus the volatile writes
+    /// `policy` and `seed` keep. If the entry of `live` itself (or of an
+    /// ancestor created since tracking began) was never made durable, a
+    /// restart finds no database: `out` is not created and the report says
+    /// `directory_lost`. Call once the database is closed (or abandoned)
+    /// after [`FaultPlan::power_off`].
     pub fn durable_image(
         &self,
         live: &Path,
@@ -226,32 +338,97 @@ impl FaultPlan {
         policy: ImagePolicy,
         seed: u64,
     ) -> io::Result<ImageReport> {
-        let st = self.lock();
+        let mut st = self.lock();
         if !st.tracking {
             return Err(io::Error::other("durable_image needs track_durable()"));
         }
-        fs::create_dir(out)?;
-        for e in fs::read_dir(live)? {
-            let e = e?;
-            if e.file_type()?.is_file() {
-                fs::copy(e.path(), out.join(e.file_name()))?;
-            }
-        }
         let live = fs::canonicalize(live)?;
-        let mut rng = seed ^ 0x9E37_79B9_7F4A_7C15;
         let mut report = ImageReport::default();
+        // The chain from the highest directory the model follows down to
+        // `live`: each entry durable in its parent, each directory on the way
+        // with durable entries of its own.
+        let top = live
+            .ancestors()
+            .filter(|a| st.ns.dirs.contains_key(*a))
+            .last()
+            .map(Path::to_path_buf);
+        let durable: BTreeMap<OsString, Node> = match top {
+            // Not followed at all: taken as durable as it is.
+            None => st.ns.listing(&live)?,
+            Some(top) => {
+                let below: Vec<&Path> = live
+                    .ancestors()
+                    .take_while(|a| *a != top.as_path())
+                    .collect();
+                let mut parent = top.clone();
+                for dir in below.into_iter().rev() {
+                    let name = dir.file_name().unwrap_or_default();
+                    let kept = st
+                        .ns
+                        .dirs
+                        .get(&parent)
+                        .is_some_and(|d| d.get(name) == Some(&Node::Dir));
+                    if !kept {
+                        report.directory_lost = true;
+                        return Ok(report);
+                    }
+                    parent = dir.to_path_buf();
+                }
+                // A directory never synced since its creation has no durable
+                // entries.
+                st.ns.dirs.get(&live).cloned().unwrap_or_default()
+            }
+        };
+        let now = st.ns.listing(&live)?;
+        report.entries_not_durable = now
+            .iter()
+            .filter(|(n, node)| durable.get(*n) != Some(node))
+            .count() as u64
+            + durable.keys().filter(|n| !now.contains_key(*n)).count() as u64;
+        let live_of: HashMap<u64, OsString> = now
+            .iter()
+            .filter_map(|(n, node)| match node {
+                Node::File(id) => Some((*id, n.clone())),
+                Node::Dir => None,
+            })
+            .collect();
+        fs::create_dir(out)?;
+        let mut names_of: HashMap<u64, Vec<PathBuf>> = HashMap::new();
+        for (name, node) in &durable {
+            let Node::File(id) = node else { continue };
+            let to = out.join(name);
+            let src = match (live_of.get(id), st.ns.retired.contains_key(id)) {
+                (Some(n), _) => Source::Live(live.join(n)),
+                (None, true) => Source::Retired(*id),
+                (None, false) => {
+                    return Err(io::Error::other(format!(
+                        "{}: durable, but its file was replaced or removed without the \
+                         model seeing it (a change that bypassed Files)",
+                        live.join(name).display()
+                    )))
+                }
+            };
+            match src {
+                Source::Live(p) => {
+                    fs::copy(p, &to)?;
+                }
+                Source::Retired(r) => fs::write(&to, &st.ns.retired[&r])?,
+            }
+            names_of.entry(*id).or_default().push(to);
+        }
+        let mut rng = seed ^ 0x9E37_79B9_7F4A_7C15;
         // Newest first: a byte takes the value of the newest kept write
         // covering it, else the old bytes of the oldest reverted write
         // newer than every kept one, which is what the disk held.
         let mut decided: HashMap<PathBuf, Vec<(u64, u64)>> = HashMap::new();
         for r in st.volatile.iter().rev() {
-            let rel = match r.path.strip_prefix(&live) {
-                Ok(rel) => rel.to_path_buf(),
-                Err(_) => continue,
+            let Some(paths) = names_of.get(&r.file) else {
+                continue;
             };
             let (from, to) = (r.offset, r.offset + r.old.len() as u64);
             report.volatile_writes += 1;
             let cut = match policy {
+                _ if r.doomed => from,
                 ImagePolicy::DurableOnly => from,
                 ImagePolicy::Random => match splitmix(&mut rng) % 4 {
                     0 | 1 => from,
@@ -274,15 +451,26 @@ impl FaultPlan {
             } else {
                 report.torn += 1;
             }
-            let done = decided.entry(rel.clone()).or_default();
-            let file = OpenOptions::new().write(true).open(out.join(&rel))?;
-            for (a, b) in subtract((cut, to), done) {
-                let s = (a - from) as usize..(b - from) as usize;
-                file.write_all_at(&r.old[s], a)?;
-                report.bytes_reverted += b - a;
+            for path in paths {
+                let done = decided.entry(path.clone()).or_default();
+                let file = OpenOptions::new().write(true).open(path)?;
+                for (a, b) in subtract((cut, to), done) {
+                    let s = (a - from) as usize..(b - from) as usize;
+                    file.write_all_at(&r.old[s], a)?;
+                    report.bytes_reverted += b - a;
+                }
+                if cut > from {
+                    insert_interval(done, (from, cut));
+                }
             }
-            if cut > from {
-                insert_interval(done, (from, cut));
+        }
+        // A file created since tracking began keeps the size its last sync
+        // made durable.
+        for (id, paths) in &names_of {
+            if let Some(len) = st.ns.durable_len.get(id) {
+                for p in paths {
+                    OpenOptions::new().write(true).open(p)?.set_len(*len)?;
+                }
             }
         }
         Ok(report)
@@ -339,7 +527,7 @@ impl FaultPlan {
     pub(crate) fn at(&self, point: FaultPoint) -> io::Result<()> {
         let mut st = self.lock();
         if st.powered_off {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            return Err(eio());
         }
         if let FaultPoint::Fallocate = point {
             st.fallocates += 1;
@@ -358,6 +546,148 @@ impl FaultPlan {
         }
         Ok(())
     }
+
+    // Hooks of `Files`: every change outside the log path.
+
+    /// Any file change: refused once the power is off.
+    pub(crate) fn fs_check(&self) -> io::Result<()> {
+        if self.lock().powered_off {
+            return Err(eio());
+        }
+        Ok(())
+    }
+
+    /// A database at `dir` is being opened: the nearest existing directory
+    /// of its path is where the model starts following entries.
+    pub(crate) fn fs_opening(&self, dir: &Path) {
+        let mut st = self.lock();
+        if !st.tracking {
+            return;
+        }
+        let Some(base) = dir.ancestors().find(|a| a.is_dir()) else {
+            return;
+        };
+        let Ok(base) = fs::canonicalize(base) else {
+            return;
+        };
+        if !st.ns.dirs.contains_key(&base) {
+            if let Ok(list) = st.ns.listing(&base) {
+                st.ns.dirs.insert(base, list);
+            }
+        }
+    }
+
+    pub(crate) fn fs_created_file(&self, f: &File) {
+        let mut st = self.lock();
+        if !st.tracking {
+            return;
+        }
+        if let Ok(id) = st.ns.id_of_file(f) {
+            st.ns.durable_len.insert(id, 0);
+        }
+    }
+
+    pub(crate) fn fs_renaming(&self, to: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        if st.tracking {
+            st.ns.unlinking(to);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fs_removing(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.tracking {
+            st.ns.unlinking(path);
+        }
+        Ok(())
+    }
+
+    /// A directory fsync starts: the entries it will make durable are the
+    /// ones there now (an entry made while it runs may miss it).
+    pub(crate) fn fs_sync_dir_begin(&self, dir: &Path) -> io::Result<DirSnapshot> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        if !st.tracking {
+            return Ok(DirSnapshot(None));
+        }
+        let dir = fs::canonicalize(dir)?;
+        let list = st.ns.listing(&dir)?;
+        Ok(DirSnapshot(Some((dir, list))))
+    }
+
+    /// The directory fsync that began with `snap` completed.
+    pub(crate) fn fs_synced_dir(&self, snap: DirSnapshot) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        if let Some((dir, list)) = snap.0 {
+            st.ns.dirs.insert(dir, list);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fs_write(&self, f: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        if st.tracking {
+            record_write(&mut st, f, offset, buf, &[])?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fs_set_len(&self, f: &File, len: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        if !st.tracking {
+            return Ok(());
+        }
+        let now = f.metadata()?.len();
+        if len < now {
+            // The cut bytes are a write of nothing over them: a revert
+            // brings them back.
+            let gone = vec![0u8; (now - len) as usize];
+            record_write(&mut st, f, len, &gone, &[])?;
+        }
+        Ok(())
+    }
+
+    /// A sync outside the backends starts; returns its stamp.
+    pub(crate) fn fs_sync_begin(&self) -> io::Result<u64> {
+        let st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        Ok(st.clock)
+    }
+
+    /// The sync that began at `stamp` completed.
+    pub(crate) fn fs_sync_end(&self, f: &File, stamp: u64) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.powered_off {
+            return Err(eio());
+        }
+        st.syncs += 1;
+        if st.tracking {
+            let id = st.ns.id_of_file(f)?;
+            settle_sync(&mut st, id, f, stamp, &[], &[]);
+        }
+        Ok(())
+    }
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
 }
 
 pub(crate) struct FaultIo {
@@ -367,7 +697,6 @@ pub(crate) struct FaultIo {
 
 impl FaultIo {
     fn run_with(&mut self, ops: &[Op<'_>], latency: bool) -> io::Result<()> {
-        let eio = || io::Error::from_raw_os_error(libc::EIO);
         let (upto, fault, start, ids) = {
             let mut st = self.plan.lock();
             if st.powered_off {
@@ -397,8 +726,35 @@ impl FaultIo {
                 return Err(if self.plan.powered_off() { eio() } else { e });
             }
         }
+        // The ops before the faulting one completed (a linked chain starts
+        // each op only after the one before it), so what they made durable
+        // is durable; a power loss at op i leaves op i issued, not settled.
+        let completed = match fault {
+            Some(Fault::PowerOff) => upto.saturating_sub(1),
+            _ => upto,
+        };
+        {
+            let mut st = self.plan.lock();
+            if st.powered_off && !matches!(fault, Some(Fault::PowerOff)) {
+                // Cut by a timer while the chain ran: take the cut to be
+                // before the chain, so none of it reached the disk (a later
+                // op of the chain on disk would imply the earlier ones'
+                // syncs completed, which the caller can never learn).
+                if st.tracking {
+                    for r in st.volatile.iter_mut() {
+                        if ids.contains(&r.id) {
+                            r.doomed = true;
+                        }
+                    }
+                }
+                return Err(eio());
+            }
+            if st.tracking {
+                settle(&mut st, &ops[..completed], start, &ids[..completed])?;
+            }
+        }
         match fault {
-            Some(Fault::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+            Some(Fault::Errno(errno)) => Err(io::Error::from_raw_os_error(errno)),
             Some(Fault::Short(keep, errno)) => {
                 if let Op::Write {
                     target,
@@ -419,31 +775,70 @@ impl FaultIo {
                     }
                     self.inner.run(&part)?;
                 }
-                return Err(io::Error::from_raw_os_error(errno));
+                Err(io::Error::from_raw_os_error(errno))
             }
             Some(Fault::PowerOff) => {
                 self.plan.power_off();
-                return Err(eio());
+                Err(eio())
             }
-            None => {}
+            None => Ok(()),
         }
-        let mut st = self.plan.lock();
-        if st.powered_off {
-            return Err(eio());
-        }
-        if st.tracking {
-            settle(&mut st, &ops[..upto], start, &ids);
-        }
-        Ok(())
     }
 }
 
-/// Records the writes of a chain about to be issued, with the bytes each
-/// replaces (a later write of the chain over an earlier one replaces the
-/// earlier one's bytes). Returns the records' ids, one per op (0 for syncs).
+/// Records one write about to be issued, with the bytes it replaces. Writes
+/// `earlier` in the same chain (descriptor, offset, bytes) are issued before
+/// it, so where they overlap it replaces their bytes. Returns its id.
+fn record_write(
+    st: &mut PlanState,
+    f: &File,
+    offset: u64,
+    buf: &[u8],
+    earlier: &[(RawFd, u64, &[u8])],
+) -> io::Result<u64> {
+    let file = st.ns.id_of_file(f)?;
+    let mut old = vec![0u8; buf.len()];
+    let mut got = 0;
+    while got < old.len() {
+        match f.read_at(&mut old[got..], offset + got as u64) {
+            Ok(0) => break, // past the end: zeros
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for &(fd, o2, b2) in earlier {
+        if fd != f.as_raw_fd() {
+            continue;
+        }
+        let (a, b) = (
+            offset.max(o2),
+            (offset + buf.len() as u64).min(o2 + b2.len() as u64),
+        );
+        if a < b {
+            old[(a - offset) as usize..(b - offset) as usize]
+                .copy_from_slice(&b2[(a - o2) as usize..(b - o2) as usize]);
+        }
+    }
+    st.clock += 1;
+    let id = st.clock;
+    st.volatile.push(Record {
+        id,
+        file,
+        offset,
+        old,
+        written_back: None,
+        doomed: false,
+    });
+    Ok(id)
+}
+
+/// Records the writes of a chain about to be issued. Returns the records'
+/// ids, one per op (0 for syncs).
 fn record_writes(st: &mut PlanState, ops: &[Op<'_>]) -> io::Result<Vec<u64>> {
     let mut ids = Vec::with_capacity(ops.len());
-    for (j, op) in ops.iter().enumerate() {
+    let mut earlier: Vec<(RawFd, u64, &[u8])> = Vec::new();
+    for op in ops {
         let Op::Write {
             target: Storage::File(f),
             offset,
@@ -453,47 +848,8 @@ fn record_writes(st: &mut PlanState, ops: &[Op<'_>]) -> io::Result<Vec<u64>> {
             ids.push(0);
             continue;
         };
-        use std::os::fd::AsRawFd;
-        let path = Arc::new(fd_path(f.as_raw_fd())?);
-        let mut old = vec![0u8; buf.len()];
-        let mut got = 0;
-        while got < old.len() {
-            match f.read_at(&mut old[got..], offset + got as u64) {
-                Ok(0) => break, // past the end: zeros
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for earlier in &ops[..j] {
-            if let Op::Write {
-                target: Storage::File(g),
-                offset: o2,
-                buf: b2,
-            } = *earlier
-            {
-                if g.as_raw_fd() != f.as_raw_fd() {
-                    continue;
-                }
-                let (a, b) = (
-                    offset.max(o2),
-                    (offset + buf.len() as u64).min(o2 + b2.len() as u64),
-                );
-                if a < b {
-                    old[(a - offset) as usize..(b - offset) as usize]
-                        .copy_from_slice(&b2[(a - o2) as usize..(b - o2) as usize]);
-                }
-            }
-        }
-        st.clock += 1;
-        ids.push(st.clock);
-        st.volatile.push(Record {
-            id: st.clock,
-            path,
-            offset,
-            old,
-            written_back: None,
-        });
+        ids.push(record_write(st, f, offset, buf, &earlier)?);
+        earlier.push((f.as_raw_fd(), offset, buf));
     }
     Ok(ids)
 }
@@ -503,27 +859,22 @@ fn record_writes(st: &mut PlanState, ops: &[Op<'_>]) -> io::Result<Vec<u64>> {
 /// and, as a device flush, everything written back by `sync_file_range`
 /// before that. Writes that other threads issued while the chain ran are
 /// not counted: the engine cannot rely on them.
-fn settle(st: &mut PlanState, ops: &[Op<'_>], start: u64, ids: &[u64]) {
+fn settle(st: &mut PlanState, ops: &[Op<'_>], start: u64, ids: &[u64]) -> io::Result<()> {
     let mut own: Vec<u64> = Vec::new();
     let mut own_stamps: Vec<u64> = Vec::new();
     for (j, op) in ops.iter().enumerate() {
-        let covered = |r: &Record, path: &Path| {
-            r.path.as_path() == path && (r.id <= start || own.contains(&r.id))
-        };
         match *op {
             Op::Write { .. } => own.push(ids[j]),
             Op::SyncRange {
                 target: Storage::File(f),
             } => {
-                use std::os::fd::AsRawFd;
-                let Ok(path) = fd_path(f.as_raw_fd()) else {
-                    continue;
-                };
+                let file = st.ns.id_of_file(f)?;
                 st.clock += 1;
                 let stamp = st.clock;
                 own_stamps.push(stamp);
                 for r in st.volatile.iter_mut() {
-                    if r.written_back.is_none() && covered(r, &path) {
+                    let covered = r.file == file && (r.id <= start || own.contains(&r.id));
+                    if r.written_back.is_none() && covered {
                         r.written_back = Some(stamp);
                     }
                 }
@@ -531,27 +882,39 @@ fn settle(st: &mut PlanState, ops: &[Op<'_>], start: u64, ids: &[u64]) {
             Op::Sync {
                 target: Storage::File(f),
             } => {
-                use std::os::fd::AsRawFd;
-                let Ok(path) = fd_path(f.as_raw_fd()) else {
-                    continue;
-                };
-                let before = st.volatile.len();
-                st.volatile.retain(|r| {
-                    let flushed = match r.written_back {
-                        Some(s) => s <= start || own_stamps.contains(&s),
-                        None => false,
-                    };
-                    !(flushed || covered(r, &path))
-                });
-                st.durable_records += (before - st.volatile.len()) as u64;
+                let file = st.ns.id_of_file(f)?;
+                settle_sync(st, file, f, start, &own, &own_stamps);
             }
             _ => {}
         }
     }
+    Ok(())
 }
 
-fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
-    fs::read_link(format!("/proc/self/fd/{fd}"))
+/// A completed sync of `file` (as a device flush, too).
+fn settle_sync(
+    st: &mut PlanState,
+    file: u64,
+    f: &File,
+    start: u64,
+    own: &[u64],
+    own_stamps: &[u64],
+) {
+    let before = st.volatile.len();
+    st.volatile.retain(|r| {
+        let flushed = match r.written_back {
+            Some(s) => s <= start || own_stamps.contains(&s),
+            None => false,
+        };
+        let covered = r.file == file && (r.id <= start || own.contains(&r.id));
+        !(flushed || covered)
+    });
+    st.durable_records += (before - st.volatile.len()) as u64;
+    if let Some(len) = st.ns.durable_len.get_mut(&file) {
+        if let Ok(m) = f.metadata() {
+            *len = m.len();
+        }
+    }
 }
 
 fn splitmix(s: &mut u64) -> u64 {
@@ -611,6 +974,10 @@ impl Io for FaultIo {
 
     fn run_latency_bound(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
         self.run_with(ops, true)
+    }
+
+    fn buffers_in_flight(&self) -> bool {
+        self.inner.buffers_in_flight()
     }
 }
 
@@ -702,5 +1069,59 @@ mod tests {
             assert!(img[100..150].iter().all(|&b| b == 0 || b == 2 || b == 3));
             assert!(img[150..1600].iter().all(|&b| b == 0 || b == 2));
         }
+    }
+
+    #[test]
+    fn image_keeps_only_entries_a_directory_sync_made_durable() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("a").join("db");
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let files = super::super::files::Files::watched(Some(plan.clone()));
+        files.opening(&db);
+        files.create_dir_all(&db).unwrap();
+        // Synced data, unsynced entry: gone.
+        let f = files.create_new(&db.join("x")).unwrap();
+        files.write_at(&f, b"xx", 0).unwrap();
+        files.sync_data(&f).unwrap();
+        let img = |n: &str| {
+            let out = t.path().join(n);
+            let rep = plan
+                .durable_image(&db, &out, ImagePolicy::DurableOnly, 0)
+                .unwrap();
+            (out, rep)
+        };
+        let (out, rep) = img("i1");
+        assert!(!rep.directory_lost);
+        assert!(!out.join("x").exists(), "an entry never synced");
+        files.sync_dir(&db).unwrap();
+        // Now durable; a replacement renamed over it, not synced: the old
+        // bytes come back. Its unsynced write is reverted.
+        let g = files.create_new(&db.join("x.tmp")).unwrap();
+        files.write_at(&g, b"yyyy", 0).unwrap();
+        files.sync_data(&g).unwrap();
+        files.replace(&db.join("x.tmp"), &db.join("x")).unwrap();
+        files.write_at(&f, b"zz", 0).unwrap();
+        let (out, _) = img("i2");
+        assert_eq!(fs::read(out.join("x")).unwrap(), b"xx");
+        assert!(!out.join("x.tmp").exists());
+        files.sync_dir(&db).unwrap();
+        let (out, _) = img("i3");
+        assert_eq!(fs::read(out.join("x")).unwrap(), b"yyyy");
+        // A removal not synced: still there.
+        files.remove(&db.join("x")).unwrap();
+        let (out, _) = img("i4");
+        assert_eq!(fs::read(out.join("x")).unwrap(), b"yyyy");
+        // A directory created but whose parent was never synced: lost.
+        let plan2 = FaultPlan::new();
+        plan2.track_durable();
+        let bare = t.path().join("b").join("db");
+        plan2.fs_opening(&bare);
+        fs::create_dir_all(&bare).unwrap();
+        let rep = plan2
+            .durable_image(&bare, &t.path().join("i5"), ImagePolicy::DurableOnly, 0)
+            .unwrap();
+        assert!(rep.directory_lost);
+        assert!(!t.path().join("i5").exists());
     }
 }

@@ -13,9 +13,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::builder::IoBackend;
+pub(crate) use files::Files;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) mod fault;
+pub(crate) mod files;
 mod memory;
 mod posix;
 #[cfg(target_os = "linux")]
@@ -69,6 +71,14 @@ pub(crate) trait Io: Send {
     /// (at most one caller waits on it). Backends may run it differently.
     fn run_latency_bound(&mut self, ops: &[Op<'_>]) -> io::Result<()> {
         self.run(ops)
+    }
+
+    /// After a failed `run`: whether the kernel may still read buffers of
+    /// that chain (their operations could not be waited for). The caller
+    /// must then keep those buffers alive for good; the backend refuses
+    /// further work.
+    fn buffers_in_flight(&self) -> bool {
+        false
     }
 }
 

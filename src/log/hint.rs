@@ -15,24 +15,29 @@
 //! | entries: hash (u64), offset (u32) | 12 each |
 //! | CRC32C of everything before | 4 |
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::frame::FORMAT_VERSION;
+use crate::io::Files;
 
 const MAGIC: [u8; 8] = *b"EMDBHNT\0";
 const HEAD: usize = 40;
 const ENTRY: usize = 12;
 
-/// Writes a hint file (not yet synced: the caller syncs all of them).
+/// Writes a hint file durably under a temporary name (`<path>.tmp`,
+/// exclusive, 0600) and renames it over `path`, which keeps its permission
+/// bits. A crash leaves the old hint file or the new one, whole; the entry
+/// is durable once the caller syncs the directory.
 pub(crate) fn write(
+    files: &Files,
     path: &Path,
     shard: u32,
     segment: u32,
     gen: u64,
     entries: &[(u64, u32)],
-) -> io::Result<fs::File> {
+) -> io::Result<()> {
     let mut b = Vec::with_capacity(HEAD + entries.len() * ENTRY + 4);
     b.extend_from_slice(&MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -47,13 +52,15 @@ pub(crate) fn write(
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    f.write_all(&b)?;
-    Ok(f)
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    files.remove(&tmp)?;
+    let f = files.create_new(&tmp)?;
+    files.write_at(&f, &b, 0)?;
+    files.sync_data(&f)?;
+    drop(f);
+    files.replace(&tmp, path)
 }
 
 /// Reads a hint file. `None` if it is missing, damaged, or not of this
@@ -103,7 +110,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h");
         let entries = vec![(1u64, 64u32), (u64::MAX, 1000)];
-        write(&p, 1, 2, 3, &entries).unwrap();
+        write(&Files::default(), &p, 1, 2, 3, &entries).unwrap();
         assert_eq!(read(&p, 1, 2, 3), Some(entries));
         assert_eq!(read(&p, 1, 2, 4), None, "other generation");
         assert_eq!(read(&p, 0, 2, 3), None, "other shard");

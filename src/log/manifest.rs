@@ -16,12 +16,13 @@
 //! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each) | .. |
 //! | CRC32C of everything before | 4 |
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::frame::FORMAT_VERSION;
 use crate::error::{Error, Result};
+use crate::io::Files;
 
 pub(crate) const FILE: &str = "MANIFEST";
 const TMP: &str = "MANIFEST.tmp";
@@ -146,25 +147,23 @@ impl Manifest {
         }
     }
 
-    /// Replaces the manifest of `dir` atomically and durably.
-    pub(crate) fn store(&self, dir: &Path) -> io::Result<()> {
+    /// Replaces the manifest of `dir` atomically and durably: a new
+    /// `MANIFEST.tmp` (exclusive, 0600), its data synced, renamed over
+    /// `MANIFEST` (which keeps its permission bits), and the directory
+    /// synced. The directory sync also makes durable every entry created in
+    /// `dir` before it (the segment files the manifest lists).
+    pub(crate) fn store(&self, files: &Files, dir: &Path) -> io::Result<()> {
         let tmp = dir.join(TMP);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&self.encode())?;
-        f.sync_data()?;
+        // A stale one from a crash (or anything else there) is removed, not
+        // opened: its entry is unlinked, a symlink's target untouched.
+        files.remove(&tmp)?;
+        let f = files.create_new(&tmp)?;
+        files.write_at(&f, &self.encode(), 0)?;
+        files.sync_data(&f)?;
         drop(f);
-        fs::rename(&tmp, dir.join(FILE))?;
-        sync_dir(dir)
+        files.replace(&tmp, &dir.join(FILE))?;
+        files.sync_dir(dir)
     }
-}
-
-/// Makes a directory's entries (created, renamed, removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 struct Reader<'a> {

@@ -12,8 +12,6 @@
 //!   were discarded meanwhile, the frame is in the file and they read it again
 //!   from there.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 
@@ -77,30 +75,6 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u32, u32)> {
     Some((s.parse().ok()?, i.parse().ok()?))
 }
 
-fn preallocate(file: &File, len: u64) -> stdio::Result<()> {
-    // SAFETY: fallocate on a descriptor we own has no memory effects.
-    let r = unsafe { libc::fallocate(file.as_raw_fd_(), 0, 0, len as libc::off_t) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = stdio::Error::last_os_error();
-    match e.raw_os_error() {
-        // Filesystems without fallocate: a sparse file of the same size.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len),
-        _ => Err(e),
-    }
-}
-
-trait RawFdExt {
-    fn as_raw_fd_(&self) -> i32;
-}
-impl RawFdExt for File {
-    fn as_raw_fd_(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
-    }
-}
-
 impl Segment {
     /// Creates a new, empty segment of `config.segment_size` bytes: a
     /// preallocated file with its header, made durable, or a memory region
@@ -115,18 +89,19 @@ impl Segment {
         let (storage, file_map, path) = match dir {
             Some(dir) => {
                 let path = dir.join(file_name(header.shard, header.segment));
+                let files = config.files();
                 io::fault_point(config, FaultPoint::Metadata)?;
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)?;
+                // Exclusive: an entry already at this path (a planted
+                // symlink, a stale file) is reported, never reused.
+                let file = files.create_new(&path)?;
                 let made = (|| {
                     io::fault_point(config, FaultPoint::Fallocate)?;
-                    preallocate(&file, cap as u64)?;
-                    file.write_all_at(&head, 0)?;
-                    io::fdatasync(file.as_raw_fd_())?;
+                    files.preallocate(&file, cap as u64)?;
+                    files.write_at(&file, &head, 0)?;
+                    // Data and size durable; the entry becomes durable with
+                    // the manifest that lists it (same directory, synced
+                    // after the rename).
+                    files.sync_data(&file)?;
                     io::map_file(&file, cap as usize)
                 })();
                 match made {
@@ -135,7 +110,7 @@ impl Segment {
                         // Give the space back (a full disk is the usual
                         // cause); the file is not listed anywhere yet.
                         drop(file);
-                        let _ = std::fs::remove_file(&path);
+                        let _ = files.remove(&path);
                         return Err(e);
                     }
                 }
@@ -170,12 +145,17 @@ impl Segment {
     /// Opens an existing segment file. When `extend_to` is given and the
     /// file is shorter (the last segment of a shard, to be appended to), it
     /// is extended with zeros first and gets a shadow.
-    pub(crate) fn open(path: &Path, id: u32, extend_to: Option<u32>) -> stdio::Result<Segment> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+    pub(crate) fn open(
+        files: &io::Files,
+        path: &Path,
+        id: u32,
+        extend_to: Option<u32>,
+    ) -> stdio::Result<Segment> {
+        let file = files.open_rw(path)?;
         let mut len = file.metadata()?.len();
         if let Some(want) = extend_to {
             if len < want as u64 {
-                preallocate(&file, want as u64)?;
+                files.preallocate(&file, want as u64)?;
                 len = want as u64;
             }
         }

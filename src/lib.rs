@@ -19,7 +19,9 @@
 //! ```
 //!
 //! See ARCHITECTURE.md for the design, the on-disk format and the measured
-//! figures.
+//! figures, and docs/API.md for a table of every call.
+
+#![warn(missing_docs)]
 
 mod builder;
 mod db;

@@ -2,7 +2,7 @@
 //! overwritten bytes, batches cut in the middle, missing, damaged and stale
 //! hint files, and a damaged MANIFEST.
 //!
-//! What may come back (design.md, Invariants 2, 3, 4, 7):
+//! What may come back (ARCHITECTURE.md, Invariants 2, 3, 4, 7):
 //! - never a panic or a crash, never bytes that were not written as that key's value;
 //! - a tail cut off a shard's log leaves a prefix of that shard's writes, in order;
 //! - damage before the last record is reported as `Error::Corrupted`, not skipped;

@@ -502,7 +502,7 @@ fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
         drop(build(None));
         let plan = FaultPlan::new();
         plan.track_durable();
-        plan.power_off_after(rng.u64(40..400));
+        plan.power_off_after(rng.u64(250..1500));
         let db = build(Some(&plan));
         let mut acked = 0u32;
         let mut issued = 0u32;

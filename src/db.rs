@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::builder::{Config, EmdbBuilder};
+use crate::builder::EmdbBuilder;
+use crate::config::Config;
 use crate::engine::{block_on, Engine, DEFAULT_NS};
 use crate::error::Result;
 use crate::iter::{EmdbIter, EmdbKeyIter};
@@ -170,6 +171,14 @@ impl Emdb {
     /// `Error::LockBusy` while its holder process is alive.
     pub fn break_lock(path: impl AsRef<Path>) -> Result<()> {
         lock::break_lock(path.as_ref())
+    }
+}
+
+impl EmdbBuilder {
+    /// Opens (or creates) the database.
+    pub fn build(self) -> Result<Emdb> {
+        let config = self.into_config()?;
+        Emdb::open_with(config)
     }
 }
 

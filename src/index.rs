@@ -39,6 +39,14 @@ pub(crate) fn key_hash(seed: u64, ns: u32, key: &[u8]) -> u64 {
     slot_hash(xxhash_rust::xxh3::xxh3_64_with_seed(key, seed))
 }
 
+/// The shard of a key hash among `shards`: the high 32 bits scaled onto the
+/// shard count (multiply-shift, no division; the index uses the low bits).
+/// Part of the on-disk contract: a key must always map to the same shard.
+#[inline]
+pub(crate) fn shard_for(h: u64, shards: usize) -> usize {
+    (((h >> 32) * shards as u64) >> 32) as usize
+}
+
 struct Slot {
     hash: AtomicU64,
     loc: AtomicU64,

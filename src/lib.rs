@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod config;
 mod db;
 mod engine;
 mod error;
@@ -39,12 +40,14 @@ mod recovery;
 mod stats;
 mod value;
 
-pub use builder::{
-    EmdbBuilder, FlushPolicy, IoBackend, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
-    DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
+pub use builder::EmdbBuilder;
+pub use config::{
+    FlushPolicy, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS, DEFAULT_MAX_KEY_LEN,
+    DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
 };
 pub use db::Emdb;
 pub use error::{Error, Result};
+pub use io::IoBackend;
 pub use iter::{EmdbIter, EmdbKeyIter};
 pub use lock::LockHolder;
 pub use stats::EmdbStats;

@@ -1,6 +1,6 @@
 //! `EmdbStats`: what `Emdb::stats` reports.
 
-use crate::builder::IoBackend;
+use crate::io::IoBackend;
 
 /// A snapshot of the database's figures.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,13 +11,10 @@
 //! is the group commit.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::thread::Thread;
-use std::time::Duration;
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -25,123 +22,92 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::io::{Io, Op};
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
+use crate::log::segtable::SegTable;
 
-/// How long the core keeps collecting appends after a round before it writes
-/// again; it parks for good only after a quiet interval.
-const LINGER: Duration = Duration::from_micros(500);
 /// Unwritten bytes past which an appender wakes a lingering core early.
 const WAKE_BYTES: u64 = 1 << 20;
-/// Shadow bytes kept faulted in ahead of the append offset.
-const PREFAULT_AHEAD: u32 = 1 << 20;
-/// Longest a core waits for returning flushers before a sync round.
-const MAX_GATHER: Duration = Duration::from_micros(200);
-/// Most operations in one chain (the ring holds 64 entries).
-const MAX_CHAIN: usize = 48;
 
 /// A contiguous appended range of one segment not yet written.
-struct Chunk {
-    seg: Arc<Segment>,
-    from: u32,
-    to: u32,
-}
-
-/// Segments readers can reach, by id.
-pub(crate) struct SegTable {
-    pub first: u32,
-    pub segs: Vec<Arc<Segment>>,
-}
-
-impl SegTable {
-    #[inline]
-    pub(crate) fn get(&self, id: u32) -> Option<&Arc<Segment>> {
-        let i = id.checked_sub(self.first)? as usize;
-        match self.segs.get(i) {
-            Some(s) if s.id == id => Some(s),
-            // Ids have gaps once segments are dropped.
-            _ => self
-                .segs
-                .binary_search_by_key(&id, |s| s.id)
-                .ok()
-                .map(|i| &self.segs[i]),
-        }
-    }
+pub(super) struct Chunk {
+    pub(super) seg: Arc<Segment>,
+    pub(super) from: u32,
+    pub(super) to: u32,
 }
 
 pub(crate) struct Inner {
-    pub active: Arc<Segment>,
+    pub(super) active: Arc<Segment>,
     /// Next append offset in `active`.
-    pub reserved: u32,
+    pub(super) reserved: u32,
     /// A pre-created segment to rotate into.
-    chunks: VecDeque<Chunk>,
+    pub(super) chunks: VecDeque<Chunk>,
     /// Sealed segments whose sealing fsync the core has not issued yet.
-    to_seal: Vec<Arc<Segment>>,
+    pub(super) to_seal: Vec<Arc<Segment>>,
     /// Bytes appended in this process's lifetime (a log position).
-    pub lpos: u64,
+    pub(super) lpos: u64,
     /// `lpos` after the last record a user wrote (markers excluded).
-    pub user_lpos: u64,
+    pub(super) user_lpos: u64,
     /// User records appended in this process's lifetime.
-    records: u64,
+    pub(super) records: u64,
     /// Highest log position a waiter needs synced by this shard itself.
-    sync_wanted: u64,
+    pub(super) sync_wanted: u64,
     /// Highest log position a waiter needs on the device, to be made durable
     /// by the database-wide device flush (multi-shard flushes).
-    stable_wanted: u64,
+    pub(super) stable_wanted: u64,
     /// What is on the device but not yet flushed: (lpos, position, records).
-    stable: (u64, u64, u64),
-    flush_waiters: Vec<Waker>,
-    space_waiters: Vec<Waker>,
-    poison: Option<Poison>,
-    shutdown: bool,
+    pub(super) stable: (u64, u64, u64),
+    pub(super) flush_waiters: Vec<Waker>,
+    pub(super) space_waiters: Vec<Waker>,
+    pub(super) poison: Option<Poison>,
+    pub(super) shutdown: bool,
     /// A durable position to record in a sync marker.
-    marker_due: Option<u64>,
-    next_segment_id: u32,
+    pub(super) marker_due: Option<u64>,
+    pub(super) next_segment_id: u32,
     /// Preparation of the next segment was asked for since the last rotation.
-    prep_started: bool,
+    pub(super) prep_started: bool,
 }
 
 /// The segment to rotate into, prepared ahead of need.
 #[derive(Default)]
-struct NextSlot {
-    seg: Option<Arc<Segment>>,
-    preparing: bool,
+pub(super) struct NextSlot {
+    pub(super) seg: Option<Arc<Segment>>,
+    pub(super) preparing: bool,
     /// An id whose segment could not be created and left no file behind:
     /// the next attempt uses it again, so an entry planted at its path
     /// keeps failing rotation (with an error naming it) instead of being
     /// skipped.
-    retry_id: Option<u32>,
+    pub(super) retry_id: Option<u32>,
 }
 
 #[derive(Clone)]
-struct Poison {
-    os_error: Option<i32>,
-    kind: std::io::ErrorKind,
-    message: String,
+pub(super) struct Poison {
+    pub(super) os_error: Option<i32>,
+    pub(super) kind: std::io::ErrorKind,
+    pub(super) message: String,
 }
 
 pub(crate) struct Shard {
-    pub id: usize,
-    pub index: Index,
-    segs: Atomic<SegTable>,
-    inner: Mutex<Inner>,
+    pub(super) id: usize,
+    pub(super) index: Index,
+    pub(super) segs: Atomic<SegTable>,
+    pub(super) inner: Mutex<Inner>,
     /// Log position written to the kernel / made durable.
-    written_lpos: AtomicU64,
-    durable_lpos: AtomicU64,
-    poisoned: AtomicBool,
-    core: OnceLock<Thread>,
-    core_idle: AtomicBool,
-    pub device_flushes: AtomicU64,
+    pub(super) written_lpos: AtomicU64,
+    pub(super) durable_lpos: AtomicU64,
+    pub(super) poisoned: AtomicBool,
+    pub(super) core: OnceLock<Thread>,
+    pub(super) core_idle: AtomicBool,
+    pub(super) device_flushes: AtomicU64,
     /// User records made durable (monotone).
-    pub durable_records: AtomicU64,
+    pub(super) durable_records: AtomicU64,
     /// The thread preparing the next segment, if one ran.
-    prep: Mutex<Option<std::thread::JoinHandle<()>>>,
-    next: Mutex<NextSlot>,
-    next_ready: Condvar,
+    pub(super) prep: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(super) next: Mutex<NextSlot>,
+    pub(super) next_ready: Condvar,
     /// Weak self-reference, for the preparation thread.
-    this: OnceLock<std::sync::Weak<Shard>>,
-    ctx: Arc<Ctx>,
+    pub(super) this: OnceLock<std::sync::Weak<Shard>>,
+    pub(super) ctx: Arc<Ctx>,
 }
 
 impl Drop for Shard {
@@ -168,11 +134,11 @@ impl Shard {
     ) -> Shard {
         let active = segs.last().cloned().expect("a shard always has a segment");
         let next_segment_id = active.id + 1;
-        let first = segs.first().map_or(active.id, |s| s.id);
+
         Shard {
             id,
             index,
-            segs: Atomic::new(SegTable { first, segs }),
+            segs: Atomic::new(SegTable::new(segs)),
             inner: Mutex::new(Inner {
                 active,
                 reserved: append_at,
@@ -225,18 +191,13 @@ impl Shard {
     /// Snapshot of the segment list (for iterators and checkpoints).
     pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
         let guard = epoch::pin();
-        self.segments(&guard).segs.clone()
+        self.segments(&guard).all().to_vec()
     }
 
     fn publish_segment(&self, seg: Arc<Segment>) {
         let guard = epoch::pin();
         let cur = self.segments(&guard);
-        let mut segs = cur.segs.clone();
-        segs.push(seg);
-        let new = SegTable {
-            first: cur.first,
-            segs,
-        };
+        let new = cur.with_changes(&[seg], &[]);
         let old = self.segs.swap(Owned::new(new), Ordering::AcqRel, &guard);
         // SAFETY: unreachable for new readers; destroyed after current ones.
         unsafe { guard.defer_destroy(old) };
@@ -376,7 +337,7 @@ impl Shard {
         g.to_seal.push(old);
         g.reserved = SEGMENT_HEADER_LEN as u32;
         g.prep_started = false;
-        append_marker(self, g, sealed_end);
+        self.append_marker(g, sealed_end);
         self.wake_core();
         Ok(())
     }
@@ -403,7 +364,7 @@ impl Shard {
         Ok(seg)
     }
 
-    fn poison_with(&self, g: &mut Inner, e: &std::io::Error) -> Error {
+    pub(super) fn poison_with(&self, g: &mut Inner, e: &std::io::Error) -> Error {
         let p = Poison::new(e);
         let err = p.to_io_error();
         if g.poison.is_none() {
@@ -446,27 +407,6 @@ impl Shard {
                 && self.core_idle.swap(false, Ordering::AcqRel))
         {
             self.wake_core();
-        }
-    }
-
-    /// Waits until the shard can take `need` more unwritten bytes, then
-    /// returns its lock.
-    pub(crate) fn lock_for_append(&self, need: usize) -> LockForAppend<'_> {
-        LockForAppend {
-            shard: self,
-            need: need as u64,
-        }
-    }
-
-    /// Completes once everything this shard appended up to `target` is
-    /// durable. With `shared`, the shard only puts its data on the device
-    /// and the database-wide device flush makes it durable, so that one
-    /// device flush serves every shard of a multi-shard flush.
-    pub(crate) fn durable(&self, target: u64, shared: bool) -> Durable<'_> {
-        Durable {
-            shard: self,
-            target,
-            shared,
         }
     }
 
@@ -554,6 +494,21 @@ impl Shard {
         }
         total
     }
+    /// Appends a sync marker claiming durable position `pos`.
+    pub(super) fn append_marker(&self, g: &mut Inner, pos: u64) {
+        let value = pos.to_le_bytes();
+        let spec = FrameSpec {
+            kind: Kind::Sync,
+            seq: 0,
+            namespace: 0,
+            batch_count: 0,
+            expires_at: None,
+            key: &[],
+            value: &value,
+        };
+        // A failure here poisons the shard inside append; nothing to add.
+        let _ = self.append(g, &spec, false);
+    }
 }
 
 impl Poison {
@@ -566,475 +521,10 @@ impl Poison {
     }
 
     /// The failure as an `Error::Io` again (io::Error is not Clone).
-    fn to_io_error(&self) -> Error {
+    pub(super) fn to_io_error(&self) -> Error {
         Error::Io(match self.os_error {
             Some(code) => std::io::Error::from_raw_os_error(code),
             None => std::io::Error::new(self.kind, self.message.clone()),
         })
     }
-}
-
-/// Future of [`Shard::lock_for_append`].
-pub(crate) struct LockForAppend<'a> {
-    shard: &'a Shard,
-    need: u64,
-}
-
-impl<'a> Future for LockForAppend<'a> {
-    type Output = Result<MutexGuard<'a, Inner>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shard = self.shard;
-        let mut g = shard.lock();
-        if let Err(e) = shard.check_poison(&g) {
-            return Poll::Ready(Err(e));
-        }
-        let backlog = g.lpos - shard.written_lpos.load(Ordering::Acquire);
-        let limit = shard.ctx.config.tail_buffer_bytes as u64;
-        // A small backlog admits one append whatever its size, so a batch
-        // part larger than the buffer is not starved by steady writers; the
-        // backlog then overshoots by at most that part plus limit / 8.
-        if backlog + self.need <= limit || backlog <= limit / 8 {
-            return Poll::Ready(Ok(g));
-        }
-        if register(&g.space_waiters, cx) {
-            g.space_waiters.push(cx.waker().clone());
-        }
-        drop(g);
-        shard.wake_core();
-        Poll::Pending
-    }
-}
-
-/// Future of [`Shard::durable`].
-pub(crate) struct Durable<'a> {
-    shard: &'a Shard,
-    target: u64,
-    shared: bool,
-}
-
-impl Future for Durable<'_> {
-    type Output = Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shard = self.shard;
-        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
-            return Poll::Ready(Ok(()));
-        }
-        let mut g = shard.lock();
-        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(p) = &g.poison {
-            return Poll::Ready(Err(p.to_io_error()));
-        }
-        if self.shared {
-            g.stable_wanted = g.stable_wanted.max(self.target);
-            if g.stable.0 >= self.target {
-                // Already on the device: only the device flush is missing.
-                if register(&g.flush_waiters, cx) {
-                    g.flush_waiters.push(cx.waker().clone());
-                }
-                drop(g);
-                shard.ctx.request_device_flush();
-                return Poll::Pending;
-            }
-        } else {
-            g.sync_wanted = g.sync_wanted.max(self.target);
-        }
-        if register(&g.flush_waiters, cx) {
-            g.flush_waiters.push(cx.waker().clone());
-        }
-        drop(g);
-        shard.wake_core();
-        Poll::Pending
-    }
-}
-
-/// What one round of the core does, taken under the lock.
-struct Round {
-    chunks: Vec<Chunk>,
-    seals: Vec<Arc<Segment>>,
-    lpos: u64,
-    records: u64,
-    sync: SyncMode,
-    /// At most one caller waits on this round: favour latency.
-    latency_bound: bool,
-    /// The active segment and its append offset when the round was taken.
-    active: Arc<Segment>,
-    reserved: u32,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SyncMode {
-    /// Write only.
-    None,
-    /// fdatasync the dirty segment: durable when the chain completes.
-    Direct,
-    /// Put the dirty segment's pages on the device; the device flusher makes
-    /// them durable.
-    Shared,
-}
-
-/// Whether a pending future should add its waker to `list`: not when it
-/// is there already, and never the no-op waker of `block_on`'s first poll
-/// (waking it does nothing, and counted as a waiter it would make the core
-/// see two flushers where there is one: no latency-bound path for a lone
-/// flusher, and a gathering pause for a second one that never comes).
-fn register(list: &[Waker], cx: &Context<'_>) -> bool {
-    !cx.waker().will_wake(Waker::noop()) && !list.iter().any(|w| w.will_wake(cx.waker()))
-}
-
-/// The core thread's loop. Returns when shut down (after a final sync) or
-/// when its backend is gone.
-pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
-    // The last segment written without a sync after it.
-    let mut dirty: Option<Arc<Segment>> = None;
-    // 0: running; 1: shutting down, final marker appended.
-    let mut final_phase = 0u8;
-    let mut lingering = false;
-    // Group-commit gathering: how many waiters the last synced round served
-    // and how long its sync took.
-    let mut last_waiters = 0usize;
-    let mut last_sync = Duration::ZERO;
-    loop {
-        let round = {
-            let mut g = shard.lock();
-            let sync_asked =
-                g.sync_wanted.max(g.stable_wanted) > shard.durable_lpos.load(Ordering::Acquire);
-            if last_waiters >= 2
-                && !g.shutdown
-                && g.flush_waiters.len() < last_waiters
-                && sync_asked
-            {
-                // Concurrent flushers were just woken by the last round and
-                // are coming back: give them a fraction of a sync's time to
-                // join this one rather than the one after.
-                let deadline = std::time::Instant::now() + (last_sync / 2).min(MAX_GATHER);
-                while g.flush_waiters.len() < last_waiters {
-                    let now = std::time::Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    drop(g);
-                    std::thread::park_timeout(deadline - now);
-                    g = shard.lock();
-                }
-            }
-            let durable = shard.durable_lpos.load(Ordering::Acquire);
-            if g.poison.is_some() {
-                if g.shutdown {
-                    return;
-                }
-                drop(g);
-                std::thread::park();
-                continue;
-            }
-            let written = shard.written_lpos.load(Ordering::Acquire);
-            let mut pending = !g.chunks.is_empty() || !g.to_seal.is_empty();
-            let want_direct =
-                g.sync_wanted > durable || (g.shutdown && (written > durable || pending));
-            let want_shared = g.stable_wanted > g.stable.0.max(durable);
-            let want_sync = want_direct || want_shared;
-            // A marker rides along with the next write, or is written on its
-            // own just before the core goes idle.
-            if !g.shutdown && (pending || want_sync || !lingering) {
-                if let Some(pos) = g.marker_due.take() {
-                    append_marker(&shard, &mut g, pos);
-                    pending = true;
-                }
-            }
-            if !pending && !want_sync {
-                if g.shutdown {
-                    if final_phase == 0 {
-                        // Everything is durable: one more round writes and
-                        // syncs a marker that records it.
-                        g.marker_due = Some(pack_pos(g.active.id, g.reserved));
-                        drop(g);
-                        final_phase_marker(&shard);
-                        final_phase = 1;
-                        continue;
-                    }
-                    return;
-                }
-                if lingering {
-                    drop(g);
-                    lingering = false;
-                    std::thread::park_timeout(LINGER);
-                } else {
-                    shard.core_idle.store(true, Ordering::Release);
-                    drop(g);
-                    std::thread::park();
-                    shard.core_idle.store(false, Ordering::Release);
-                }
-                continue;
-            }
-            let chunks: Vec<Chunk> = g.chunks.drain(..).collect();
-            let seals = std::mem::take(&mut g.to_seal);
-            let sync = if want_direct {
-                SyncMode::Direct
-            } else if want_shared {
-                SyncMode::Shared
-            } else {
-                SyncMode::None
-            };
-            Round {
-                chunks,
-                seals,
-                lpos: g.lpos,
-                records: g.records,
-                sync,
-                latency_bound: g.flush_waiters.len() <= 1,
-                active: g.active.clone(),
-                reserved: g.reserved,
-            }
-        };
-        lingering = true;
-        // Fault in the shadow pages writers will use next, here rather than
-        // in their critical sections.
-        round
-            .active
-            .prefault_shadow(round.reserved.saturating_add(PREFAULT_AHEAD));
-        let started = std::time::Instant::now();
-        let result = run_round(io.as_mut(), &round, &mut dirty);
-        if round.sync != SyncMode::None {
-            last_sync = started.elapsed();
-        }
-        match result {
-            Ok(synced) => {
-                for c in &round.chunks {
-                    c.seg.written.fetch_max(c.to, Ordering::AcqRel);
-                }
-                shard.written_lpos.store(round.lpos, Ordering::Release);
-                let mut g = shard.lock();
-                shard
-                    .device_flushes
-                    .fetch_add(synced.count, Ordering::Relaxed);
-                if synced.all {
-                    shard.durable_lpos.fetch_max(round.lpos, Ordering::AcqRel);
-                    shard
-                        .durable_records
-                        .fetch_max(round.records, Ordering::Relaxed);
-                }
-                if let Some(pos) = synced.stable {
-                    g.stable = (round.lpos, pos, round.records);
-                }
-                if let Some(pos) = synced.claim {
-                    if !g.shutdown {
-                        g.marker_due = Some(pos);
-                    }
-                }
-                let mut wake = if synced.stable.is_some() {
-                    // The device flusher wakes this round's waiters.
-                    last_waiters = g.flush_waiters.len();
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut g.flush_waiters)
-                };
-                if round.sync == SyncMode::Direct {
-                    last_waiters = wake.len();
-                }
-                wake.append(&mut g.space_waiters);
-                drop(g);
-                if synced.stable.is_some() {
-                    shard.ctx.request_device_flush();
-                }
-                for w in wake {
-                    w.wake();
-                }
-                for c in &round.chunks {
-                    if c.seg.sealed.load(Ordering::Acquire)
-                        && c.seg.written.load(Ordering::Acquire) >= c.to
-                    {
-                        c.seg.release_shadow(c.to);
-                    } else {
-                        c.seg.release_shadow(c.to.saturating_sub(64 << 10));
-                    }
-                }
-            }
-            Err(e) => {
-                let mut g = shard.lock();
-                shard.poison_with(&mut g, &e);
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Synced {
-    /// fdatasyncs issued.
-    count: u64,
-    /// Everything written is now durable.
-    all: bool,
-    /// The durable log prefix's end, to record in a marker.
-    claim: Option<u64>,
-    /// Everything written is on the device up to this position, waiting
-    /// for the device flush.
-    stable: Option<u64>,
-}
-
-enum Step {
-    Write(Arc<Segment>, u32, u32),
-    Sync(Arc<Segment>, u32),
-    SyncRange(Arc<Segment>),
-    /// Write zeros over `[from, to)`, beyond any data.
-    Zero(Arc<Segment>, u32, u32),
-}
-
-/// Zero-fill step ahead of the log tail (see `Segment::zeroed_upto`).
-static ZEROS: [u8; 2 << 20] = [0; 2 << 20];
-/// Zero-fill again when less than this is left below `zeroed_upto`.
-const ZERO_LOW_WATER: u32 = 512 << 10;
-
-/// Plans and runs one chain: the writes in log order, a sealing sync after
-/// the last write of each sealed segment, and a final sync of the segment
-/// left dirty when a waiter asked for durability.
-fn run_round(
-    io: &mut dyn Io,
-    round: &Round,
-    dirty: &mut Option<Arc<Segment>>,
-) -> std::io::Result<Synced> {
-    let mut steps: Vec<Step> = Vec::with_capacity(round.chunks.len() + round.seals.len() + 1);
-    let sealed = |s: &Arc<Segment>| round.seals.iter().any(|x| Arc::ptr_eq(x, s));
-    let is_dirty =
-        |d: &Option<Arc<Segment>>, s: &Arc<Segment>| d.as_ref().is_some_and(|d| Arc::ptr_eq(d, s));
-    for s in &round.seals {
-        if !round.chunks.iter().any(|c| Arc::ptr_eq(&c.seg, s)) {
-            steps.push(Step::Sync(s.clone(), s.written.load(Ordering::Acquire)));
-            if is_dirty(dirty, s) {
-                *dirty = None;
-            }
-        }
-    }
-    for (i, c) in round.chunks.iter().enumerate() {
-        steps.push(Step::Write(c.seg.clone(), c.from, c.to));
-        let last_of_seg = round.chunks[i + 1..]
-            .iter()
-            .all(|n| !Arc::ptr_eq(&n.seg, &c.seg));
-        if last_of_seg && sealed(&c.seg) {
-            steps.push(Step::Sync(c.seg.clone(), c.to));
-            if is_dirty(dirty, &c.seg) {
-                *dirty = None;
-            }
-        } else {
-            *dirty = Some(c.seg.clone());
-        }
-    }
-    let mut stable = None;
-    if round.sync != SyncMode::None {
-        if let Some(d) = dirty.take() {
-            let end = round
-                .chunks
-                .iter()
-                .rev()
-                .find(|c| Arc::ptr_eq(&c.seg, &d))
-                .map_or_else(|| d.written.load(Ordering::Acquire), |c| c.to);
-            let zeroed = d.zeroed_upto.load(Ordering::Acquire);
-            let on_disk = d.storage.fd().is_some();
-            let shared = round.sync == SyncMode::Shared && on_disk;
-            if shared && end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap) {
-                // No metadata can change: pages to the device, and the device
-                // flusher's one fdatasync makes them durable.
-                stable = Some(pack_pos(d.id, end));
-                steps.push(Step::SyncRange(d.clone()));
-                // Not durable until the device flush: still dirty.
-                *dirty = Some(d);
-            } else {
-                if shared {
-                    // Zero-fill ahead of the tail, synced with this round's
-                    // data, so that the next shared rounds take the path above.
-                    let from = zeroed.max(end);
-                    let to = (from as u64 + ZEROS.len() as u64).min(d.cap as u64) as u32;
-                    if from < to {
-                        steps.push(Step::Zero(d.clone(), from, to));
-                    }
-                }
-                steps.push(Step::Sync(d, end));
-            }
-        }
-    }
-    let ops: Vec<Op<'_>> = steps
-        .iter()
-        .map(|s| match s {
-            Step::Write(seg, from, to) => Op::Write {
-                target: &seg.storage,
-                offset: *from as u64,
-                buf: seg.shadow_range(*from, *to),
-            },
-            Step::Sync(seg, _) => Op::Sync {
-                target: &seg.storage,
-            },
-            Step::SyncRange(seg) => Op::SyncRange {
-                target: &seg.storage,
-            },
-            Step::Zero(seg, from, to) => Op::Write {
-                target: &seg.storage,
-                offset: *from as u64,
-                buf: &ZEROS[..(*to - *from) as usize],
-            },
-        })
-        .collect();
-    let ran = ops.chunks(MAX_CHAIN).try_for_each(|part| {
-        if round.latency_bound {
-            io.run_latency_bound(part)
-        } else {
-            io.run(part)
-        }
-    });
-    if let Err(e) = ran {
-        if io.buffers_in_flight() {
-            // The kernel may still read these segments' shadows (and use
-            // their descriptors): keep them mapped and open for good. The
-            // shard is poisoned by this error, so this happens once.
-            drop(ops);
-            std::mem::forget(steps);
-        }
-        return Err(e);
-    }
-    let mut synced = Synced {
-        all: dirty.is_none(),
-        stable,
-        ..Synced::default()
-    };
-    let mut zeroed_to: Option<(&Arc<Segment>, u32)> = None;
-    for s in &steps {
-        match s {
-            Step::Zero(seg, _, to) => zeroed_to = Some((seg, *to)),
-            Step::Sync(seg, end) => {
-                synced.count += 1;
-                synced.claim = Some(pack_pos(seg.id, *end));
-                // Every block the data and zeros touched is now durable.
-                let upto = match zeroed_to {
-                    Some((z, to)) if Arc::ptr_eq(z, seg) => to,
-                    _ => *end,
-                };
-                seg.zeroed_upto.fetch_max(upto, Ordering::AcqRel);
-            }
-            _ => {}
-        }
-    }
-    Ok(synced)
-}
-
-/// Appends the marker queued in `marker_due` (the final one at shutdown).
-fn final_phase_marker(shard: &Shard) {
-    let mut g = shard.lock();
-    if let Some(pos) = g.marker_due.take() {
-        append_marker(shard, &mut g, pos);
-    }
-}
-
-fn append_marker(shard: &Shard, g: &mut Inner, pos: u64) {
-    let value = pos.to_le_bytes();
-    let spec = FrameSpec {
-        kind: Kind::Sync,
-        seq: 0,
-        namespace: 0,
-        batch_count: 0,
-        expires_at: None,
-        key: &[],
-        value: &value,
-    };
-    // A failure here poisons the shard inside append; nothing to add.
-    let _ = shard.append(g, &spec, false);
 }

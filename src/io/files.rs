@@ -59,6 +59,27 @@ impl Files {
         Files { plan }
     }
 
+    /// Gives the fault plan (feature `fault-injection`) a chance to fail a
+    /// file change outside the backends. Free without the feature or a plan.
+    #[inline]
+    pub(crate) fn fault_point(&self, point: super::FaultPoint) -> io::Result<()> {
+        with_plan!(self, |plan| plan.at(point)?);
+        let _ = point;
+        Ok(())
+    }
+
+    /// `io` itself, or wrapped by the fault plan if there is one.
+    pub(crate) fn wrap_backend(&self, io: Box<dyn super::Io>) -> Box<dyn super::Io> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(plan) = &self.plan {
+            return Box::new(super::fault::FaultIo {
+                inner: io,
+                plan: plan.clone(),
+            });
+        }
+        io
+    }
+
     /// Creates `dir` and every missing ancestor, each with mode 0700, and
     /// makes each new entry durable by syncing its parent. An existing
     /// directory is left as it is.

@@ -3,8 +3,8 @@
 
 use std::io;
 
+use super::IoBackend;
 use super::{Io, Op, Storage};
-use crate::builder::IoBackend;
 
 pub(crate) struct MemoryIo;
 

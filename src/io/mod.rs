@@ -12,16 +12,43 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::builder::IoBackend;
 pub(crate) use files::Files;
 
 #[cfg(feature = "fault-injection")]
 pub(crate) mod fault;
 pub(crate) mod files;
 mod memory;
-mod posix;
+pub(crate) mod posix;
 #[cfg(target_os = "linux")]
 mod uring;
+
+/// Which disk I/O backend runs the shard cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoBackend {
+    /// io_uring where the kernel allows it, else portable. The environment
+    /// variable `EMDB_IO_BACKEND=uring|portable` overrides `Auto`.
+    #[default]
+    Auto,
+    /// io_uring (Linux): linked write + fdatasync submissions. Opening fails
+    /// if the kernel refuses io_uring.
+    Uring,
+    /// Positional writes and `fdatasync` system calls.
+    Portable,
+    /// No files (`Emdb::open_in_memory`). Only reported by `stats()`.
+    Memory,
+}
+
+impl std::fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoBackend::Auto => "auto",
+            IoBackend::Uring => "io_uring",
+            IoBackend::Portable => "portable",
+            IoBackend::Memory => "memory",
+        })
+    }
+}
 
 /// Where a segment's bytes live.
 pub(crate) enum Storage {
@@ -92,31 +119,11 @@ pub(crate) enum FaultPoint {
     Metadata,
 }
 
-/// Gives the fault plan (feature `fault-injection`) a chance to fail a file
-/// change outside the backends. Free without the feature or a plan.
-#[inline]
-pub(crate) fn fault_point(config: &crate::builder::Config, point: FaultPoint) -> io::Result<()> {
-    #[cfg(feature = "fault-injection")]
-    if let Some(plan) = &config.fault_plan {
-        return plan.at(point);
-    }
-    let _ = (config, point);
-    Ok(())
-}
-
 /// Creates the backend for one core. Called on the core thread itself, since
 /// an io_uring set up with `SINGLE_ISSUER` only accepts its creator's
 /// submissions.
-pub(crate) fn create(config: &crate::builder::Config, kind: IoBackend) -> io::Result<Box<dyn Io>> {
-    let io = create_backend(kind, config.sqpoll_idle_ms)?;
-    #[cfg(feature = "fault-injection")]
-    if let Some(plan) = &config.fault_plan {
-        return Ok(Box::new(fault::FaultIo {
-            inner: io,
-            plan: plan.clone(),
-        }));
-    }
-    Ok(io)
+pub(crate) fn create(kind: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<Box<dyn Io>> {
+    create_backend(kind, sqpoll_idle_ms)
 }
 
 fn create_backend(kind: IoBackend, sqpoll_idle_ms: Option<u32>) -> io::Result<Box<dyn Io>> {

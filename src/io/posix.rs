@@ -4,8 +4,8 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::IoBackend;
 use super::{fdatasync, sync_range, Io, Op, Storage};
-use crate::builder::IoBackend;
 
 pub(crate) struct PosixIo;
 

@@ -7,8 +7,8 @@ use std::io;
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 
+use super::IoBackend;
 use super::{Io, Op};
-use crate::builder::IoBackend;
 
 const RING_ENTRIES: u32 = 64;
 /// Bounded io-wq workers per ring: fsyncs always run there, and more workers

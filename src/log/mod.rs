@@ -4,3 +4,4 @@ pub(crate) mod frame;
 pub(crate) mod hint;
 pub(crate) mod manifest;
 pub(crate) mod segment;
+pub(crate) mod segtable;

@@ -18,7 +18,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use memmap2::MmapRaw;
 
 use super::frame::{self, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::builder::Config;
+use crate::config::Config;
 use crate::io::{self, FaultPoint, Storage};
 use std::io as stdio;
 
@@ -90,12 +90,12 @@ impl Segment {
             Some(dir) => {
                 let path = dir.join(file_name(header.shard, header.segment));
                 let files = config.files();
-                io::fault_point(config, FaultPoint::Metadata)?;
+                files.fault_point(FaultPoint::Metadata)?;
                 // Exclusive: an entry already at this path (a planted
                 // symlink, a stale file) is reported, never reused.
                 let file = files.create_new(&path)?;
                 let made = (|| {
-                    io::fault_point(config, FaultPoint::Fallocate)?;
+                    files.fault_point(FaultPoint::Fallocate)?;
                     files.preallocate(&file, cap as u64)?;
                     files.write_at(&file, &head, 0)?;
                     // Data and size durable; the entry becomes durable with

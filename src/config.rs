@@ -1,0 +1,118 @@
+//! The validated configuration every layer below the builder reads, and the
+//! public enums and defaults it is made of.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::io::IoBackend;
+use crate::log::frame;
+
+/// When emdb forces data to disk. Under every policy concurrent `flush()`
+/// callers share device flushes (group commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlushPolicy {
+    /// `flush()` makes every earlier write durable. The default.
+    #[default]
+    OnEachFlush,
+    /// Many producers each calling `flush()`: their flushes are coalesced.
+    /// emdb coalesces under every policy; this variant is kept for
+    /// compatibility and behaves like `OnEachFlush`.
+    Group,
+    /// Each write is durable when its call returns; concurrent writers still
+    /// share device flushes. `flush()` is then nearly free.
+    WriteThrough,
+}
+
+/// Default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// Default largest key: 64 KiB - 1 bytes.
+pub const DEFAULT_MAX_KEY_LEN: usize = (64 << 10) - 1;
+/// Default largest value: 16 MiB.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
+/// Default largest `insert_many` batch, in records.
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1_000_000;
+/// Default largest `insert_many` batch, in encoded bytes.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+/// Default unwritten backlog per shard before non-durable writers wait.
+pub const DEFAULT_TAIL_BUFFER_BYTES: usize = 64 << 20;
+/// Segments must stay addressable by a 32-bit offset.
+const MAX_SEGMENT_SIZE: u64 = (u32::MAX as u64) & !4095;
+
+/// A validated configuration. Every limit is explicit.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// `None` for an in-memory database.
+    pub dir: Option<PathBuf>,
+    pub flush_policy: FlushPolicy,
+    pub shards: usize,
+    pub backend: IoBackend,
+    pub sqpoll_idle_ms: Option<u32>,
+    pub segment_size: u64,
+    pub max_key_len: usize,
+    pub max_value_len: usize,
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+    pub tail_buffer_bytes: usize,
+    #[cfg(feature = "fault-injection")]
+    pub fault_plan: Option<crate::io::fault::FaultPlan>,
+}
+
+impl Config {
+    /// The file-system operations of this database (watched by the fault
+    /// plan, if any).
+    pub(crate) fn files(&self) -> crate::io::Files {
+        #[cfg(feature = "fault-injection")]
+        return crate::io::Files::watched(self.fault_plan.clone());
+        #[cfg(not(feature = "fault-injection"))]
+        crate::io::Files::default()
+    }
+
+    /// The I/O backend of one core (or of the device flusher), created on
+    /// the calling thread.
+    pub(crate) fn backend(&self, kind: IoBackend) -> std::io::Result<Box<dyn crate::io::Io>> {
+        let io = crate::io::create(kind, self.sqpoll_idle_ms)?;
+        Ok(self.files().wrap_backend(io))
+    }
+
+    /// The largest frame a single record can produce.
+    pub(crate) fn max_frame_len(&self) -> usize {
+        frame::encoded_len(self.max_key_len, self.max_value_len, true)
+    }
+}
+
+pub(crate) fn validate(c: &Config) -> Result<()> {
+    if c.segment_size < 4096 || c.segment_size > MAX_SEGMENT_SIZE {
+        return Err(Error::InvalidConfig(
+            "segment_size must be between 4 KiB and 4 GiB - 4 KiB",
+        ));
+    }
+    if c.max_key_len == 0 || c.max_key_len > u32::MAX as usize / 2 {
+        return Err(Error::InvalidConfig(
+            "max_key_len must be at least 1 and below 2 GiB",
+        ));
+    }
+    if c.max_value_len > u32::MAX as usize / 2 {
+        return Err(Error::InvalidConfig("max_value_len must be below 2 GiB"));
+    }
+    let room = c.segment_size as usize - frame::SEGMENT_HEADER_LEN - SYNC_RESERVE;
+    if c.max_frame_len() > room {
+        return Err(Error::InvalidConfig(
+            "segment_size is too small for max_key_len + max_value_len; raise it or lower the limits",
+        ));
+    }
+    if c.max_batch_records == 0 || c.max_batch_bytes == 0 {
+        return Err(Error::InvalidConfig("batch limits must be at least 1"));
+    }
+    if c.tail_buffer_bytes < c.max_frame_len() {
+        return Err(Error::InvalidConfig(
+            "tail_buffer_bytes must hold at least the largest frame",
+        ));
+    }
+    Ok(())
+}
+
+/// Room `validate` leaves beside the largest frame in a segment, so that a
+/// full-size record and a sync marker fit one segment. Appends reserve
+/// nothing: a frame that does not fit rotates to the next segment.
+pub(crate) const SYNC_RESERVE: usize = frame::MIN_FRAME + 8;

@@ -1,0 +1,91 @@
+//! `checkpoint()`: hint files for every segment up to one consistent cut of
+//! all shards, then the manifest that names them.
+
+use std::sync::atomic::Ordering;
+
+use super::Engine;
+use crate::error::Result;
+use crate::log::frame::{pack_pos, unpack_pos};
+use crate::log::{hint, segment};
+
+impl Engine {
+    /// Writes hint files for every segment up to the current tail of each
+    /// shard and records them in the manifest.
+    pub(crate) async fn checkpoint(&self) -> Result<()> {
+        let Some(dir) = self.ctx.config.dir.clone() else {
+            return Ok(());
+        };
+        self.ctx
+            .config
+            .files()
+            .fault_point(crate::io::FaultPoint::Metadata)?;
+        let files = self.ctx.config.files();
+        let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        // 1. A consistent cut of every shard: positions and index entries.
+        let mut snaps = Vec::with_capacity(self.shards.len());
+        let seq_floor;
+        {
+            let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            for (s, g) in guards.iter().enumerate() {
+                self.shards[s].check_poison(g)?;
+                let mut entries = Vec::with_capacity(self.shards[s].index.len());
+                self.shards[s]
+                    .index
+                    .for_each(|h, loc| entries.push((h, loc)));
+                snaps.push((pack_pos(g.active.id, g.reserved), g.lpos, entries));
+            }
+            // Under every shard lock: all frames so far have a lower number.
+            seq_floor = self.ctx.seq.load(Ordering::Acquire);
+        }
+        // 2. Everything up to the cut durable.
+        let targets: Vec<(usize, u64)> = snaps
+            .iter()
+            .enumerate()
+            .map(|(s, (_, lpos, _))| (s, *lpos))
+            .collect();
+        self.await_durable(&targets).await?;
+        // 3. Hint files, synced, then the manifest that names them.
+        let mut positions = Vec::with_capacity(snaps.len());
+        for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
+            let (cut_seg, _) = unpack_pos(pos);
+            let mut by_seg: std::collections::BTreeMap<u32, Vec<(u64, u32)>> = Default::default();
+            for seg in self.shards[s].segment_list() {
+                if seg.id <= cut_seg {
+                    by_seg.insert(seg.id, Vec::new());
+                }
+            }
+            for (h, loc) in entries {
+                let (sid, off) = unpack_pos(loc);
+                if let Some(v) = by_seg.get_mut(&sid) {
+                    v.push((h, off));
+                }
+            }
+            for (sid, mut list) in by_seg {
+                list.sort_unstable_by_key(|e| e.1);
+                hint::write(
+                    &files,
+                    &dir.join(segment::hint_name(s as u32, sid)),
+                    s as u32,
+                    sid,
+                    gen,
+                    &list,
+                )?;
+            }
+            positions.push(pos);
+        }
+        // The new hint files' entries, before the manifest that names them.
+        files.sync_dir(&dir)?;
+        if let Some(m) = &self.ctx.manifest {
+            let mut m = m.lock();
+            if gen > m.checkpoint_gen {
+                m.checkpoint_gen = gen;
+                m.seq_floor = m.seq_floor.max(seq_floor);
+                for (s, pos) in positions.into_iter().enumerate() {
+                    m.shards[s].checkpoint_pos = pos;
+                }
+                m.store(&files, &dir)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,389 @@
+//! The shard core's loop: each round takes everything appended since the
+//! last one and hands it to the I/O backend as one chain (the writes at the
+//! log tail, a sealing fdatasync for each segment sealed meanwhile, and one
+//! fdatasync when a waiter asks for durability), then wakes the waiters it
+//! served. Every flush that arrives while a chain is in flight is served by
+//! the next one: that is the group commit.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shard::{Chunk, Shard};
+use crate::io::{Io, Op};
+use crate::log::frame::pack_pos;
+use crate::log::segment::Segment;
+
+/// How long the core keeps collecting appends after a round before it writes
+/// again; it parks for good only after a quiet interval.
+const LINGER: Duration = Duration::from_micros(500);
+/// Shadow bytes kept faulted in ahead of the append offset.
+const PREFAULT_AHEAD: u32 = 1 << 20;
+/// Longest a core waits for returning flushers before a sync round.
+const MAX_GATHER: Duration = Duration::from_micros(200);
+/// Most operations in one chain (the ring holds 64 entries).
+const MAX_CHAIN: usize = 48;
+
+/// What one round of the core does, taken under the lock.
+struct Round {
+    chunks: Vec<Chunk>,
+    seals: Vec<Arc<Segment>>,
+    lpos: u64,
+    records: u64,
+    sync: SyncMode,
+    /// At most one caller waits on this round: favour latency.
+    latency_bound: bool,
+    /// The active segment and its append offset when the round was taken.
+    active: Arc<Segment>,
+    reserved: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SyncMode {
+    /// Write only.
+    None,
+    /// fdatasync the dirty segment: durable when the chain completes.
+    Direct,
+    /// Put the dirty segment's pages on the device; the device flusher makes
+    /// them durable.
+    Shared,
+}
+
+/// The core thread's loop. Returns when shut down (after a final sync) or
+/// when its backend is gone.
+pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
+    // The last segment written without a sync after it.
+    let mut dirty: Option<Arc<Segment>> = None;
+    // 0: running; 1: shutting down, final marker appended.
+    let mut final_phase = 0u8;
+    let mut lingering = false;
+    // Group-commit gathering: how many waiters the last synced round served
+    // and how long its sync took.
+    let mut last_waiters = 0usize;
+    let mut last_sync = Duration::ZERO;
+    loop {
+        let round = {
+            let mut g = shard.lock();
+            let sync_asked =
+                g.sync_wanted.max(g.stable_wanted) > shard.durable_lpos.load(Ordering::Acquire);
+            if last_waiters >= 2
+                && !g.shutdown
+                && g.flush_waiters.len() < last_waiters
+                && sync_asked
+            {
+                // Concurrent flushers were just woken by the last round and
+                // are coming back: give them a fraction of a sync's time to
+                // join this one rather than the one after.
+                let deadline = std::time::Instant::now() + (last_sync / 2).min(MAX_GATHER);
+                while g.flush_waiters.len() < last_waiters {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    drop(g);
+                    std::thread::park_timeout(deadline - now);
+                    g = shard.lock();
+                }
+            }
+            let durable = shard.durable_lpos.load(Ordering::Acquire);
+            if g.poison.is_some() {
+                if g.shutdown {
+                    return;
+                }
+                drop(g);
+                std::thread::park();
+                continue;
+            }
+            let written = shard.written_lpos.load(Ordering::Acquire);
+            let mut pending = !g.chunks.is_empty() || !g.to_seal.is_empty();
+            let want_direct =
+                g.sync_wanted > durable || (g.shutdown && (written > durable || pending));
+            let want_shared = g.stable_wanted > g.stable.0.max(durable);
+            let want_sync = want_direct || want_shared;
+            // A marker rides along with the next write, or is written on its
+            // own just before the core goes idle.
+            if !g.shutdown && (pending || want_sync || !lingering) {
+                if let Some(pos) = g.marker_due.take() {
+                    shard.append_marker(&mut g, pos);
+                    pending = true;
+                }
+            }
+            if !pending && !want_sync {
+                if g.shutdown {
+                    if final_phase == 0 {
+                        // Everything is durable: one more round writes and
+                        // syncs a marker that records it.
+                        g.marker_due = Some(pack_pos(g.active.id, g.reserved));
+                        drop(g);
+                        final_phase_marker(&shard);
+                        final_phase = 1;
+                        continue;
+                    }
+                    return;
+                }
+                if lingering {
+                    drop(g);
+                    lingering = false;
+                    std::thread::park_timeout(LINGER);
+                } else {
+                    shard.core_idle.store(true, Ordering::Release);
+                    drop(g);
+                    std::thread::park();
+                    shard.core_idle.store(false, Ordering::Release);
+                }
+                continue;
+            }
+            let chunks: Vec<Chunk> = g.chunks.drain(..).collect();
+            let seals = std::mem::take(&mut g.to_seal);
+            let sync = if want_direct {
+                SyncMode::Direct
+            } else if want_shared {
+                SyncMode::Shared
+            } else {
+                SyncMode::None
+            };
+            Round {
+                chunks,
+                seals,
+                lpos: g.lpos,
+                records: g.records,
+                sync,
+                latency_bound: g.flush_waiters.len() <= 1,
+                active: g.active.clone(),
+                reserved: g.reserved,
+            }
+        };
+        lingering = true;
+        // Fault in the shadow pages writers will use next, here rather than
+        // in their critical sections.
+        round
+            .active
+            .prefault_shadow(round.reserved.saturating_add(PREFAULT_AHEAD));
+        let started = std::time::Instant::now();
+        let result = run_round(io.as_mut(), &round, &mut dirty);
+        if round.sync != SyncMode::None {
+            last_sync = started.elapsed();
+        }
+        match result {
+            Ok(synced) => {
+                for c in &round.chunks {
+                    c.seg.written.fetch_max(c.to, Ordering::AcqRel);
+                }
+                shard.written_lpos.store(round.lpos, Ordering::Release);
+                let mut g = shard.lock();
+                shard
+                    .device_flushes
+                    .fetch_add(synced.count, Ordering::Relaxed);
+                if synced.all {
+                    shard.durable_lpos.fetch_max(round.lpos, Ordering::AcqRel);
+                    shard
+                        .durable_records
+                        .fetch_max(round.records, Ordering::Relaxed);
+                }
+                if let Some(pos) = synced.stable {
+                    g.stable = (round.lpos, pos, round.records);
+                }
+                if let Some(pos) = synced.claim {
+                    if !g.shutdown {
+                        g.marker_due = Some(pos);
+                    }
+                }
+                let mut wake = if synced.stable.is_some() {
+                    // The device flusher wakes this round's waiters.
+                    last_waiters = g.flush_waiters.len();
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut g.flush_waiters)
+                };
+                if round.sync == SyncMode::Direct {
+                    last_waiters = wake.len();
+                }
+                wake.append(&mut g.space_waiters);
+                drop(g);
+                if synced.stable.is_some() {
+                    shard.ctx.request_device_flush();
+                }
+                for w in wake {
+                    w.wake();
+                }
+                for c in &round.chunks {
+                    if c.seg.sealed.load(Ordering::Acquire)
+                        && c.seg.written.load(Ordering::Acquire) >= c.to
+                    {
+                        c.seg.release_shadow(c.to);
+                    } else {
+                        c.seg.release_shadow(c.to.saturating_sub(64 << 10));
+                    }
+                }
+            }
+            Err(e) => {
+                let mut g = shard.lock();
+                shard.poison_with(&mut g, &e);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Synced {
+    /// fdatasyncs issued.
+    count: u64,
+    /// Everything written is now durable.
+    all: bool,
+    /// The durable log prefix's end, to record in a marker.
+    claim: Option<u64>,
+    /// Everything written is on the device up to this position, waiting
+    /// for the device flush.
+    stable: Option<u64>,
+}
+
+enum Step {
+    Write(Arc<Segment>, u32, u32),
+    Sync(Arc<Segment>, u32),
+    SyncRange(Arc<Segment>),
+    /// Write zeros over `[from, to)`, beyond any data.
+    Zero(Arc<Segment>, u32, u32),
+}
+
+/// Zero-fill step ahead of the log tail (see `Segment::zeroed_upto`).
+static ZEROS: [u8; 2 << 20] = [0; 2 << 20];
+/// Zero-fill again when less than this is left below `zeroed_upto`.
+const ZERO_LOW_WATER: u32 = 512 << 10;
+
+/// Plans and runs one chain: the writes in log order, a sealing sync after
+/// the last write of each sealed segment, and a final sync of the segment
+/// left dirty when a waiter asked for durability.
+fn run_round(
+    io: &mut dyn Io,
+    round: &Round,
+    dirty: &mut Option<Arc<Segment>>,
+) -> std::io::Result<Synced> {
+    let mut steps: Vec<Step> = Vec::with_capacity(round.chunks.len() + round.seals.len() + 1);
+    let sealed = |s: &Arc<Segment>| round.seals.iter().any(|x| Arc::ptr_eq(x, s));
+    let is_dirty =
+        |d: &Option<Arc<Segment>>, s: &Arc<Segment>| d.as_ref().is_some_and(|d| Arc::ptr_eq(d, s));
+    for s in &round.seals {
+        if !round.chunks.iter().any(|c| Arc::ptr_eq(&c.seg, s)) {
+            steps.push(Step::Sync(s.clone(), s.written.load(Ordering::Acquire)));
+            if is_dirty(dirty, s) {
+                *dirty = None;
+            }
+        }
+    }
+    for (i, c) in round.chunks.iter().enumerate() {
+        steps.push(Step::Write(c.seg.clone(), c.from, c.to));
+        let last_of_seg = round.chunks[i + 1..]
+            .iter()
+            .all(|n| !Arc::ptr_eq(&n.seg, &c.seg));
+        if last_of_seg && sealed(&c.seg) {
+            steps.push(Step::Sync(c.seg.clone(), c.to));
+            if is_dirty(dirty, &c.seg) {
+                *dirty = None;
+            }
+        } else {
+            *dirty = Some(c.seg.clone());
+        }
+    }
+    let mut stable = None;
+    if round.sync != SyncMode::None {
+        if let Some(d) = dirty.take() {
+            let end = round
+                .chunks
+                .iter()
+                .rev()
+                .find(|c| Arc::ptr_eq(&c.seg, &d))
+                .map_or_else(|| d.written.load(Ordering::Acquire), |c| c.to);
+            let zeroed = d.zeroed_upto.load(Ordering::Acquire);
+            let on_disk = d.storage.fd().is_some();
+            let shared = round.sync == SyncMode::Shared && on_disk;
+            if shared && end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap) {
+                // No metadata can change: pages to the device, and the device
+                // flusher's one fdatasync makes them durable.
+                stable = Some(pack_pos(d.id, end));
+                steps.push(Step::SyncRange(d.clone()));
+                // Not durable until the device flush: still dirty.
+                *dirty = Some(d);
+            } else {
+                if shared {
+                    // Zero-fill ahead of the tail, synced with this round's
+                    // data, so that the next shared rounds take the path above.
+                    let from = zeroed.max(end);
+                    let to = (from as u64 + ZEROS.len() as u64).min(d.cap as u64) as u32;
+                    if from < to {
+                        steps.push(Step::Zero(d.clone(), from, to));
+                    }
+                }
+                steps.push(Step::Sync(d, end));
+            }
+        }
+    }
+    let ops: Vec<Op<'_>> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Write(seg, from, to) => Op::Write {
+                target: &seg.storage,
+                offset: *from as u64,
+                buf: seg.shadow_range(*from, *to),
+            },
+            Step::Sync(seg, _) => Op::Sync {
+                target: &seg.storage,
+            },
+            Step::SyncRange(seg) => Op::SyncRange {
+                target: &seg.storage,
+            },
+            Step::Zero(seg, from, to) => Op::Write {
+                target: &seg.storage,
+                offset: *from as u64,
+                buf: &ZEROS[..(*to - *from) as usize],
+            },
+        })
+        .collect();
+    let ran = ops.chunks(MAX_CHAIN).try_for_each(|part| {
+        if round.latency_bound {
+            io.run_latency_bound(part)
+        } else {
+            io.run(part)
+        }
+    });
+    if let Err(e) = ran {
+        if io.buffers_in_flight() {
+            // The kernel may still read these segments' shadows (and use
+            // their descriptors): keep them mapped and open for good. The
+            // shard is poisoned by this error, so this happens once.
+            drop(ops);
+            std::mem::forget(steps);
+        }
+        return Err(e);
+    }
+    let mut synced = Synced {
+        all: dirty.is_none(),
+        stable,
+        ..Synced::default()
+    };
+    let mut zeroed_to: Option<(&Arc<Segment>, u32)> = None;
+    for s in &steps {
+        match s {
+            Step::Zero(seg, _, to) => zeroed_to = Some((seg, *to)),
+            Step::Sync(seg, end) => {
+                synced.count += 1;
+                synced.claim = Some(pack_pos(seg.id, *end));
+                // Every block the data and zeros touched is now durable.
+                let upto = match zeroed_to {
+                    Some((z, to)) if Arc::ptr_eq(z, seg) => to,
+                    _ => *end,
+                };
+                seg.zeroed_upto.fetch_max(upto, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+    Ok(synced)
+}
+
+/// Appends the marker queued in `marker_due` (the final one at shutdown).
+fn final_phase_marker(shard: &Shard) {
+    let mut g = shard.lock();
+    if let Some(pos) = g.marker_due.take() {
+        shard.append_marker(&mut g, pos);
+    }
+}

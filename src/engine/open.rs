@@ -1,0 +1,295 @@
+//! Opening and starting an engine: the database directory, the manifest (new
+//! or recovered), the shard cores and the device flusher.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use super::flusher::{overwrites_in_place, start_flusher};
+use super::shard::Shard;
+use super::{Ctx, Engine};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::io::IoBackend;
+use crate::lock::LockFile;
+use crate::log::frame::{self, SegmentHeader};
+use crate::log::manifest::{self, Manifest, ShardEntry};
+use crate::log::segment::{self, Segment};
+use crate::recovery;
+
+impl Engine {
+    pub(crate) fn open(config: Config) -> Result<Engine> {
+        let backend = match config.backend {
+            IoBackend::Memory => IoBackend::Memory,
+            requested => crate::io::resolve(requested, config.sqpoll_idle_ms).map_err(|e| {
+                if requested == IoBackend::Uring {
+                    Error::Io(io::Error::new(
+                        e.kind(),
+                        format!("io_uring was requested but the kernel refused it: {e}"),
+                    ))
+                } else {
+                    Error::Io(e)
+                }
+            })?,
+        };
+        let (lock, path) = match &config.dir {
+            Some(dir) => (Some(prepare_dir(&config.files(), dir)?), dir.clone()),
+            None => (None, PathBuf::new()),
+        };
+        let (ctx, parts) = match &config.dir {
+            None => {
+                let ctx = Arc::new(Ctx::new(
+                    &config,
+                    config.shards,
+                    random_seed(),
+                    backend,
+                    1,
+                    0,
+                    None,
+                ));
+                let mut parts = Vec::new();
+                for s in 0..ctx.shard_count {
+                    let header = SegmentHeader {
+                        shard: s as u32,
+                        shard_count: ctx.shard_count as u32,
+                        segment: 1,
+                        hash_seed: ctx.hash_seed,
+                    };
+                    let seg = Arc::new(Segment::create(None, header, &ctx.config)?);
+                    parts.push(recovery::RecoveredShard {
+                        segs: vec![seg],
+                        append_at: frame::SEGMENT_HEADER_LEN as u32,
+                        index: Index::new(),
+                    });
+                }
+                (ctx, parts)
+            }
+            Some(dir) => open_dir(dir, &config, backend)?,
+        };
+        let shards: Vec<Arc<Shard>> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.index)))
+            .collect();
+        for s in &shards {
+            s.set_self();
+        }
+        let mut threads = start_cores(&shards, &config, backend)?;
+        if let Some(dir) = config.dir.as_ref().filter(|d| overwrites_in_place(d)) {
+            match start_flusher(&ctx, &shards, dir, backend) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    for s in &shards {
+                        s.request_shutdown();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Engine {
+            ctx,
+            shards,
+            threads: Mutex::new(threads),
+            path,
+            _lock: lock,
+        })
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Creates the directory if needed (mode 0700, each new entry made durable
+/// in its parent) and takes the lock.
+fn prepare_dir(files: &crate::io::Files, dir: &Path) -> Result<LockFile> {
+    files.opening(dir);
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!(
+                    "{} is a file; an emdb database is a directory",
+                    dir.display()
+                ),
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => files.create_dir_all(dir)?,
+        Err(e) => return Err(e.into()),
+    }
+    LockFile::acquire(files, dir)
+}
+
+/// Opens an existing database directory or initialises a new one.
+fn open_dir(
+    dir: &Path,
+    config: &Config,
+    backend: IoBackend,
+) -> Result<(Arc<Ctx>, Vec<recovery::RecoveredShard>)> {
+    match Manifest::load(dir)? {
+        Some(mut m) => {
+            let ctx_seed = m.hash_seed;
+            let shard_count = m.shard_count as usize;
+            let parts = recovery::recover(dir, config, &mut m)?;
+            let max_seq = parts.max_seq;
+            let gen = m.checkpoint_gen;
+            let ctx = Arc::new(Ctx::new(
+                config,
+                shard_count,
+                ctx_seed,
+                backend,
+                max_seq + 1,
+                gen,
+                Some(m),
+            ));
+            Ok((ctx, parts.shards))
+        }
+        None => {
+            let has_segments = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| segment::parse_file_name(n).is_some())
+            });
+            if has_segments {
+                return Err(Error::corrupted(
+                    dir.join(manifest::FILE),
+                    0,
+                    "manifest is missing but segment files exist",
+                ));
+            }
+            // The directory may have been created by an open that crashed
+            // before making its entry durable: make it so before the
+            // database it will hold is relied on.
+            let files = config.files();
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                files.sync_dir(parent)?;
+            }
+            let seed = random_seed();
+            let mut m = Manifest {
+                shard_count: config.shards as u32,
+                hash_seed: seed,
+                checkpoint_gen: 0,
+                seq_floor: 0,
+                shards: vec![ShardEntry::default(); config.shards],
+            };
+            // The manifest comes first: a crash before the segments are
+            // created and listed leaves a database that opens (recovery
+            // creates a shard's missing first segment and removes unlisted
+            // segment files), never segments without a manifest.
+            m.store(&files, dir)?;
+            let mut parts = Vec::with_capacity(config.shards);
+            for s in 0..config.shards {
+                let header = SegmentHeader {
+                    shard: s as u32,
+                    shard_count: config.shards as u32,
+                    segment: 1,
+                    hash_seed: seed,
+                };
+                let seg = Arc::new(Segment::create(Some(dir), header, config)?);
+                m.shards[s].segments.push(1);
+                parts.push(recovery::RecoveredShard {
+                    segs: vec![seg],
+                    append_at: frame::SEGMENT_HEADER_LEN as u32,
+                    index: Index::new(),
+                });
+            }
+            m.store(&files, dir)?;
+            let ctx = Arc::new(Ctx::new(
+                config,
+                config.shards,
+                seed,
+                backend,
+                1,
+                0,
+                Some(m),
+            ));
+            Ok((ctx, parts))
+        }
+    }
+}
+
+/// Starts one core thread per shard; each creates its own backend (an
+/// io_uring must be set up on the thread that submits to it).
+fn start_cores(
+    shards: &[Arc<Shard>],
+    config: &Config,
+    backend: IoBackend,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(shards.len());
+    let mut failure = None;
+    for shard in shards {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+        let s = shard.clone();
+        let config = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("emdb-core-{}", shard.id))
+            .spawn(move || match config.backend(backend) {
+                Ok(io) => {
+                    debug_assert_eq!(io.kind(), backend);
+                    let _ = tx.send(Ok(()));
+                    let core = s.clone();
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                        super::core_loop::run_core(core, io)
+                    }));
+                    if ran.is_err() {
+                        s.poison_dead_core();
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            });
+        match spawned {
+            Ok(t) => {
+                shard.set_core(t.thread().clone());
+                threads.push(t);
+                match rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        failure = Some(Error::Io(e));
+                        break;
+                    }
+                    Err(_) => {
+                        failure = Some(Error::Io(io::Error::other(
+                            "shard core thread exited during start",
+                        )));
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(Error::Io(e));
+                break;
+            }
+        }
+    }
+    match failure {
+        None => Ok(threads),
+        Some(e) => {
+            for s in shards {
+                s.request_shutdown();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            Err(e)
+        }
+    }
+}

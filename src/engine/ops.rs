@@ -1,0 +1,452 @@
+//! The operations: reads on the caller's thread, writes as futures of the
+//! shard cores, flushes across shards, snapshots and figures.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crossbeam_epoch as epoch;
+
+use super::{Engine, MAX_LOOKUP_RETRIES};
+use crate::config::FlushPolicy;
+use crate::error::{Error, Result};
+use crate::log::frame::{self, unpack_pos, FrameSpec, Kind};
+use crate::log::segment::Segment;
+use crate::log::segtable::frame_has_key;
+use crate::stats::EmdbStats;
+use crate::value::ValueRef;
+
+impl Engine {
+    fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidInput("keys must not be empty"));
+        }
+        if key.len() > self.ctx.config.max_key_len {
+            return Err(Error::LimitExceeded {
+                what: "key length",
+                len: key.len(),
+                max: self.ctx.config.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_kv(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_key(key)?;
+        if value.len() > self.ctx.config.max_value_len {
+            return Err(Error::LimitExceeded {
+                what: "value length",
+                len: value.len(),
+                max: self.ctx.config.max_value_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn write_through(&self) -> bool {
+        self.ctx.config.flush_policy == FlushPolicy::WriteThrough
+    }
+
+    /// Finds the live record of `key` and maps it with `f`, which may run
+    /// twice (see `Segment::with_frame`). With `verify`, a frame that no
+    /// one verified since open (it came from a hint file) has its CRC
+    /// checked, and a mismatch is `Error::Corrupted`: a value is never
+    /// returned from damaged bytes. Frames replayed at open or written by
+    /// this process were verified already.
+    #[inline]
+    fn lookup<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        verify: bool,
+        f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
+    ) -> Result<Option<R>> {
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let guard = epoch::pin();
+        let mut tries = 0;
+        loop {
+            let mut missing = false;
+            let found = shard.index.find_map(h, &guard, |loc| {
+                let (sid, off) = unpack_pos(loc);
+                // The table is loaded after the slot: a segment is published
+                // before any slot points into it, so a table loaded first
+                // could predate both (a new segment, then this key
+                // overwritten into it) and miss a key that exists.
+                let Some(seg) = shard.segments(&guard).get(sid) else {
+                    // Retired after the slot was re-pointed: look again.
+                    missing = true;
+                    return None;
+                };
+                seg.with_frame(off, |b| {
+                    let fr = frame::decode_unchecked(b).ok()?;
+                    if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
+                        return None;
+                    }
+                    if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b)
+                    {
+                        return Some(Err(Error::corrupted(
+                            seg.path.clone().unwrap_or_default(),
+                            off as u64,
+                            "record checksum mismatch",
+                        )));
+                    }
+                    Some(Ok(f(seg, off, &fr)))
+                })
+                .flatten()
+            });
+            if found.is_none() && missing && tries < MAX_LOOKUP_RETRIES {
+                tries += 1;
+                continue;
+            }
+            return found.transpose();
+        }
+    }
+
+    pub(crate) fn get(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec())
+    }
+
+    pub(crate) fn get_ref(&self, ns: u32, key: &[u8]) -> Result<Option<ValueRef<'static>>> {
+        self.lookup(ns, key, true, |seg, off, fr| {
+            let voff = off + (fr.len - frame::CRC_LEN - fr.value.len()) as u32;
+            match seg.mapped(voff, fr.value.len() as u32) {
+                Some(bytes) => ValueRef::mapped(seg.clone(), bytes),
+                None => ValueRef::owned(fr.value.to_vec()),
+            }
+        })
+    }
+
+    pub(crate) fn contains(&self, ns: u32, key: &[u8]) -> Result<bool> {
+        Ok(self.lookup(ns, key, false, |_, _, _| ())?.is_some())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.index.len()).sum()
+    }
+
+    pub(crate) async fn insert(&self, ns: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        self.check_kv(key, value)?;
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let len = frame::encoded_len(key.len(), value.len(), false);
+        let target = {
+            let mut g = shard.lock_for_append(len).await?;
+            let spec = FrameSpec {
+                kind: Kind::Put,
+                seq: self.ctx.next_seq(),
+                namespace: ns,
+                batch_count: 0,
+                expires_at: None,
+                key,
+                value,
+            };
+            let loc = shard.append(&mut g, &spec, true)?;
+            let guard = epoch::pin();
+            let segs = shard.segments(&guard);
+            shard
+                .index
+                .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+            shard.after_append(&g);
+            g.user_lpos
+        };
+        if self.write_through() {
+            shard.durable(target, false).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_key(key)?;
+        let h = self.ctx.hash(ns, key);
+        let shard = &self.shards[self.ctx.shard_of(h)];
+        let len = frame::encoded_len(key.len(), 0, false);
+        let (old, target) = {
+            let mut g = shard.lock_for_append(len).await?;
+            // Under the lock no other writer can change this key.
+            // A damaged prior value is reported, and the key left in place.
+            let Some(old) = self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec())? else {
+                return Ok(None);
+            };
+            let spec = FrameSpec {
+                kind: Kind::Remove,
+                seq: self.ctx.next_seq(),
+                namespace: ns,
+                batch_count: 0,
+                expires_at: None,
+                key,
+                value: &[],
+            };
+            shard.append(&mut g, &spec, true)?;
+            let guard = epoch::pin();
+            let segs = shard.segments(&guard);
+            shard
+                .index
+                .remove(h, |loc| frame_has_key(segs, loc, ns, key));
+            shard.after_append(&g);
+            (old, g.user_lpos)
+        };
+        if self.write_through() {
+            shard.durable(target, false).await?;
+        }
+        Ok(Some(old))
+    }
+
+    /// One atomic batch: every frame carries the batch's single sequence
+    /// number and its record count, and recovery applies it only whole.
+    pub(crate) async fn insert_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        ns: u32,
+        items: &[(K, V)],
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let cfg = &self.ctx.config;
+        if items.len() > cfg.max_batch_records {
+            return Err(Error::LimitExceeded {
+                what: "batch record count",
+                len: items.len(),
+                max: cfg.max_batch_records,
+            });
+        }
+        let n = self.shards.len();
+        let mut per_shard = vec![0usize; n];
+        let mut routed = Vec::with_capacity(items.len());
+        let mut total = 0usize;
+        for (k, v) in items {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            self.check_kv(k, v)?;
+            let h = self.ctx.hash(ns, k);
+            let s = self.ctx.shard_of(h);
+            let len = frame::encoded_len(k.len(), v.len(), false);
+            per_shard[s] += len;
+            total += len;
+            routed.push((h, s));
+        }
+        if total > cfg.max_batch_bytes {
+            return Err(Error::LimitExceeded {
+                what: "batch size in bytes",
+                len: total,
+                max: cfg.max_batch_bytes,
+            });
+        }
+        // Wait for room in every involved shard without holding any lock;
+        // the backlog may then overshoot by at most one batch.
+        for (s, bytes) in per_shard.iter().enumerate() {
+            if *bytes > 0 {
+                drop(self.shards[s].lock_for_append(*bytes).await?);
+            }
+        }
+        let targets = {
+            let mut guards: Vec<_> = (0..n)
+                .map(|s| (per_shard[s] > 0).then(|| self.shards[s].lock()))
+                .collect();
+            for (s, g) in guards.iter().enumerate() {
+                if let Some(g) = g {
+                    self.shards[s].check_poison(g)?;
+                }
+            }
+            let seq = self.ctx.next_seq();
+            // Append every frame first; the index changes only once all are
+            // appended, so a failure part-way (say, a segment that cannot be
+            // created) leaves nothing visible, and the frames already
+            // appended form an incomplete batch that recovery ignores.
+            let mut locs = Vec::with_capacity(items.len());
+            for ((k, v), (_, s)) in items.iter().zip(&routed) {
+                let Some(g) = guards[*s].as_mut() else {
+                    continue;
+                };
+                let spec = FrameSpec {
+                    kind: Kind::Put,
+                    seq,
+                    namespace: ns,
+                    batch_count: items.len() as u32,
+                    expires_at: None,
+                    key: k.as_ref(),
+                    value: v.as_ref(),
+                };
+                locs.push(self.shards[*s].append(g, &spec, true)?);
+            }
+            let guard = epoch::pin();
+            for (((k, _), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
+                let k = k.as_ref();
+                let shard = &self.shards[*s];
+                let segs = shard.segments(&guard);
+                shard
+                    .index
+                    .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
+            }
+            let mut targets = Vec::new();
+            for (s, g) in guards.iter().enumerate() {
+                if let Some(g) = g {
+                    self.shards[s].after_append(g);
+                    targets.push((s, g.user_lpos));
+                }
+            }
+            targets
+        };
+        if self.write_through() {
+            self.await_durable(&targets).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every record of namespace `ns`: one clear frame per shard,
+    /// written as one batch.
+    pub(crate) async fn clear(&self, ns: u32) -> Result<()> {
+        let targets = {
+            let mut guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            for (s, g) in guards.iter().enumerate() {
+                self.shards[s].check_poison(g)?;
+            }
+            let seq = self.ctx.next_seq();
+            let mut targets = Vec::new();
+            for (s, g) in guards.iter_mut().enumerate() {
+                let spec = FrameSpec {
+                    kind: Kind::Clear,
+                    seq,
+                    namespace: ns,
+                    batch_count: self.shards.len() as u32,
+                    expires_at: None,
+                    key: &[],
+                    value: &[],
+                };
+                // As for batches: append everywhere first, then clear.
+                self.shards[s].append(g, &spec, true)?;
+            }
+            for (s, g) in guards.iter().enumerate() {
+                self.shards[s].index.clear();
+                self.shards[s].after_append(g);
+                targets.push((s, g.user_lpos));
+            }
+            targets
+        };
+        if self.write_through() {
+            self.await_durable(&targets).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns once every write this database accepted before the call is
+    /// durable, in every shard.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let mut targets = Vec::with_capacity(self.shards.len());
+        for (i, s) in self.shards.iter().enumerate() {
+            let g = s.lock();
+            // A failed write or sync leaves records whose durability is
+            // unknown: no later flush may report success, even when the
+            // shard has nothing newer to write.
+            s.check_flushable(&g)?;
+            targets.push((i, g.user_lpos));
+        }
+        self.await_durable(&targets).await
+    }
+
+    /// Waits until each listed shard is durable up to its target. When two
+    /// or more shards need a sync, they only put their data on the device
+    /// and one device flush serves them all.
+    pub(super) async fn await_durable(&self, targets: &[(usize, u64)]) -> Result<()> {
+        let needing: Vec<(usize, u64)> = targets
+            .iter()
+            .copied()
+            .filter(|(s, t)| self.shards[*s].durable_lpos() < *t)
+            .collect();
+        if needing.is_empty() {
+            return Ok(());
+        }
+        // Concurrent flushers share the device flush even when they need a
+        // single shard; a lone flush of one shard takes the direct path,
+        // which has the lowest latency.
+        let others = self.ctx.flushes_in_flight.fetch_add(1, Ordering::AcqRel);
+        let shared =
+            self.ctx.has_flusher() && self.shards.len() > 1 && (needing.len() >= 2 || others > 0);
+        let futs = needing
+            .iter()
+            .map(|(s, t)| self.shards[*s].durable(*t, shared))
+            .collect();
+        let r = JoinAll {
+            futs,
+            done: Vec::new(),
+        }
+        .await;
+        self.ctx.flushes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        r
+    }
+
+    /// A point-in-time snapshot of every live location, taken under all
+    /// shard locks at once.
+    pub(crate) fn snapshot(&self) -> Vec<(Vec<Arc<Segment>>, Vec<u64>)> {
+        let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let out = self
+            .shards
+            .iter()
+            .map(|s| {
+                let mut locs = Vec::with_capacity(s.index.len());
+                s.index.for_each(|_, loc| locs.push(loc));
+                (s.segment_list(), locs)
+            })
+            .collect();
+        drop(guards);
+        out
+    }
+
+    pub(crate) fn stats(&self) -> EmdbStats {
+        let mut st = EmdbStats::empty(self.ctx.backend, self.shards.len());
+        st.live_records = self.len() as u64;
+        st.namespace_count = 1;
+        for s in &self.shards {
+            st.logical_size_bytes += s.appended_bytes();
+            if self.ctx.config.dir.is_some() {
+                st.file_size_bytes += s.segment_list().iter().map(|g| g.file_len()).sum::<u64>();
+            }
+            st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
+
+            st.durable_records += s.durable_records.load(Ordering::Relaxed);
+            st.index_bytes += s.index.memory_bytes() as u64;
+        }
+        st.device_flushes += self.ctx.flusher_flushes.load(Ordering::Relaxed);
+        st.preallocated_bytes = st.file_size_bytes.saturating_sub(st.logical_size_bytes);
+        st.records_per_flush = if st.device_flushes == 0 {
+            0.0
+        } else {
+            st.durable_records as f64 / st.device_flushes as f64
+        };
+        st
+    }
+}
+
+/// Polls every future each time; resolves to the first error or `Ok`.
+struct JoinAll<F> {
+    futs: Vec<F>,
+    done: Vec<bool>,
+}
+
+impl<F: Future<Output = Result<()>> + Unpin> Future for JoinAll<F> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        if this.done.len() != this.futs.len() {
+            this.done = vec![false; this.futs.len()];
+        }
+        let mut pending = false;
+        for (f, done) in this.futs.iter_mut().zip(this.done.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match Pin::new(f).poll(cx) {
+                Poll::Ready(Ok(())) => *done = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The futures callers wait on: room in a shard's tail buffer, a shard's
+//! durable position, and all of several of those at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+
+use parking_lot::MutexGuard;
+
+use super::shard::{Inner, Shard};
+use crate::error::Result;
+
+impl Shard {
+    /// Waits until the shard can take `need` more unwritten bytes, then
+    /// returns its lock.
+    pub(crate) fn lock_for_append(&self, need: usize) -> LockForAppend<'_> {
+        LockForAppend {
+            shard: self,
+            need: need as u64,
+        }
+    }
+
+    /// Completes once everything this shard appended up to `target` is
+    /// durable. With `shared`, the shard only puts its data on the device
+    /// and the database-wide device flush makes it durable, so that one
+    /// device flush serves every shard of a multi-shard flush.
+    pub(crate) fn durable(&self, target: u64, shared: bool) -> Durable<'_> {
+        Durable {
+            shard: self,
+            target,
+            shared,
+        }
+    }
+}
+
+/// Future of [`Shard::lock_for_append`].
+pub(crate) struct LockForAppend<'a> {
+    pub(super) shard: &'a Shard,
+    pub(super) need: u64,
+}
+
+impl<'a> Future for LockForAppend<'a> {
+    type Output = Result<MutexGuard<'a, Inner>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shard = self.shard;
+        let mut g = shard.lock();
+        if let Err(e) = shard.check_poison(&g) {
+            return Poll::Ready(Err(e));
+        }
+        let backlog = g.lpos - shard.written_lpos.load(Ordering::Acquire);
+        let limit = shard.ctx.config.tail_buffer_bytes as u64;
+        // A small backlog admits one append whatever its size, so a batch
+        // part larger than the buffer is not starved by steady writers; the
+        // backlog then overshoots by at most that part plus limit / 8.
+        if backlog + self.need <= limit || backlog <= limit / 8 {
+            return Poll::Ready(Ok(g));
+        }
+        if register(&g.space_waiters, cx) {
+            g.space_waiters.push(cx.waker().clone());
+        }
+        drop(g);
+        shard.wake_core();
+        Poll::Pending
+    }
+}
+
+/// Future of [`Shard::durable`].
+pub(crate) struct Durable<'a> {
+    pub(super) shard: &'a Shard,
+    pub(super) target: u64,
+    pub(super) shared: bool,
+}
+
+impl Future for Durable<'_> {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shard = self.shard;
+        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        let mut g = shard.lock();
+        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(p) = &g.poison {
+            return Poll::Ready(Err(p.to_io_error()));
+        }
+        if self.shared {
+            g.stable_wanted = g.stable_wanted.max(self.target);
+            if g.stable.0 >= self.target {
+                // Already on the device: only the device flush is missing.
+                if register(&g.flush_waiters, cx) {
+                    g.flush_waiters.push(cx.waker().clone());
+                }
+                drop(g);
+                shard.ctx.request_device_flush();
+                return Poll::Pending;
+            }
+        } else {
+            g.sync_wanted = g.sync_wanted.max(self.target);
+        }
+        if register(&g.flush_waiters, cx) {
+            g.flush_waiters.push(cx.waker().clone());
+        }
+        drop(g);
+        shard.wake_core();
+        Poll::Pending
+    }
+}
+
+/// Whether a pending future should add its waker to `list`: not when it
+/// is there already, and never the no-op waker of `block_on`'s first poll
+/// (waking it does nothing, and counted as a waiter it would make the core
+/// see two flushers where there is one: no latency-bound path for a lone
+/// flusher, and a gathering pause for a second one that never comes).
+fn register(list: &[Waker], cx: &Context<'_>) -> bool {
+    !cx.waker().will_wake(Waker::noop()) && !list.iter().any(|w| w.will_wake(cx.waker()))
+}

@@ -1,0 +1,300 @@
+//! Recovery of damaged database images (the `recover` fuzz target): a small
+//! database is generated from the input, damaged, and opened.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use super::{Input, Scratch};
+use crate::db::Emdb;
+use crate::error::Error;
+use crate::io::IoBackend;
+use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader};
+use crate::log::hint;
+use crate::log::manifest::{Manifest, ShardEntry};
+use crate::log::segment;
+
+/// Changes bytes of `img`, cuts it or extends it, as the input says.
+pub(super) fn damage(img: &mut Vec<u8>, r: &mut Input<'_>) {
+    for _ in 0..r.u8() % 8 {
+        if img.is_empty() {
+            break;
+        }
+        let at = r.u16() as usize % img.len();
+        match r.u8() {
+            x if x < 0xe0 => img[at] ^= x | 1,
+            _ => {
+                // Overwrite a little-endian length-sized field.
+                let v = r.u16().to_le_bytes();
+                for (i, b) in v.iter().enumerate() {
+                    if let Some(p) = img.get_mut(at + i) {
+                        *p = *b;
+                    }
+                }
+            }
+        }
+    }
+    match r.u8() % 4 {
+        0 => {
+            let cut = r.u16() as usize % (img.len() + 1);
+            img.truncate(cut);
+        }
+        1 => {
+            let n = r.u8() as usize;
+            img.extend_from_slice(r.take(n));
+        }
+        _ => {}
+    }
+}
+
+const RECOVER_SEGMENT_SIZE: u64 = 16 << 10;
+const RECOVER_SEED: u64 = 0x5eed_f022;
+
+/// Appends frames described by the input to `seg` (a segment image whose
+/// current length is the next frame's offset), each with a good checksum:
+/// puts, removes, clears and sync markers, some in batches, some with an
+/// expiry, in two namespaces, over a keyspace of 8 keys per shard (each key
+/// in the shard its hash routes it to, as the engine writes them). Keeps
+/// `live` (key hash -> segment id and offset of its live put) as the index
+/// would, for hint files.
+pub(super) fn gen_frames(
+    r: &mut Input<'_>,
+    (shard, shard_count): (u32, u32),
+    segment_id: u32,
+    seq: &mut u64,
+    seg: &mut Vec<u8>,
+    live: &mut BTreeMap<u64, (u32, u32)>,
+) {
+    for _ in 0..r.u8() % 12 {
+        let t = r.u8();
+        let kind = [
+            Kind::Put,
+            Kind::Put,
+            Kind::Put,
+            Kind::Remove,
+            Kind::Clear,
+            Kind::Sync,
+        ][(t % 6) as usize];
+        let ns = (t >> 7) as u32 & (r.u8() as u32 % 2);
+        let key = shard_key(ns, shard, shard_count, r.u8() % 8);
+        let off = seg.len() as u32;
+        // A real marker claims a position at or before itself; some claim
+        // anything.
+        let claim = match r.u8() {
+            x if x % 2 == 0 => pack_pos(segment_id, off),
+            x => pack_pos((x as u32 >> 1) % 3, r.u16() as u32),
+        };
+        let value: Vec<u8> = match kind {
+            Kind::Sync => claim.to_le_bytes().to_vec(),
+            Kind::Put => {
+                let n = r.u8() as usize;
+                (0..n).map(|i| (i as u8) ^ t).collect()
+            }
+            _ => Vec::new(),
+        };
+        let key: &[u8] = match kind {
+            Kind::Put | Kind::Remove => &key,
+            _ => &[],
+        };
+        *seq += (r.u8() % 3) as u64;
+        let spec = FrameSpec {
+            kind,
+            seq: *seq,
+            namespace: ns,
+            batch_count: if kind == Kind::Clear {
+                shard_count
+            } else if t & 0x40 != 0 {
+                (r.u8() % 4) as u32
+            } else {
+                0
+            },
+            expires_at: (t & 0x20 != 0).then(|| r.u64()),
+            key,
+            value: &value,
+        };
+        let mut buf = vec![0u8; spec.encoded_len()];
+        frame::encode(&spec, &mut buf);
+        let h = crate::index::key_hash(RECOVER_SEED, spec.namespace, key);
+        match kind {
+            Kind::Put => {
+                live.insert(h, (segment_id, off));
+            }
+            Kind::Remove => {
+                live.remove(&h);
+            }
+            Kind::Clear => live.clear(),
+            Kind::Sync => {}
+        }
+        seg.extend_from_slice(&buf);
+    }
+}
+
+/// The `n`th key (of those named `k<number>`) that the engine routes to
+/// `shard` of `shard_count` in the fuzzed databases.
+fn shard_key(ns: u32, shard: u32, shard_count: u32, n: u8) -> Vec<u8> {
+    (0u32..)
+        .map(|i| format!("k{i}").into_bytes())
+        .filter(|k| {
+            let h = crate::index::key_hash(RECOVER_SEED, ns, k);
+            (((h >> 32) * shard_count as u64) >> 32) as u32 == shard
+        })
+        .nth(n as usize)
+        .expect("keys of every shard")
+}
+
+/// Builds a database directory from `bytes` and opens it: the input
+/// describes one or two shards of one or two segments each, with frames of
+/// every kind (put, remove, clear, sync marker; batches, expiry) encoded with
+/// good checksums, then damaged (bytes changed, files cut), plus optional
+/// hint files and a manifest (itself damaged at times). The open may fail with an
+/// error; if it succeeds, every read must agree with iteration, the database
+/// must take a write and a flush, and it must reopen to the same contents.
+/// Returns the number of keys recovered, or `None` if the open failed.
+pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
+    let scratch = Scratch::new("recover");
+    let dir = scratch.path().join("db");
+    fs::create_dir_all(&dir).expect("create the database directory");
+    let mut r = Input { b: bytes };
+    let mode = r.u8();
+    let shard_count = 1 + (mode & 1) as u32;
+    let nseg = 1 + ((mode >> 1) & 1) as u32;
+    let raw_manifest = mode & 0x04 != 0;
+    let with_hints = mode & 0x08 != 0;
+    let mut seq = 1u64;
+    let mut checkpoint = Vec::new();
+    for s in 0..shard_count {
+        let mut hinted_pos = 0u64;
+        let mut live = BTreeMap::new();
+        let mut hints = Vec::new();
+        for id in 1..=nseg {
+            let header = SegmentHeader {
+                shard: s,
+                shard_count,
+                segment: id,
+                hash_seed: RECOVER_SEED,
+            };
+            let mut seg = header.encode().to_vec();
+            gen_frames(&mut r, (s, shard_count), id, &mut seq, &mut seg, &mut live);
+            hinted_pos = pack_pos(id, seg.len() as u32);
+            // Raw bytes after the frames, then zeros.
+            let n = r.u8() as usize % 64;
+            seg.extend_from_slice(r.take(n));
+            seg.resize(seg.len() + (r.u8() as usize) * 16, 0);
+            // Damage.
+            for _ in 0..r.u8() % 4 {
+                let at = r.u16() as usize % seg.len();
+                seg[at] ^= r.u8() | 1;
+            }
+            if r.u8() % 8 == 0 {
+                let cut = r.u16() as usize % (seg.len() + 1);
+                seg.truncate(cut);
+            }
+            fs::write(dir.join(segment::file_name(s, id)), &seg).expect("write segment");
+            if with_hints && r.u8() % 8 != 0 {
+                // (segment, generation, entry to move and where)
+                let gen = 1 + (r.u8() % 8 == 0) as u64;
+                let moved = (r.u8() % 4 == 0).then(|| (r.u8() as usize, r.u16() as u32));
+                hints.push((id, gen, moved));
+            }
+        }
+        // A checkpoint's hints list the live puts, each in its segment.
+        for (id, gen, moved) in hints {
+            let mut entries: Vec<(u64, u32)> = live
+                .iter()
+                .filter(|(_, (sid, _))| *sid == id)
+                .map(|(h, (_, off))| (*h, *off))
+                .collect();
+            if let (false, Some((i, to))) = (entries.is_empty(), moved) {
+                let n = entries.len();
+                entries[i % n].1 = to;
+            }
+            entries.sort_unstable_by_key(|e| e.1);
+            let path = dir.join(segment::hint_name(s, id));
+            hint::write(&crate::io::Files::default(), &path, s, id, gen, &entries)
+                .expect("write hint");
+        }
+        if with_hints && r.u8() % 4 == 0 {
+            hinted_pos = pack_pos(nseg, r.u16() as u32);
+        }
+        checkpoint.push(if with_hints { hinted_pos } else { 0 });
+    }
+    let m = Manifest {
+        shard_count,
+        hash_seed: RECOVER_SEED,
+        checkpoint_gen: with_hints as u64,
+        seq_floor: if with_hints { seq + 1 } else { 0 },
+        shards: checkpoint
+            .into_iter()
+            .map(|checkpoint_pos| ShardEntry {
+                segments: (1..=nseg).collect(),
+                checkpoint_pos,
+            })
+            .collect(),
+    };
+    let manifest = if raw_manifest {
+        let mut b = m.encode();
+        for _ in 0..r.u8() % 3 {
+            let at = r.u16() as usize % b.len();
+            b[at] ^= r.u8() | 1;
+        }
+        b
+    } else {
+        m.encode()
+    };
+    fs::write(dir.join(crate::log::manifest::FILE), manifest).expect("write manifest");
+
+    let open = || {
+        Emdb::builder()
+            .path(&dir)
+            .shards(shard_count as usize)
+            .segment_size(RECOVER_SEGMENT_SIZE)
+            .max_key_len(64)
+            .max_value_len(1024)
+            .io_backend(IoBackend::Portable)
+            .build()
+    };
+    let db = match open() {
+        Ok(db) => db,
+        Err(
+            Error::Corrupted { .. }
+            | Error::MagicMismatch
+            | Error::VersionMismatch { .. }
+            | Error::Io(_),
+        ) => return None,
+        Err(e) => panic!("unexpected error opening a damaged database: {e:?}"),
+    };
+    let first = contents(&db);
+    db.insert("fuzz-probe", "after recovery")
+        .expect("a recovered database takes writes");
+    db.flush().expect("a recovered database flushes");
+    drop(db);
+    let db = open().expect("a recovered database reopens");
+    let mut second = contents(&db);
+    assert_eq!(
+        second.remove(&b"fuzz-probe"[..]).as_deref(),
+        Some(&b"after recovery"[..]),
+        "the write after recovery is lost"
+    );
+    let first: BTreeMap<_, _> = first
+        .into_iter()
+        .filter(|(k, _)| k != b"fuzz-probe")
+        .collect();
+    assert_eq!(first, second, "a reopen changed what recovery found");
+    Some(first.len())
+}
+
+/// Every pair the iterator yields, checked against `get` and `len`.
+fn contents(db: &Emdb) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in db.iter().expect("iter") {
+        match db.get(&k) {
+            Ok(Some(g)) => assert_eq!(g, v, "get and iter disagree"),
+            Ok(None) => panic!("iter yields a key that get does not find"),
+            Err(Error::Corrupted { .. }) => {}
+            Err(e) => panic!("get failed: {e:?}"),
+        }
+        assert!(out.insert(k, v).is_none(), "iter yields a key twice");
+    }
+    let len = db.len().expect("len");
+    assert!(out.len() <= len, "iter yields more keys than len");
+    out
+}

@@ -697,3 +697,43 @@ fn readers_find_every_key_while_segments_rotate() {
         grown / 4096
     );
 }
+
+/// Checkpoints called from several threads at once, while writers go on,
+/// all succeed (they write hint files of the same names), and the database
+/// reopens with everything.
+#[test]
+fn concurrent_checkpoints_all_succeed() {
+    let dir = tmp();
+    let path = dir.path().join("db");
+    let db = Emdb::builder()
+        .path(&path)
+        .shards(2)
+        .segment_size(64 * 1024)
+        .max_key_len(64)
+        .max_value_len(1024)
+        .build()
+        .unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..4000u32 {
+                db.insert(format!("k{i:05}"), encode(&i.to_le_bytes(), 0, 100))
+                    .unwrap();
+            }
+        });
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    db.checkpoint().expect("a concurrent checkpoint failed");
+                }
+            });
+        }
+    });
+    db.checkpoint().unwrap();
+    drop(db);
+    let db = Emdb::open(&path).unwrap();
+    assert_eq!(db.len().unwrap(), 4000);
+    for i in (0..4000u32).step_by(97) {
+        let v = db.get(format!("k{i:05}")).unwrap().unwrap();
+        decode(&i.to_le_bytes(), &v).unwrap();
+    }
+}

@@ -20,12 +20,14 @@ impl Engine {
             .files()
             .fault_point(crate::io::FaultPoint::Metadata)?;
         let files = self.ctx.config.files();
-        let gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
         // 1. A consistent cut of every shard: positions and index entries.
         let mut snaps = Vec::with_capacity(self.shards.len());
         let seq_floor;
+        let gen;
         {
             let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            // Drawn under every shard lock: a later generation has a later cut.
+            gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
             for (s, g) in guards.iter().enumerate() {
                 self.shards[s].check_poison(g)?;
                 let mut entries = Vec::with_capacity(self.shards[s].index.len());
@@ -44,7 +46,14 @@ impl Engine {
             .map(|(s, (_, lpos, _))| (s, *lpos))
             .collect();
         self.await_durable(&targets).await?;
-        // 3. Hint files, synced, then the manifest that names them.
+        // 3. Hint files, synced, then the manifest that names them. One
+        // checkpoint writes files at a time (they share the hint files'
+        // names); one that finds a later generation already written has
+        // nothing to add.
+        let mut written = self.ctx.maintenance.lock();
+        if *written >= gen {
+            return Ok(());
+        }
         let mut positions = Vec::with_capacity(snaps.len());
         for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
             let (cut_seg, _) = unpack_pos(pos);
@@ -86,6 +95,7 @@ impl Engine {
                 m.store(&files, &dir)?;
             }
         }
+        *written = gen;
         Ok(())
     }
 }

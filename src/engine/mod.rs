@@ -49,6 +49,9 @@ pub(crate) struct Ctx {
     flusher_stop: std::sync::atomic::AtomicBool,
     /// Device flushes issued by the flusher.
     flusher_flushes: AtomicU64,
+    /// Held while checkpoint files are written (and by the other
+    /// maintenance work); the last checkpoint generation written.
+    pub maintenance: Mutex<u64>,
     /// Flush calls waiting right now (a sign of concurrency).
     flushes_in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -116,6 +119,7 @@ impl Ctx {
             flusher_stop: std::sync::atomic::AtomicBool::new(false),
             flusher_flushes: AtomicU64::new(0),
             flushes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            maintenance: Mutex::new(gen),
         }
     }
 

@@ -20,9 +20,6 @@ use crate::value::ValueRef;
 
 impl Engine {
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::InvalidInput("keys must not be empty"));
-        }
         if key.len() > self.ctx.config.max_key_len {
             return Err(Error::LimitExceeded {
                 what: "key length",

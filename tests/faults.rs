@@ -304,3 +304,57 @@ fn no_room_for_a_new_segment_fails_the_write_and_writes_resume_when_space_return
     }
     assert_eq!(db.len().expect("len"), acked.len() + more.len());
 }
+
+/// A segment file grows as it fills (1 MiB, then doubling). A file that
+/// cannot grow (no space) fails the append that needed the room with
+/// ENOSPC, poisons nothing, and writes resume once space returns.
+#[test]
+fn a_segment_that_cannot_grow_fails_the_write_and_writes_resume_when_space_returns() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let build = |plan: Option<&FaultPlan>| {
+        let b = Emdb::builder()
+            .path(&path)
+            .shards(1)
+            .segment_size(8 << 20)
+            .max_value_len(4096)
+            .max_key_len(256);
+        match plan {
+            Some(p) => b.fault_plan(p.clone()),
+            None => b,
+        }
+        .build()
+        .expect("open")
+    };
+    let db = build(Some(&plan));
+    // The file starts at 1 MiB: fill most of it, then the disk is full.
+    let (first, err) = fill_until_error(&db, "a", 600);
+    assert!(err.is_none(), "{err:?}");
+    let grown_before = plan.fallocates();
+    plan.set_no_space(true);
+    let (acked, err) = fill_until_error(&db, "b", 8000);
+    let err = err.expect("the segment must need to grow, and fail to");
+    assert!(
+        is_os_error(&err, libc::ENOSPC),
+        "the caller gets ENOSPC, got {err:?}"
+    );
+    assert!(plan.fallocates() > grown_before, "an extension was tried");
+    assert_eq!(count_segments(&path), 1, "no rotation happened");
+    assert_eq!(db.len().expect("len"), first.len() + acked.len());
+    plan.set_no_space(false);
+    let (more, err) = fill_until_error(&db, "c", 2000);
+    assert!(err.is_none(), "writes resume once space returns: {err:?}");
+    drop(db);
+    let db = build(None);
+    for k in first.iter().chain(&acked).chain(&more) {
+        assert!(db.get(k).expect("get").is_some(), "{k} lost");
+    }
+    let len = std::fs::metadata(path.join("000-00000001.seg"))
+        .unwrap()
+        .len();
+    assert!(
+        len > 1 << 20 && len <= 8 << 20,
+        "the segment grew past its first MiB: {len}"
+    );
+}

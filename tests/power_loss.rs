@@ -241,11 +241,14 @@ fn check_writer(db: &Emdb, th: usize, w: &Writer, prefix_only: bool, ctx: &str) 
     }
 }
 
-fn builder(path: &Path, shards: usize) -> emdb::EmdbBuilder {
+/// 256 KiB segments (rotation every few hundred records) in most cycles;
+/// 4 MiB in every fourth, whose files grow from 1 MiB as they fill.
+fn builder(path: &Path, shards: usize, seed: u64) -> emdb::EmdbBuilder {
+    let segment_size = if seed % 4 == 3 { 4 << 20 } else { 256 * 1024 };
     Emdb::builder()
         .path(path)
         .shards(shards)
-        .segment_size(256 * 1024)
+        .segment_size(segment_size)
         .max_value_len(4096)
 }
 
@@ -272,7 +275,7 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
     if !timed {
         plan.power_off_after(rng.u64(5..600));
     }
-    let db = builder(&live, shards)
+    let db = builder(&live, shards, seed)
         .fault_plan(plan.clone())
         .build()
         .expect("open");
@@ -316,7 +319,7 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
     let report = plan
         .durable_image(&live, &image, policy, seed)
         .expect("durable image");
-    let db = builder(&image, shards)
+    let db = builder(&image, shards, seed)
         .build()
         .unwrap_or_else(|e| panic!("{ctx}: the image does not open: {e:?} ({report:?})"));
     let ctx = format!("{ctx} {policy:?} {report:?}");

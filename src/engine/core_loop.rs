@@ -159,6 +159,16 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
         round
             .active
             .prefault_shadow(round.reserved.saturating_add(PREFAULT_AHEAD));
+        // Grow the file ahead of the appends (doubling), here rather than in
+        // a writer's critical section. A failure is left for the append that
+        // needs the room, which reports it.
+        let allocated = round.active.allocated();
+        if allocated < round.active.cap && round.reserved as u64 * 2 > allocated as u64 {
+            let _ = round.active.ensure_allocated(
+                &shard.ctx.config.files(),
+                allocated.saturating_mul(2).min(round.active.cap),
+            );
+        }
         let started = std::time::Instant::now();
         let result = run_round(io.as_mut(), &round, &mut dirty);
         if round.sync != SyncMode::None {
@@ -308,7 +318,9 @@ fn run_round(
                     // Zero-fill ahead of the tail, synced with this round's
                     // data, so that the next shared rounds take the path above.
                     let from = zeroed.max(end);
-                    let to = (from as u64 + ZEROS.len() as u64).min(d.cap as u64) as u32;
+                    // Never past the file's allocation: a write there would
+                    // grow the file, which only this round's sync commits.
+                    let to = (from as u64 + ZEROS.len() as u64).min(d.allocated() as u64) as u32;
                     if from < to {
                         steps.push(Step::Zero(d.clone(), from, to));
                     }

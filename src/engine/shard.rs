@@ -221,6 +221,14 @@ impl Shard {
             self.rotate(g)?;
         }
         let off = g.reserved;
+        let end = off + len as u32;
+        if end > g.active.allocated() {
+            // Rare: the core extends the file ahead of the appends. A file
+            // that cannot grow (a full disk) fails this append only.
+            g.active
+                .ensure_allocated(&self.ctx.config.files(), end)
+                .map_err(Error::Io)?;
+        }
         // SAFETY: [off, off + len) lies inside the active segment (checked
         // above; rotation leaves room for any frame within the limits) and
         // is reserved by us under the shard lock.

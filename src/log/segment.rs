@@ -23,11 +23,18 @@ use crate::io::{self, FaultPoint, Storage};
 use std::io as stdio;
 
 const MADV_POPULATE_WRITE: libc::c_int = 23;
+/// The first allocation of a new segment file; it doubles from there.
+pub(crate) const INITIAL_ALLOCATION: u32 = 1 << 20;
+/// Segments stay addressable by a 32-bit offset.
+const MAX_LEN: u32 = u32::MAX & !4095;
 
 pub(crate) struct Segment {
     pub id: u32,
-    /// Size of the file and of both mappings.
+    /// Size of both mappings: the most the segment can hold.
     pub cap: u32,
+    /// Bytes of the file allocated (preallocated zeros or data): appends
+    /// stay below it, readers never read past it.
+    allocated: AtomicU32,
     pub path: Option<PathBuf>,
     pub storage: Storage,
     /// Read view of the file. For memory storage it is the storage itself.
@@ -96,7 +103,7 @@ impl Segment {
                 let file = files.create_new(&path)?;
                 let made = (|| {
                     files.fault_point(FaultPoint::Fallocate)?;
-                    files.preallocate(&file, cap as u64)?;
+                    files.preallocate(&file, INITIAL_ALLOCATION.min(cap) as u64)?;
                     files.write_at(&file, &head, 0)?;
                     // Data and size durable; the entry becomes durable with
                     // the manifest that lists it (same directory, synced
@@ -125,9 +132,14 @@ impl Segment {
                 (Storage::Memory(map), None, None)
             }
         };
+        let allocated = match &storage {
+            Storage::File(_) => INITIAL_ALLOCATION.min(cap),
+            Storage::Memory(_) => cap,
+        };
         Ok(Segment {
             id: header.segment,
             cap,
+            allocated: AtomicU32::new(allocated),
             path,
             storage,
             file_map,
@@ -142,9 +154,10 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment file. When `extend_to` is given and the
-    /// file is shorter (the last segment of a shard, to be appended to), it
-    /// is extended with zeros first and gets a shadow.
+    /// Opens an existing segment file. When `extend_to` is given (the last
+    /// segment of a shard, to be appended to), it is mapped and gets a
+    /// shadow that large, so appends can go on up to it; the file itself
+    /// grows as they need it (`ensure_allocated`).
     pub(crate) fn open(
         files: &io::Files,
         path: &Path,
@@ -152,14 +165,8 @@ impl Segment {
         extend_to: Option<u32>,
     ) -> stdio::Result<Segment> {
         let file = files.open_rw(path)?;
-        let mut len = file.metadata()?.len();
-        if let Some(want) = extend_to {
-            if len < want as u64 {
-                files.preallocate(&file, want as u64)?;
-                len = want as u64;
-            }
-        }
-        let cap = len.min(u32::MAX as u64) as u32;
+        let len = file.metadata()?.len().min(MAX_LEN as u64) as u32;
+        let cap = extend_to.map_or(len, |want| want.max(len));
         let map = if cap == 0 {
             None
         } else {
@@ -172,12 +179,13 @@ impl Segment {
         Ok(Segment {
             id,
             cap,
+            allocated: AtomicU32::new(len),
             path: Some(path.to_path_buf()),
             storage: Storage::File(file),
             file_map: map,
             shadow,
-            written: AtomicU32::new(cap),
-            released: AtomicU32::new(cap),
+            written: AtomicU32::new(len),
+            released: AtomicU32::new(len),
             prefaulted: AtomicU32::new(0),
             verify_below: AtomicU32::new(0),
             sealed: AtomicBool::new(extend_to.is_none()),
@@ -186,11 +194,40 @@ impl Segment {
         })
     }
 
+    /// Makes the file at least `upto` bytes long (preallocated zeros), so a
+    /// write below `upto` changes no file size. Grows by doubling, up to
+    /// `cap`: a new database stays small, and a busy segment extends only a
+    /// few times. Several callers may race; the file never shrinks.
+    pub(crate) fn ensure_allocated(&self, files: &io::Files, upto: u32) -> stdio::Result<()> {
+        let have = self.allocated.load(Ordering::Acquire);
+        if upto <= have {
+            return Ok(());
+        }
+        let Storage::File(file) = &self.storage else {
+            return Ok(());
+        };
+        let want = upto
+            .max(have.saturating_mul(2))
+            .max(INITIAL_ALLOCATION)
+            .min(self.cap)
+            .max(upto);
+        files.fault_point(FaultPoint::Fallocate)?;
+        files.preallocate(file, want as u64)?;
+        self.allocated.fetch_max(want, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Bytes of the file allocated so far.
+    pub(crate) fn allocated(&self) -> u32 {
+        self.allocated.load(Ordering::Acquire)
+    }
+
     /// The whole segment as the file holds it. Only for recovery, before any
     /// append, and for reading below `written`.
     pub(crate) fn file_bytes(&self) -> &[u8] {
         let (ptr, len) = match (&self.file_map, &self.storage) {
-            (Some(m), _) => (m.as_ptr(), m.len()),
+            // Never past the end of the file: the mapping may be larger.
+            (Some(m), _) => (m.as_ptr(), m.len().min(self.allocated() as usize)),
             (None, Storage::Memory(m)) => (m.as_ptr(), m.len()),
             (None, Storage::File(_)) => return &[],
         };
@@ -345,7 +382,7 @@ impl Segment {
     }
 
     pub(crate) fn file_len(&self) -> u64 {
-        self.cap as u64
+        self.allocated() as u64
     }
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{validate, Config, FlushPolicy};
 use crate::config::{
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN,
-    DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
+    DEFAULT_COMPACTION_THRESHOLD, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
 };
 use crate::error::{Error, Result};
 use crate::io::IoBackend;
@@ -30,6 +30,8 @@ pub struct EmdbBuilder {
     max_batch_records: Option<usize>,
     max_batch_bytes: Option<usize>,
     tail_buffer_bytes: Option<usize>,
+    compaction_threshold: Option<f64>,
+    background_compaction: Option<bool>,
     in_memory: bool,
     #[cfg(feature = "fault-injection")]
     fault_plan: Option<crate::io::fault::FaultPlan>,
@@ -134,6 +136,22 @@ impl EmdbBuilder {
         self
     }
 
+    /// The fraction of a sealed segment's bytes that must be dead
+    /// (overwritten or removed records, tombstones) before compaction
+    /// rewrites it: above 0, at most 1. Default 0.4
+    /// ([`DEFAULT_COMPACTION_THRESHOLD`](crate::DEFAULT_COMPACTION_THRESHOLD)).
+    pub fn compaction_threshold(mut self, dead_fraction: f64) -> Self {
+        self.compaction_threshold = Some(dead_fraction);
+        self
+    }
+
+    /// Whether a background thread compacts segments as they pass the
+    /// compaction threshold. Default on; `compact()` works either way.
+    pub fn background_compaction(mut self, on: bool) -> Self {
+        self.background_compaction = Some(on);
+        self
+    }
+
     /// Injects the faults of `plan` into every write and sync of this
     /// database (feature `fault-injection`; for tests).
     #[cfg(feature = "fault-injection")]
@@ -186,6 +204,10 @@ impl EmdbBuilder {
             max_batch_records: self.max_batch_records.unwrap_or(DEFAULT_MAX_BATCH_RECORDS),
             max_batch_bytes: self.max_batch_bytes.unwrap_or(DEFAULT_MAX_BATCH_BYTES),
             tail_buffer_bytes: self.tail_buffer_bytes.unwrap_or(DEFAULT_TAIL_BUFFER_BYTES),
+            compaction_threshold: self
+                .compaction_threshold
+                .unwrap_or(DEFAULT_COMPACTION_THRESHOLD),
+            background_compaction: self.background_compaction.unwrap_or(true),
             #[cfg(feature = "fault-injection")]
             fault_plan: self.fault_plan,
         };

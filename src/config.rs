@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1_000_000;
 /// Default largest `insert_many` batch, in encoded bytes.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+/// Default dead fraction at which a sealed segment is compacted.
+pub const DEFAULT_COMPACTION_THRESHOLD: f64 = 0.4;
 /// Default unwritten backlog per shard before non-durable writers wait.
 pub const DEFAULT_TAIL_BUFFER_BYTES: usize = 64 << 20;
 /// Segments must stay addressable by a 32-bit offset.
@@ -54,6 +56,10 @@ pub(crate) struct Config {
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
     pub tail_buffer_bytes: usize,
+    /// Dead fraction at which a sealed segment is compacted.
+    pub compaction_threshold: f64,
+    /// Whether a background thread compacts on its own.
+    pub background_compaction: bool,
     #[cfg(feature = "fault-injection")]
     pub fault_plan: Option<crate::io::fault::FaultPlan>,
 }
@@ -103,6 +109,11 @@ pub(crate) fn validate(c: &Config) -> Result<()> {
     }
     if c.max_batch_records == 0 || c.max_batch_bytes == 0 {
         return Err(Error::InvalidConfig("batch limits must be at least 1"));
+    }
+    if !(c.compaction_threshold > 0.0 && c.compaction_threshold <= 1.0) {
+        return Err(Error::InvalidConfig(
+            "compaction_threshold must be above 0 and at most 1",
+        ));
     }
     if c.tail_buffer_bytes < c.max_frame_len() {
         return Err(Error::InvalidConfig(

@@ -157,6 +157,21 @@ impl Emdb {
         block_on(self.engine.checkpoint())
     }
 
+    /// Reclaims space: seals every shard's active segment, moves the live
+    /// records of each sealed segment whose dead fraction is at least the
+    /// compaction threshold (builder, default 0.4) to the log tail, and
+    /// removes those segments; then checkpoints, so the next open is fast.
+    ///
+    /// Writers and readers go on meanwhile: each record moves under its
+    /// shard's lock alone, and a write that lands during the move wins.
+    /// Values already handed out by `get_zerocopy` and open iterators stay
+    /// valid (a segment's file is removed when the last of them lets go).
+    /// In memory the same happens without files.
+    pub fn compact(&self) -> Result<()> {
+        let threshold = self.engine.ctx.config.compaction_threshold;
+        self.engine.compact_with(threshold, true).map(|_| ())
+    }
+
     /// Current figures, engine figures included.
     pub fn stats(&self) -> Result<EmdbStats> {
         Ok(self.engine.stats())

@@ -275,6 +275,36 @@ impl Index {
         None
     }
 
+    /// Writer only. Points the entry of hash `h` at `loc` `new` if it is at
+    /// `old` now (a compare-and-swap on the location, so that a write that
+    /// landed meanwhile wins). Returns whether it moved.
+    pub(crate) fn replace(&self, h: u64, old: u64, new: u64) -> bool {
+        let h = slot_hash(h);
+        let guard = epoch::pin();
+        let t = self.table(&guard);
+        let mut i = h as usize & t.mask;
+        for _ in 0..=t.mask {
+            let slot = &t.slots[i];
+            let sh = slot.hash.load(Ordering::Relaxed);
+            if sh == EMPTY {
+                return false;
+            }
+            if sh == h && slot.loc.load(Ordering::Relaxed) == old {
+                slot.loc.store(new, Ordering::Release);
+                return true;
+            }
+            i = (i + 1) & t.mask;
+        }
+        false
+    }
+
+    /// Whether an entry of hash `h` points at `loc` (any thread).
+    pub(crate) fn points_at(&self, h: u64, loc: u64) -> bool {
+        let guard = epoch::pin();
+        self.find_map(h, &guard, |l| (l == loc).then_some(()))
+            .is_some()
+    }
+
     /// Writer only. Empties the index.
     pub(crate) fn clear(&self) {
         self.live.store(0, Ordering::Relaxed);

@@ -34,6 +34,17 @@ pub struct EmdbStats {
     pub records_per_flush: f64,
     /// Memory held by the hash index, in bytes.
     pub index_bytes: u64,
+    /// Bytes of the records the index points to (live), in all segments.
+    pub live_bytes: u64,
+    /// Bytes of frames no live record holds: overwritten and removed
+    /// records, tombstones, markers. Compaction reclaims them.
+    pub dead_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Compaction runs that retired segments since open.
+    pub compactions: u64,
+    /// Bytes of segment files compaction retired since open.
+    pub bytes_reclaimed: u64,
 }
 
 impl EmdbStats {
@@ -52,6 +63,11 @@ impl EmdbStats {
             durable_records: 0,
             records_per_flush: 0.0,
             index_bytes: 0,
+            live_bytes: 0,
+            dead_bytes: 0,
+            segments: 0,
+            compactions: 0,
+            bytes_reclaimed: 0,
         }
     }
 }

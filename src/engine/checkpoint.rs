@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Engine;
+use super::State;
 use crate::error::Result;
 use crate::log::frame::{pack_pos, unpack_pos};
 use crate::log::{hint, segment};
 
-impl Engine {
+impl State {
     /// Writes hint files for every segment up to the current tail of each
     /// shard and records them in the manifest.
     pub(crate) async fn checkpoint(&self) -> Result<()> {
@@ -56,20 +56,24 @@ impl Engine {
         }
         let mut positions = Vec::with_capacity(snaps.len());
         for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
-            let (cut_seg, _) = unpack_pos(pos);
-            let mut by_seg: std::collections::BTreeMap<u32, Vec<(u64, u32)>> = Default::default();
+            let (cut_seg, cut_off) = unpack_pos(pos);
+            let mut by_seg: std::collections::BTreeMap<u32, (u32, Vec<(u64, u32)>)> =
+                Default::default();
             for seg in self.shards[s].segment_list() {
-                if seg.id <= cut_seg {
-                    by_seg.insert(seg.id, Vec::new());
+                if seg.id < cut_seg {
+                    let end = seg.data_end.load(Ordering::Acquire);
+                    by_seg.insert(seg.id, (end, Vec::new()));
+                } else if seg.id == cut_seg {
+                    by_seg.insert(seg.id, (cut_off, Vec::new()));
                 }
             }
             for (h, loc) in entries {
                 let (sid, off) = unpack_pos(loc);
-                if let Some(v) = by_seg.get_mut(&sid) {
+                if let Some((_, v)) = by_seg.get_mut(&sid) {
                     v.push((h, off));
                 }
             }
-            for (sid, mut list) in by_seg {
+            for (sid, (data_end, mut list)) in by_seg {
                 list.sort_unstable_by_key(|e| e.1);
                 hint::write(
                     &files,
@@ -77,6 +81,7 @@ impl Engine {
                     s as u32,
                     sid,
                     gen,
+                    data_end,
                     &list,
                 )?;
             }

@@ -4,6 +4,7 @@
 
 mod block_on;
 mod checkpoint;
+mod compaction;
 mod core_loop;
 mod flusher;
 mod open;
@@ -49,9 +50,20 @@ pub(crate) struct Ctx {
     flusher_stop: std::sync::atomic::AtomicBool,
     /// Device flushes issued by the flusher.
     flusher_flushes: AtomicU64,
-    /// Held while checkpoint files are written (and by the other
-    /// maintenance work); the last checkpoint generation written.
+    /// Held while checkpoint files are written; the last checkpoint
+    /// generation written.
     pub maintenance: Mutex<u64>,
+    /// Held for a whole compaction run (one at a time).
+    pub compaction: Mutex<()>,
+    /// The engine is closing: a compaction run stops after its current
+    /// record.
+    pub closing: std::sync::atomic::AtomicBool,
+    /// Compaction runs that retired at least one segment.
+    pub compactions: AtomicU64,
+    /// Bytes of segment files compaction retired.
+    pub bytes_reclaimed: AtomicU64,
+    /// Bytes of records compaction moved.
+    pub bytes_moved: AtomicU64,
     /// Flush calls waiting right now (a sign of concurrency).
     flushes_in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -80,6 +92,20 @@ impl Ctx {
         stored
     }
 
+    /// A batch failed part-way (its frames on disk are incomplete): it is
+    /// recorded as aborted in the manifest (stored with the next manifest
+    /// store, before any batch floor can pass it), under the shard locks
+    /// the batch holds.
+    pub(crate) fn abort_batch(&self, seq: u64) {
+        if let Some(m) = &self.manifest {
+            let mut m = m.lock();
+            if !m.aborted.contains(&seq) {
+                m.aborted.push(seq);
+                m.aborted.sort_unstable();
+            }
+        }
+    }
+
     #[inline]
     pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
         crate::index::key_hash(self.hash_seed, ns, key)
@@ -91,6 +117,11 @@ impl Ctx {
     #[inline]
     pub(crate) fn shard_of(&self, h: u64) -> usize {
         crate::index::shard_for(h, self.shard_count)
+    }
+
+    /// The sequence number the next write will draw.
+    fn next_seq_peek(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
 
     fn next_seq(&self) -> u64 {
@@ -120,6 +151,11 @@ impl Ctx {
             flusher_flushes: AtomicU64::new(0),
             flushes_in_flight: std::sync::atomic::AtomicUsize::new(0),
             maintenance: Mutex::new(gen),
+            compaction: Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
+            bytes_reclaimed: AtomicU64::new(0),
+            bytes_moved: AtomicU64::new(0),
         }
     }
 
@@ -136,12 +172,28 @@ impl Ctx {
     }
 }
 
-pub(crate) struct Engine {
+/// What every operation needs: the shared context and the shards. The
+/// engine's background threads (the compactor) hold an `Arc` of it, never
+/// of the `Engine`, so dropping the last handle always stops them.
+pub(crate) struct State {
     pub ctx: Arc<Ctx>,
     pub shards: Vec<Arc<Shard>>,
+}
+
+/// An open engine: its state, its threads and its lock.
+pub(crate) struct Engine {
+    state: Arc<State>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    compactor: Mutex<Option<compaction::Compactor>>,
     path: PathBuf,
     _lock: Option<LockFile>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
 }
 
 impl Engine {
@@ -177,6 +229,10 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.ctx.closing.store(true, Ordering::Release);
+        if let Some(mut c) = self.compactor.lock().take() {
+            c.stop();
+        }
         if self.ctx.config.dir.is_some() && !self.shards.iter().any(|s| s.is_poisoned()) {
             // Best effort: a failed checkpoint only makes the next open slower.
             let _ = block_on(self.checkpoint());

@@ -94,13 +94,20 @@ impl Engine {
                 }
             }
         }
-        Ok(Engine {
-            ctx,
-            shards,
+        let state = Arc::new(super::State { ctx, shards });
+        let engine = Engine {
+            state: state.clone(),
             threads: Mutex::new(threads),
+            compactor: Mutex::new(None),
             path,
             _lock: lock,
-        })
+        };
+        if config.background_compaction {
+            // On failure the engine drops, which stops what it started.
+            let c = super::compaction::Compactor::start(state).map_err(Error::Io)?;
+            *engine.compactor.lock() = Some(c);
+        }
+        Ok(engine)
     }
 }
 
@@ -187,6 +194,8 @@ fn open_dir(
                 hash_seed: seed,
                 checkpoint_gen: 0,
                 seq_floor: 0,
+                batch_floor: 0,
+                aborted: Vec::new(),
                 shards: vec![ShardEntry::default(); config.shards],
             };
             // The manifest comes first: a crash before the segments are

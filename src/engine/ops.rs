@@ -9,16 +9,16 @@ use std::task::{Context, Poll};
 
 use crossbeam_epoch as epoch;
 
-use super::{Engine, MAX_LOOKUP_RETRIES};
+use super::{State, MAX_LOOKUP_RETRIES};
 use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, FrameSpec, Kind};
 use crate::log::segment::Segment;
-use crate::log::segtable::frame_has_key;
+use crate::log::segtable::{account, frame_has_key};
 use crate::stats::EmdbStats;
 use crate::value::ValueRef;
 
-impl Engine {
+impl State {
     fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.len() > self.ctx.config.max_key_len {
             return Err(Error::LimitExceeded {
@@ -143,9 +143,10 @@ impl Engine {
             let loc = shard.append(&mut g, &spec, true)?;
             let guard = epoch::pin();
             let segs = shard.segments(&guard);
-            shard
+            let old = shard
                 .index
                 .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+            account(segs, Some((loc, len as u32)), old);
             shard.after_append(&g);
             g.user_lpos
         };
@@ -179,9 +180,10 @@ impl Engine {
             shard.append(&mut g, &spec, true)?;
             let guard = epoch::pin();
             let segs = shard.segments(&guard);
-            shard
+            let gone = shard
                 .index
                 .remove(h, |loc| frame_has_key(segs, loc, ns, key));
+            account(segs, None, gone);
             shard.after_append(&g);
             (old, g.user_lpos)
         };
@@ -265,16 +267,24 @@ impl Engine {
                     key: k.as_ref(),
                     value: v.as_ref(),
                 };
-                locs.push(self.shards[*s].append(g, &spec, true)?);
+                match self.shards[*s].append(g, &spec, true) {
+                    Ok(loc) => locs.push(loc),
+                    Err(e) => {
+                        self.ctx.abort_batch(seq);
+                        return Err(e);
+                    }
+                }
             }
             let guard = epoch::pin();
-            for (((k, _), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
+            for (((k, v), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
                 let k = k.as_ref();
                 let shard = &self.shards[*s];
                 let segs = shard.segments(&guard);
-                shard
+                let old = shard
                     .index
                     .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
+                let len = frame::encoded_len(k.len(), v.as_ref().len(), false);
+                account(segs, Some((loc, len as u32)), old);
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {
@@ -312,9 +322,17 @@ impl Engine {
                     value: &[],
                 };
                 // As for batches: append everywhere first, then clear.
-                self.shards[s].append(g, &spec, true)?;
+                if let Err(e) = self.shards[s].append(g, &spec, true) {
+                    self.ctx.abort_batch(seq);
+                    return Err(e);
+                }
             }
+            let guard = epoch::pin();
             for (s, g) in guards.iter().enumerate() {
+                let segs = self.shards[s].segments(&guard);
+                self.shards[s]
+                    .index
+                    .for_each(|_, loc| account(segs, None, Some(loc)));
                 self.shards[s].index.clear();
                 self.shards[s].after_append(g);
                 targets.push((s, g.user_lpos));
@@ -395,9 +413,14 @@ impl Engine {
         st.live_records = self.len() as u64;
         st.namespace_count = 1;
         for s in &self.shards {
-            st.logical_size_bytes += s.appended_bytes();
-            if self.ctx.config.dir.is_some() {
-                st.file_size_bytes += s.segment_list().iter().map(|g| g.file_len()).sum::<u64>();
+            for g in s.segment_list() {
+                st.logical_size_bytes += g.data_end.load(Ordering::Acquire) as u64;
+                st.live_bytes += g.live_bytes.load(Ordering::Relaxed);
+                st.dead_bytes += g.dead_bytes();
+                st.segments += 1;
+                if self.ctx.config.dir.is_some() {
+                    st.file_size_bytes += g.file_len();
+                }
             }
             st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
 
@@ -405,6 +428,8 @@ impl Engine {
             st.index_bytes += s.index.memory_bytes() as u64;
         }
         st.device_flushes += self.ctx.flusher_flushes.load(Ordering::Relaxed);
+        st.compactions = self.ctx.compactions.load(Ordering::Relaxed);
+        st.bytes_reclaimed = self.ctx.bytes_reclaimed.load(Ordering::Relaxed);
         st.preallocated_bytes = st.file_size_bytes.saturating_sub(st.logical_size_bytes);
         st.records_per_flush = if st.device_flushes == 0 {
             0.0

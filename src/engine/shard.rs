@@ -107,6 +107,8 @@ pub(crate) struct Shard {
     pub(super) next_ready: Condvar,
     /// Weak self-reference, for the preparation thread.
     pub(super) this: OnceLock<std::sync::Weak<Shard>>,
+    /// Serializes changes of the segment table.
+    pub(super) table_lock: Mutex<()>,
     pub(super) ctx: Arc<Ctx>,
 }
 
@@ -169,6 +171,7 @@ impl Shard {
             next: Mutex::new(NextSlot::default()),
             next_ready: Condvar::new(),
             this: OnceLock::new(),
+            table_lock: Mutex::new(()),
             ctx,
         }
     }
@@ -195,12 +198,92 @@ impl Shard {
     }
 
     fn publish_segment(&self, seg: Arc<Segment>) {
+        self.change_table(&[seg], &[]);
+    }
+
+    /// Publishes a new segment table with `add` and without `drop`. Table
+    /// changes (a new segment, a retired one) are serialized here.
+    fn change_table(&self, add: &[Arc<Segment>], drop: &[u32]) {
+        let _one = self.table_lock.lock();
         let guard = epoch::pin();
         let cur = self.segments(&guard);
-        let new = cur.with_changes(&[seg], &[]);
+        let new = cur.with_changes(add, drop);
         let old = self.segs.swap(Owned::new(new), Ordering::AcqRel, &guard);
         // SAFETY: unreachable for new readers; destroyed after current ones.
         unsafe { guard.defer_destroy(old) };
+    }
+
+    /// Seals the active segment (if it holds more than a seal marker), so
+    /// that compaction can take everything written so far.
+    pub(crate) fn seal_active(&self) -> Result<()> {
+        let mut g = self.lock();
+        self.check_poison(&g)?;
+        if g.reserved as usize > SEGMENT_HEADER_LEN + frame::MIN_FRAME + 8 {
+            self.rotate(&mut g)?;
+        }
+        Ok(())
+    }
+
+    /// Sealed segments whose dead fraction is at least `threshold`, in log
+    /// order.
+    pub(crate) fn compaction_victims(&self, threshold: f64) -> Vec<Arc<Segment>> {
+        let active = self.lock().active.id;
+        self.segment_list()
+            .into_iter()
+            .filter(|s| {
+                let data = (s.data_end.load(Ordering::Acquire) as u64)
+                    .saturating_sub(SEGMENT_HEADER_LEN as u64);
+                s.id < active && data > 0 && s.dead_bytes() as f64 >= threshold * data as f64
+            })
+            .collect()
+    }
+
+    /// Whether no segment older than `id` is left in this shard.
+    pub(crate) fn is_oldest(&self, id: u32) -> bool {
+        let guard = epoch::pin();
+        self.segments(&guard).all().iter().all(|s| s.id >= id)
+    }
+
+    /// Retires segment `v` after compaction moved what it held: the
+    /// manifest stops listing it (durably), readers stop finding it, and its
+    /// file goes when the last holder drops it. The segment before it loses
+    /// the seal marker `v` began with, so a marker at the tail claims its
+    /// end again.
+    pub(crate) fn retire_segment(&self, v: &Arc<Segment>) -> Result<()> {
+        if let (Some(m), Some(dir)) = (&self.ctx.manifest, &self.ctx.config.dir) {
+            let mut m = m.lock();
+            let list = &mut m.shards[self.id].segments;
+            let before = list.clone();
+            list.retain(|id| *id != v.id);
+            if let Err(e) = m.store(&self.ctx.config.files(), dir) {
+                m.shards[self.id].segments = before;
+                return Err(e.into());
+            }
+        }
+        self.change_table(&[], &[v.id]);
+        v.retire();
+        // The old table holds `v` until the epoch lets it go; push that
+        // along so the file goes as soon as its last holder does.
+        for _ in 0..3 {
+            epoch::pin().flush();
+        }
+        let pred = {
+            let guard = epoch::pin();
+            self.segments(&guard)
+                .all()
+                .iter()
+                .filter(|s| s.id < v.id)
+                .max_by_key(|s| s.id)
+                .map(|s| pack_pos(s.id, s.data_end.load(Ordering::Acquire)))
+        };
+        if let Some(claim) = pred {
+            let mut g = self.lock();
+            if g.poison.is_none() {
+                self.append_marker(&mut g, claim);
+                self.after_append(&g);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -216,7 +299,26 @@ impl Shard {
     /// Appends one frame. The caller holds the lock and has checked the
     /// poison flag. Returns the frame's location.
     pub(crate) fn append(&self, g: &mut Inner, spec: &FrameSpec<'_>, user: bool) -> Result<u64> {
-        let len = spec.encoded_len();
+        self.append_with(g, spec.encoded_len(), user, |out| frame::encode(spec, out))
+    }
+
+    /// Appends a frame copied as it is (compaction moves records so: same
+    /// sequence number, flags and checksum). Not a user record: `flush()`
+    /// does not wait for it; its mover does.
+    pub(crate) fn append_raw(&self, g: &mut Inner, frame: &[u8]) -> Result<u64> {
+        self.append_with(g, frame.len(), false, |out| out.copy_from_slice(frame))
+    }
+
+    /// Reserves `len` bytes at the tail (rotating or growing the file as
+    /// needed), lets `fill` write the frame into the shadow there, and
+    /// queues it for the core.
+    fn append_with(
+        &self,
+        g: &mut Inner,
+        len: usize,
+        user: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<u64> {
         if g.reserved as usize + len > g.active.cap as usize {
             self.rotate(g)?;
         }
@@ -233,8 +335,9 @@ impl Shard {
         // above; rotation leaves room for any frame within the limits) and
         // is reserved by us under the shard lock.
         let out = unsafe { g.active.shadow_mut(off, len) };
-        frame::encode(spec, out);
+        fill(out);
         g.reserved += len as u32;
+        g.active.data_end.store(g.reserved, Ordering::Release);
         g.lpos += len as u64;
         if user {
             g.user_lpos = g.lpos;
@@ -487,21 +590,6 @@ impl Shard {
         self.wake_core();
     }
 
-    pub(crate) fn appended_bytes(&self) -> u64 {
-        let g = self.lock();
-        let segs = self.segment_list();
-        let mut total = 0u64;
-        for s in &segs {
-            if s.id > g.active.id {
-                total += SEGMENT_HEADER_LEN as u64; // prepared, unused
-            } else if Arc::ptr_eq(s, &g.active) {
-                total += g.reserved as u64;
-            } else {
-                total += s.written.load(Ordering::Acquire) as u64;
-            }
-        }
-        total
-    }
     /// Appends a sync marker claiming durable position `pos`.
     pub(super) fn append_marker(&self, g: &mut Inner, pos: u64) {
         let value = pos.to_le_bytes();

@@ -177,25 +177,25 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
             "a hint file of another shard was accepted"
         );
     }
-    let entries = entries?;
+    let (entries, data_end) = entries?;
     assert_eq!(bytes.len(), 44 + entries.len() * 12, "hint length");
-    if u32_at(20) == 0 {
-        let again = dir.path().join("again.hint");
-        hint::write(
-            &crate::io::Files::default(),
-            &again,
-            shard,
-            seg,
-            gen,
-            &entries,
-        )
-        .expect("write hint");
-        assert_eq!(
-            fs::read(&again).expect("read hint"),
-            bytes,
-            "hint does not re-encode to its bytes"
-        );
-    }
+    assert_eq!(data_end, u32_at(20), "hint data end");
+    let again = dir.path().join("again.hint");
+    hint::write(
+        &crate::io::Files::default(),
+        &again,
+        shard,
+        seg,
+        gen,
+        data_end,
+        &entries,
+    )
+    .expect("write hint");
+    assert_eq!(
+        fs::read(&again).expect("read hint"),
+        bytes,
+        "hint does not re-encode to its bytes"
+    );
     Some(entries.len())
 }
 
@@ -285,6 +285,8 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                 hash_seed: r.u64(),
                 checkpoint_gen: r.u8() as u64,
                 seq_floor: seq,
+                batch_floor: 0,
+                aborted: Vec::new(),
                 shards,
             }
             .encode()
@@ -296,12 +298,14 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
             let dir = Scratch::new("sample");
             let path = dir.path().join("h.hint");
             let (shard, seg, gen) = (r.u8() as u32, r.u16() as u32, r.u64());
+            let data_end = r.u16() as u32;
             hint::write(
                 &crate::io::Files::default(),
                 &path,
                 shard,
                 seg,
                 gen,
+                data_end,
                 &entries,
             )
             .expect("write hint");

@@ -209,8 +209,18 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
             }
             entries.sort_unstable_by_key(|e| e.1);
             let path = dir.join(segment::hint_name(s, id));
-            hint::write(&crate::io::Files::default(), &path, s, id, gen, &entries)
-                .expect("write hint");
+            let seg_len =
+                fs::metadata(dir.join(segment::file_name(s, id))).map_or(0, |m| m.len() as u32);
+            hint::write(
+                &crate::io::Files::default(),
+                &path,
+                s,
+                id,
+                gen,
+                seg_len,
+                &entries,
+            )
+            .expect("write hint");
         }
         if with_hints && r.u8() % 4 == 0 {
             hinted_pos = pack_pos(nseg, r.u16() as u32);
@@ -222,6 +232,8 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
         hash_seed: RECOVER_SEED,
         checkpoint_gen: with_hints as u64,
         seq_floor: if with_hints { seq + 1 } else { 0 },
+        batch_floor: 0,
+        aborted: Vec::new(),
         shards: checkpoint
             .into_iter()
             .map(|checkpoint_pos| ShardEntry {

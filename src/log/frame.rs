@@ -51,7 +51,13 @@ const KNOWN_FLAGS: u8 = FLAG_EXPIRES | FLAG_ENCRYPTED | FLAG_BATCH;
 pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"EMDBSEG\0";
 /// Version of every file format this build writes (segments, hints, manifest).
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the manifest's batch floor and aborted batches, and the
+/// data end of a segment in its hint file; frames and segment headers are
+/// unchanged.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build opens (version 1 hint files are ignored:
+/// the log is replayed instead).
+pub(crate) const OLDEST_READ_VERSION: u32 = 1;
 
 const _: () = assert!(HEADER_LEN == 32 && MIN_FRAME == 36);
 const _: () = assert!(SEGMENT_HEADER_LEN % 8 == 0);
@@ -296,7 +302,7 @@ impl SegmentHeader {
             return Err(HeaderError::Corrupt("segment header checksum mismatch"));
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
         if u32_at(b, 12) != 0 {
@@ -454,11 +460,24 @@ mod tests {
             SegmentHeader::decode(&bad),
             Err(HeaderError::Corrupt(_))
         ));
-        let mut future = h.encode();
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32c::crc32c(&future[..60]);
-        future[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(SegmentHeader::decode(&future), Err(HeaderError::Version(2)));
+        let with_version = |v: u32| {
+            let mut b = h.encode();
+            b[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&b[..60]);
+            b[60..64].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let next = FORMAT_VERSION + 1;
+        assert_eq!(
+            SegmentHeader::decode(&with_version(next)),
+            Err(HeaderError::Version(next))
+        );
+        assert_eq!(
+            SegmentHeader::decode(&with_version(0)),
+            Err(HeaderError::Version(0))
+        );
+        // Version 1 segments (same layout) are still read.
+        assert_eq!(SegmentHeader::decode(&with_version(1)), Ok(h));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | format version | 4 |
 //! | shard | 4 |
 //! | segment id | 4 |
-//! | reserved | 4 |
+//! | data end: where the segment's frames ended at the checkpoint (version 2) | 4 |
 //! | checkpoint generation | 8 |
 //! | entry count | 8 |
 //! | entries: hash (u64), offset (u32) | 12 each |
@@ -36,6 +36,7 @@ pub(crate) fn write(
     shard: u32,
     segment: u32,
     gen: u64,
+    data_end: u32,
     entries: &[(u64, u32)],
 ) -> io::Result<()> {
     let mut b = Vec::with_capacity(HEAD + entries.len() * ENTRY + 4);
@@ -43,7 +44,7 @@ pub(crate) fn write(
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&shard.to_le_bytes());
     b.extend_from_slice(&segment.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&data_end.to_le_bytes());
     b.extend_from_slice(&gen.to_le_bytes());
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (h, off) in entries {
@@ -63,9 +64,13 @@ pub(crate) fn write(
     files.replace(&tmp, path)
 }
 
-/// Reads a hint file. `None` if it is missing, damaged, or not of this
-/// shard, segment and generation: the caller then replays the segment.
-pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Vec<(u64, u32)>> {
+/// What a hint file holds: its entries and the segment's data end.
+pub(crate) type Hint = (Vec<(u64, u32)>, u32);
+
+/// Reads a hint file. `None` if it is missing, damaged, of another format
+/// version, or not of this shard, segment and generation: the caller then
+/// replays the segment.
+pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Hint> {
     let b = fs::read(path).ok()?;
     if b.len() < HEAD + 4 || b[..8] != MAGIC {
         return None;
@@ -87,18 +92,18 @@ pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Ve
     if count.checked_mul(ENTRY)? != body - HEAD {
         return None;
     }
-    Some(
-        b[HEAD..body]
-            .chunks_exact(ENTRY)
-            .map(|c| {
-                let mut h = [0u8; 8];
-                h.copy_from_slice(&c[..8]);
-                let mut o = [0u8; 4];
-                o.copy_from_slice(&c[8..]);
-                (u64::from_le_bytes(h), u32::from_le_bytes(o))
-            })
-            .collect(),
-    )
+    let data_end = u32_at(20);
+    let entries = b[HEAD..body]
+        .chunks_exact(ENTRY)
+        .map(|c| {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(&c[..8]);
+            let mut o = [0u8; 4];
+            o.copy_from_slice(&c[8..]);
+            (u64::from_le_bytes(h), u32::from_le_bytes(o))
+        })
+        .collect();
+    Some((entries, data_end))
 }
 
 #[cfg(test)]
@@ -110,8 +115,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h");
         let entries = vec![(1u64, 64u32), (u64::MAX, 1000)];
-        write(&Files::default(), &p, 1, 2, 3, &entries).unwrap();
-        assert_eq!(read(&p, 1, 2, 3), Some(entries));
+        write(&Files::default(), &p, 1, 2, 3, 900, &entries).unwrap();
+        assert_eq!(read(&p, 1, 2, 3), Some((entries, 900)));
         assert_eq!(read(&p, 1, 2, 4), None, "other generation");
         assert_eq!(read(&p, 0, 2, 3), None, "other shard");
         let mut b = fs::read(&p).unwrap();

@@ -13,14 +13,19 @@
 //! | hash seed | 8 |
 //! | checkpoint generation (0: none) | 8 |
 //! | sequence floor: every frame the checkpoint covers has a lower sequence number | 8 |
-//! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each) | .. |
+//! | batch floor: every batch with a lower sequence number is whole on disk, but those listed next (version 2) | 8 |
+//! | aborted batches: count (u32), sequence numbers (u64 each) of batches known incomplete (version 2) | .. |
+//! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each, ascending) | .. |
 //! | CRC32C of everything before | 4 |
+//!
+//! Version 1 manifests (no batch floor, no aborted list) are read as a batch
+//! floor of 0; every store writes version 2.
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::frame::FORMAT_VERSION;
+use super::frame::{FORMAT_VERSION, OLDEST_READ_VERSION};
 use crate::error::{Error, Result};
 use crate::io::Files;
 
@@ -35,6 +40,14 @@ pub(crate) struct Manifest {
     pub checkpoint_gen: u64,
     /// Sequence numbers below this may appear in checkpointed frames.
     pub seq_floor: u64,
+    /// Every batch with a lower sequence number had all its frames on disk
+    /// when this was stored, except those in `aborted`: recovery applies
+    /// such a batch's surviving frames without counting them (compaction
+    /// drops a batch's dead frames).
+    pub batch_floor: u64,
+    /// Batches known incomplete (a recovery dropped them, or a write of
+    /// theirs failed part-way): never applied, whatever the floor.
+    pub aborted: Vec<u64>,
     pub shards: Vec<ShardEntry>,
 }
 
@@ -57,6 +70,11 @@ impl Manifest {
         b.extend_from_slice(&self.hash_seed.to_le_bytes());
         b.extend_from_slice(&self.checkpoint_gen.to_le_bytes());
         b.extend_from_slice(&self.seq_floor.to_le_bytes());
+        b.extend_from_slice(&self.batch_floor.to_le_bytes());
+        b.extend_from_slice(&(self.aborted.len() as u32).to_le_bytes());
+        for seq in &self.aborted {
+            b.extend_from_slice(&seq.to_le_bytes());
+        }
         for s in &self.shards {
             b.extend_from_slice(&s.checkpoint_pos.to_le_bytes());
             b.extend_from_slice(&(s.segments.len() as u32).to_le_bytes());
@@ -88,7 +106,7 @@ impl Manifest {
             at: 8,
         };
         let version = r.u32().ok_or(bad(8, "manifest truncated"))?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::VersionMismatch {
                 found: version,
                 expected: FORMAT_VERSION,
@@ -103,6 +121,20 @@ impl Manifest {
         let hash_seed = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
         let checkpoint_gen = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
         let seq_floor = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+        let (batch_floor, aborted) = if version >= 2 {
+            let floor = r.u64().ok_or(bad(r.at, "manifest truncated"))?;
+            let n = r.u32().ok_or(bad(r.at, "manifest truncated"))? as usize;
+            if n > r.remaining() / 8 {
+                return Err(bad(r.at, "manifest aborted-batch count out of range"));
+            }
+            let mut aborted = Vec::with_capacity(n);
+            for _ in 0..n {
+                aborted.push(r.u64().ok_or(bad(r.at, "manifest truncated"))?);
+            }
+            (floor, aborted)
+        } else {
+            (0, Vec::new())
+        };
         if shard_count == 0 || shard_count > 1024 {
             return Err(bad(16, "manifest shard count out of range"));
         }
@@ -133,6 +165,8 @@ impl Manifest {
             hash_seed,
             checkpoint_gen,
             seq_floor,
+            batch_floor,
+            aborted,
             shards,
         })
     }
@@ -198,6 +232,8 @@ mod tests {
             hash_seed: 99,
             checkpoint_gen: 3,
             seq_floor: 99,
+            batch_floor: 98,
+            aborted: vec![7, 40],
             shards: vec![
                 ShardEntry {
                     segments: vec![1, 2, 5],

@@ -13,7 +13,7 @@
 //!   from there.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapRaw;
 
@@ -26,7 +26,7 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 /// The first allocation of a new segment file; it doubles from there.
 pub(crate) const INITIAL_ALLOCATION: u32 = 1 << 20;
 /// Segments stay addressable by a 32-bit offset.
-const MAX_LEN: u32 = u32::MAX & !4095;
+const MAX_LEN: u32 = !4095;
 
 pub(crate) struct Segment {
     pub id: u32,
@@ -37,6 +37,11 @@ pub(crate) struct Segment {
     allocated: AtomicU32,
     pub path: Option<PathBuf>,
     pub storage: Storage,
+    /// File operations (watched by a fault plan, if any).
+    files: io::Files,
+    /// Compaction retired this segment: its file (and hint file) is removed
+    /// when the last holder (a reader, an iterator, a `ValueRef`) drops it.
+    delete_on_drop: AtomicBool,
     /// Read view of the file. For memory storage it is the storage itself.
     file_map: Option<MmapRaw>,
     /// The tail buffer; `None` for segments recovered read-only.
@@ -52,6 +57,14 @@ pub(crate) struct Segment {
     pub verify_below: AtomicU32,
     /// No more frames will be appended.
     pub sealed: AtomicBool,
+    /// Bytes of the frames in this segment that the index points to (live
+    /// records). Everything else between the header and the data's end is
+    /// dead: overwritten or removed records, tombstones, markers.
+    pub live_bytes: AtomicU64,
+    /// Where the frames end: bytes `[SEGMENT_HEADER_LEN, data_end)` hold
+    /// frames (live or dead). Kept by appends (under the shard lock) and
+    /// set by recovery.
+    pub data_end: AtomicU32,
     /// Every block below this offset was written (data or zeros) and that
     /// was made durable, so writes below it change no file metadata: they
     /// are durable after `sync_file_range` plus any later device flush.
@@ -82,7 +95,27 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u32, u32)> {
     Some((s.parse().ok()?, i.parse().ok()?))
 }
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if !self.delete_on_drop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(path) = &self.path {
+            // Best effort: a file left behind is unlisted, and the next open
+            // removes it as an orphan. The unlinks need no directory sync for
+            // the same reason.
+            let _ = self.files.remove(path);
+            let _ = self.files.remove(&path.with_extension("hint"));
+        }
+    }
+}
+
 impl Segment {
+    /// Marks the segment for deletion once nothing holds it any more.
+    pub(crate) fn retire(&self) {
+        self.delete_on_drop.store(true, Ordering::Release);
+    }
+
     /// Creates a new, empty segment of `config.segment_size` bytes: a
     /// preallocated file with its header, made durable, or a memory region
     /// when `dir` is `None`. A failure removes the file it created.
@@ -139,6 +172,8 @@ impl Segment {
         Ok(Segment {
             id: header.segment,
             cap,
+            files: config.files(),
+            delete_on_drop: AtomicBool::new(false),
             allocated: AtomicU32::new(allocated),
             path,
             storage,
@@ -149,6 +184,8 @@ impl Segment {
             prefaulted: AtomicU32::new(0),
             verify_below: AtomicU32::new(0),
             sealed: AtomicBool::new(false),
+            live_bytes: AtomicU64::new(0),
+            data_end: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
             // The header was written and synced.
             zeroed_upto: AtomicU32::new(SEGMENT_HEADER_LEN as u32),
         })
@@ -179,6 +216,8 @@ impl Segment {
         Ok(Segment {
             id,
             cap,
+            files: files.clone(),
+            delete_on_drop: AtomicBool::new(false),
             allocated: AtomicU32::new(len),
             path: Some(path.to_path_buf()),
             storage: Storage::File(file),
@@ -189,6 +228,8 @@ impl Segment {
             prefaulted: AtomicU32::new(0),
             verify_below: AtomicU32::new(0),
             sealed: AtomicBool::new(extend_to.is_none()),
+            live_bytes: AtomicU64::new(0),
+            data_end: AtomicU32::new(0),
             // Set by recovery once the append point is known and synced.
             zeroed_upto: AtomicU32::new(0),
         })
@@ -240,6 +281,7 @@ impl Segment {
     /// The caller has synced the file, so the block holding `end` is written
     /// durably.
     pub(crate) fn set_append_point(&self, end: u32) {
+        self.data_end.store(end, Ordering::Release);
         self.zeroed_upto.store(end, Ordering::Release);
         self.written.store(end, Ordering::Release);
         let page = (end as usize / io::page_size() * io::page_size()) as u32;
@@ -383,6 +425,13 @@ impl Segment {
 
     pub(crate) fn file_len(&self) -> u64 {
         self.allocated() as u64
+    }
+
+    /// Bytes of frames in the segment that no live record holds.
+    pub(crate) fn dead_bytes(&self) -> u64 {
+        let data = (self.data_end.load(Ordering::Acquire) as u64)
+            .saturating_sub(SEGMENT_HEADER_LEN as u64);
+        data.saturating_sub(self.live_bytes.load(Ordering::Relaxed))
     }
 }
 

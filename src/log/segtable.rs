@@ -69,9 +69,22 @@ pub(crate) fn frame_has_key(segs: &SegTable, loc: u64, ns: u32, key: &[u8]) -> b
     .unwrap_or(false)
 }
 
-/// The length of the frame at `loc`, if its segment is in `segs`.
+/// Live-byte accounting of an index change: the record of `len` bytes at
+/// `new` became live (if any), the one at `old` dead (if any).
 #[inline]
-pub(crate) fn frame_len_at(segs: &SegTable, loc: u64) -> Option<u32> {
-    let (sid, off) = unpack_pos(loc);
-    segs.get(sid)?.with_frame(off, |b| b.len() as u32)
+pub(crate) fn account(segs: &SegTable, new: Option<(u64, u32)>, old: Option<u64>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some((loc, len)) = new {
+        if let Some(seg) = segs.get(unpack_pos(loc).0) {
+            seg.live_bytes.fetch_add(len as u64, Relaxed);
+        }
+    }
+    if let Some(loc) = old {
+        let (sid, off) = unpack_pos(loc);
+        if let Some(seg) = segs.get(sid) {
+            if let Some(n) = seg.with_frame(off, |b| b.len() as u64) {
+                seg.live_bytes.fetch_sub(n, Relaxed);
+            }
+        }
+    }
 }

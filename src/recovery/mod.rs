@@ -34,7 +34,27 @@ use crate::log::frame::{
 };
 use crate::log::manifest::{self, Manifest};
 use crate::log::segment::{self, Segment};
-use crate::log::segtable::SegTable;
+use crate::log::segtable::{account, frame_has_key, SegTable};
+
+/// Which batches recovery applies.
+struct Batches {
+    /// Frames expected (`batch_count`) and found, per batch sequence number.
+    counts: HashMap<u64, (u32, u32)>,
+    /// Batches below this were whole on disk when compaction raised it
+    /// (compaction drops a batch's dead frames, so they cannot be counted).
+    floor: u64,
+    /// Batches known incomplete.
+    aborted: std::collections::HashSet<u64>,
+}
+
+impl Batches {
+    fn applies(&self, seq: u64) -> bool {
+        if self.aborted.contains(&seq) {
+            return false;
+        }
+        seq < self.floor || self.counts.get(&seq).is_some_and(|(want, got)| want == got)
+    }
+}
 
 pub(crate) struct RecoveredShard {
     pub segs: Vec<Arc<Segment>>,
@@ -85,7 +105,26 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     // start, all do, and every batch frame is counted: batch completeness is
     // never judged from a partial count, and an incomplete batch that an
     // earlier recovery dropped stays dropped.
-    let (scans, batches, max_seq) = pass1(dir, m, &all_segs)?;
+    let (scans, counts, max_seq) = pass1(dir, m, &all_segs)?;
+    // Batches found incomplete are recorded as aborted, so that a later
+    // batch floor (raised by compaction) can never make their surviving
+    // frames count.
+    let mut found_torn = false;
+    for (seq, (want, got)) in &counts {
+        if want != got && *seq >= m.batch_floor && !m.aborted.contains(seq) {
+            m.aborted.push(*seq);
+            found_torn = true;
+        }
+    }
+    if found_torn {
+        m.aborted.sort_unstable();
+        manifest_changed = true;
+    }
+    let batches = Batches {
+        counts,
+        floor: m.batch_floor,
+        aborted: m.aborted.iter().copied().collect(),
+    };
 
     // Pass 2 and the cleanup of cut tails.
     let mut shards = Vec::with_capacity(shard_count);
@@ -198,18 +237,28 @@ fn build_index(
     s: usize,
     segs: &[Arc<Segment>],
     scan: &Scan,
-    batches: &HashMap<u64, (u32, u32)>,
+    batches: &Batches,
 ) -> Result<Index> {
     let shard_count = m.shard_count as usize;
     let hinted: usize = scan
         .hints
         .as_ref()
-        .map_or(0, |h| h.iter().map(|(_, e)| e.len()).sum());
+        .map_or(0, |h| h.iter().map(|x| x.entries.len()).sum());
     let index = Index::with_capacity(hinted);
     let table = shard_table(segs);
     if let Some(h) = &scan.hints {
-        for (si, entries) in h {
+        for x in h {
+            let (si, entries) = (&x.si, &x.entries);
             let id = segs[*si].id;
+            segs[*si]
+                .live_bytes
+                .fetch_add(x.live, std::sync::atomic::Ordering::Relaxed);
+            if *si < scan.start.0 {
+                // Not scanned: its data end is the hint's.
+                segs[*si]
+                    .data_end
+                    .store(x.data_end, std::sync::atomic::Ordering::Relaxed);
+            }
             // Not scanned at open: reads check these frames' CRC.
             let below = if *si == scan.start.0 {
                 scan.start.1
@@ -222,9 +271,8 @@ fn build_index(
             let bytes = segs[*si].file_bytes();
             for (hash, off) in entries {
                 let same_key = |old: u64| {
-                    frame::decode_unchecked(&bytes[*off as usize..]).is_ok_and(|f| {
-                        crate::log::segtable::frame_has_key(&table, old, f.namespace, f.key)
-                    })
+                    frame::decode_unchecked(&bytes[*off as usize..])
+                        .is_ok_and(|f| frame_has_key(&table, old, f.namespace, f.key))
                 };
                 if !index.insert_unique(*hash, pack_pos(id, *off), same_key) {
                     // Checkpoints list each live key once: these hint
@@ -240,6 +288,9 @@ fn build_index(
     }
     for (i, end) in scan.ends.iter().enumerate() {
         let si = scan.start.0 + i;
+        segs[si]
+            .data_end
+            .store(*end, std::sync::atomic::Ordering::Relaxed);
         let bytes = segs[si].file_bytes();
         let mut off = if i == 0 {
             scan.start.1
@@ -279,7 +330,7 @@ fn shard_table(segs: &[Arc<Segment>]) -> SegTable {
 fn apply(
     index: &Index,
     table: &SegTable,
-    batches: &HashMap<u64, (u32, u32)>,
+    batches: &Batches,
     f: &Frame<'_>,
     loc: u64,
     (seed, shard, shards): (u64, usize, usize),
@@ -289,21 +340,24 @@ fn apply(
     {
         return false;
     }
-    if f.batch_count > 0 && batches.get(&f.seq).is_none_or(|(want, got)| want != got) {
+    if f.batch_count > 0 && !batches.applies(f.seq) {
         return true;
     }
     match f.kind {
         Kind::Put => {
-            index.upsert(hash, loc, |old| {
-                crate::log::segtable::frame_has_key(table, old, f.namespace, f.key)
+            let old = index.upsert(hash, loc, |old| {
+                frame_has_key(table, old, f.namespace, f.key)
             });
+            account(table, Some((loc, f.len as u32)), old);
         }
         Kind::Remove => {
-            index.remove(hash, |old| {
-                crate::log::segtable::frame_has_key(table, old, f.namespace, f.key)
-            });
+            let gone = index.remove(hash, |old| frame_has_key(table, old, f.namespace, f.key));
+            account(table, None, gone);
         }
-        Kind::Clear => index.clear(),
+        Kind::Clear => {
+            index.for_each(|_, old| account(table, None, Some(old)));
+            index.clear();
+        }
         Kind::Sync => {}
     }
     true

@@ -12,8 +12,20 @@ use crate::log::hint;
 use crate::log::manifest::Manifest;
 use crate::log::segment::{self, Segment};
 
-/// Hint entries `(hash, offset)` per segment index of a shard.
-pub(super) type Hints = Vec<(usize, Vec<(u64, u32)>)>;
+/// One segment's hint file, checked against the segment.
+pub(super) struct Hinted {
+    /// The segment's index in the shard's list.
+    pub(super) si: usize,
+    /// `(hash, offset)` of each live record at the checkpoint.
+    pub(super) entries: Vec<(u64, u32)>,
+    /// Bytes of the frames the entries name.
+    pub(super) live: u64,
+    /// Where the segment's frames ended at the checkpoint.
+    pub(super) data_end: u32,
+}
+
+/// The hint files of a shard's segments up to the checkpoint's cut.
+pub(super) type Hints = Vec<Hinted>;
 
 /// Per shard result of pass 1.
 pub(super) struct Scan {
@@ -80,7 +92,7 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
     }
     let mut out = Vec::with_capacity(ci + 1);
     for (i, seg) in segs.iter().enumerate().take(ci + 1) {
-        let entries = hint::read(
+        let (entries, data_end) = hint::read(
             &dir.join(segment::hint_name(s as u32, seg.id)),
             s as u32,
             seg.id,
@@ -91,11 +103,18 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
         // else (a damaged or truncated segment, a stale hint) means replay.
         let bytes = seg.file_bytes();
         let limit = if i == ci { coff as usize } else { bytes.len() };
+        // The data end bounds every entry's frame, and lies in the file.
+        if (data_end as usize) < SEGMENT_HEADER_LEN || data_end as usize > limit {
+            return None;
+        }
+        let limit = data_end as usize;
+        let mut live = 0u64;
         let valid = entries.iter().all(|(h, off)| {
             let off = *off as usize;
             off >= SEGMENT_HEADER_LEN
                 && off < limit
                 && frame::decode_unchecked(&bytes[off..]).is_ok_and(|f| {
+                    live += f.len as u64;
                     f.kind == Kind::Put
                         && off + f.len <= limit
                         && crate::index::key_hash(m.hash_seed, f.namespace, f.key) == *h
@@ -105,7 +124,12 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
         if !valid {
             return None;
         }
-        out.push((i, entries));
+        out.push(Hinted {
+            si: i,
+            entries,
+            live,
+            data_end,
+        });
     }
     Some(out)
 }

@@ -1,0 +1,290 @@
+//! Compaction: the live records of sealed segments with enough dead bytes
+//! are moved to the log tail, and the segments retired.
+//!
+//! A record moves under its shard's lock, one record at a time, and only if
+//! the index still points at it: its bytes are copied as they are (same
+//! sequence number, flags and checksum) to the tail, and the index entry is
+//! switched from the old location to the new one with a compare-and-swap,
+//! so a write that lands meanwhile always wins. Since a record moves only
+//! while it is the newest of its key, every later record of that key is
+//! newer, and "last in the log wins" (recovery's rule) still picks the
+//! record with the highest sequence number.
+//!
+//! A tombstone is kept (moved like a record) while its key is absent and an
+//! older segment of the shard survives, which may hold an older value of
+//! the key; with no older segment left it is dropped. A namespace clear is
+//! never moved (it would clear what was written after it): a segment holding
+//! one is retired only once no older segment survives.
+//!
+//! Crash safety, in order:
+//! 1. A batch floor is stored first: every batch with a lower sequence
+//!    number is whole on disk (all shards flushed), so recovery applies such
+//!    batches without counting their frames, which compaction drops or
+//!    copies.
+//! 2. A segment's moved records are made durable before the manifest that
+//!    no longer lists the segment is stored; a crash in between leaves both
+//!    copies, and the later one wins.
+//! 3. The retired segment leaves the segment table after every index entry
+//!    moved off it; its file is removed when the last reader, iterator or
+//!    `ValueRef` holding it lets go (an unlisted file left by a crash is an
+//!    orphan the next open removes).
+//! 4. A checkpoint at the end writes hint files for the segments that
+//!    received the moved records, so the next open loads them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::shard::Shard;
+use super::{block_on, State};
+use crate::error::{Error, Result};
+use crate::log::frame::{self, pack_pos, Kind, SEGMENT_HEADER_LEN};
+use crate::log::segment::Segment;
+use crate::log::segtable::{account, frame_has_key};
+
+/// What one compaction run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Compacted {
+    /// Segments retired.
+    pub segments: u64,
+    /// Bytes of segment files retired.
+    pub bytes_reclaimed: u64,
+    /// Bytes of records moved to the tail.
+    pub bytes_moved: u64,
+}
+
+impl State {
+    /// Compacts every sealed segment whose dead fraction is at least
+    /// `threshold`. With `seal_active`, each shard's active segment is
+    /// sealed first, so that everything written so far can be compacted.
+    pub(crate) fn compact_with(&self, threshold: f64, seal_active: bool) -> Result<Compacted> {
+        let _one_at_a_time = self.ctx.compaction.lock();
+        if seal_active {
+            for s in &self.shards {
+                s.seal_active()?;
+            }
+        }
+        let mut plan: Vec<(usize, Vec<Arc<Segment>>)> = Vec::new();
+        for (i, s) in self.shards.iter().enumerate() {
+            let v = s.compaction_victims(threshold);
+            if !v.is_empty() {
+                plan.push((i, v));
+            }
+        }
+        let mut done = Compacted::default();
+        if plan.is_empty() {
+            return Ok(done);
+        }
+        self.raise_batch_floor()?;
+        for (i, victims) in plan {
+            for v in victims {
+                self.compact_segment(&self.shards[i], &v, &mut done)?;
+            }
+        }
+        if done.segments > 0 {
+            self.ctx.compactions.fetch_add(1, Ordering::Relaxed);
+            // Hint files for the segments the records moved to.
+            block_on(self.checkpoint())?;
+        }
+        Ok(done)
+    }
+
+    /// Stores a batch floor: every batch with a lower sequence number has
+    /// all its frames durable (the number is read under every shard lock,
+    /// then every shard is flushed).
+    fn raise_batch_floor(&self) -> Result<()> {
+        let floor = {
+            let _guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+            self.ctx.next_seq_peek()
+        };
+        block_on(self.flush())?;
+        if let (Some(m), Some(dir)) = (&self.ctx.manifest, &self.ctx.config.dir) {
+            let mut m = m.lock();
+            if floor > m.batch_floor {
+                let before = m.batch_floor;
+                m.batch_floor = floor;
+                if let Err(e) = m.store(&self.ctx.config.files(), dir) {
+                    m.batch_floor = before;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the live records (and needed tombstones) of `v` to the tail,
+    /// makes them durable, and retires `v`.
+    fn compact_segment(
+        &self,
+        shard: &Arc<Shard>,
+        v: &Arc<Segment>,
+        done: &mut Compacted,
+    ) -> Result<()> {
+        let seed = self.ctx.hash_seed;
+        let data_end = v.data_end.load(Ordering::Acquire) as usize;
+        let bytes = v.file_bytes();
+        let bytes = &bytes[..data_end.min(bytes.len())];
+        let path = || v.path.clone().unwrap_or_default();
+        let mut target = None;
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < bytes.len() {
+            if self.ctx.closing.load(Ordering::Acquire) {
+                // Closing: what moved so far is fine where it is; the
+                // segment stays.
+                return Ok(());
+            }
+            // Sealed segments are immutable; a frame that does not verify
+            // is damage, never moved.
+            let f = frame::decode(&bytes[off..]).map_err(|_| {
+                Error::corrupted(
+                    path(),
+                    off as u64,
+                    "a record compaction was to move is damaged",
+                )
+            })?;
+            let raw = &bytes[off..off + f.len];
+            let loc = pack_pos(v.id, off as u32);
+            off += f.len;
+            match f.kind {
+                Kind::Put => {
+                    let h = crate::index::key_hash(seed, f.namespace, f.key);
+                    if !shard.index.points_at(h, loc) {
+                        continue;
+                    }
+                    if let Some(t) = move_record(shard, h, loc, raw)? {
+                        target = Some(t);
+                        done.bytes_moved += raw.len() as u64;
+                    }
+                }
+                Kind::Remove => {
+                    if shard.is_oldest(v.id) {
+                        continue;
+                    }
+                    let h = crate::index::key_hash(seed, f.namespace, f.key);
+                    if let Some(t) = keep_tombstone(shard, h, f.namespace, f.key, raw)? {
+                        target = Some(t);
+                        done.bytes_moved += raw.len() as u64;
+                    }
+                }
+                // A clear cannot move: the segment waits until it is the
+                // oldest of its shard.
+                Kind::Clear if !shard.is_oldest(v.id) => return Ok(()),
+                Kind::Clear | Kind::Sync => {}
+            }
+        }
+        if let Some(t) = target {
+            block_on(shard.durable(t, false))?;
+        }
+        let file = v.file_len();
+        shard.retire_segment(v)?;
+        done.segments += 1;
+        done.bytes_reclaimed += file;
+        self.ctx.bytes_reclaimed.fetch_add(file, Ordering::Relaxed);
+        self.ctx
+            .bytes_moved
+            .fetch_add(done.bytes_moved, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Moves the record at `loc` (bytes `raw`, key hash `h`) to the tail if the
+/// index still points at it. Returns the log position to make durable.
+fn move_record(shard: &Shard, h: u64, loc: u64, raw: &[u8]) -> Result<Option<u64>> {
+    let mut g = block_on(shard.lock_for_append(raw.len()))?;
+    if !shard.index.points_at(h, loc) {
+        return Ok(None);
+    }
+    let new = shard.append_raw(&mut g, raw)?;
+    let guard = crossbeam_epoch::pin();
+    let segs = shard.segments(&guard);
+    if shard.index.replace(h, loc, new) {
+        account(segs, Some((new, raw.len() as u32)), Some(loc));
+    }
+    shard.after_append(&g);
+    Ok(Some(g.lpos))
+}
+
+/// Keeps a tombstone by copying it to the tail, unless its key has a live
+/// record again (which already supersedes every older value).
+fn keep_tombstone(shard: &Shard, h: u64, ns: u32, key: &[u8], raw: &[u8]) -> Result<Option<u64>> {
+    let mut g = block_on(shard.lock_for_append(raw.len()))?;
+    let guard = crossbeam_epoch::pin();
+    let live = shard
+        .index
+        .find_map(h, &guard, |loc| {
+            frame_has_key(shard.segments(&guard), loc, ns, key).then_some(())
+        })
+        .is_some();
+    if live {
+        return Ok(None);
+    }
+    shard.append_raw(&mut g, raw)?;
+    shard.after_append(&g);
+    Ok(Some(g.lpos))
+}
+
+/// How often the background compactor looks for segments to compact.
+const COMPACTOR_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The background compactor: a thread that compacts, with the configured
+/// threshold, whenever some sealed segment has passed it.
+pub(crate) struct Compactor {
+    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Compactor {
+    pub(crate) fn start(state: Arc<State>) -> std::io::Result<Compactor> {
+        let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("emdb-compactor".into())
+            .spawn(move || run_compactor(&state, &stop2))?;
+        Ok(Compactor {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread (after its current record, at most a segment's
+    /// moves) and waits for it.
+    pub(crate) fn stop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_compactor(state: &State, stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar)) {
+    let threshold = state.ctx.config.compaction_threshold;
+    let mut backoff = COMPACTOR_PERIOD;
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if !*stopped {
+                stop.1.wait_for(&mut stopped, backoff);
+            }
+            if *stopped {
+                return;
+            }
+        }
+        if state.shards.iter().any(|s| s.is_poisoned()) {
+            continue;
+        }
+        let due = state
+            .shards
+            .iter()
+            .any(|s| !s.compaction_victims(threshold).is_empty());
+        if !due {
+            backoff = COMPACTOR_PERIOD;
+            continue;
+        }
+        // A failure (a full disk, say) is retried later, less often; the
+        // writes that need the space report it themselves.
+        backoff = match state.compact_with(threshold, false) {
+            Ok(_) => COMPACTOR_PERIOD,
+            Err(_) => (backoff * 2).min(std::time::Duration::from_secs(5)),
+        };
+    }
+}

@@ -47,6 +47,25 @@ pub(crate) fn shard_for(h: u64, shards: usize) -> usize {
     (((h >> 32) * shards as u64) >> 32) as usize
 }
 
+/// How `Index::upsert_with` treats an entry of the same hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// Another key's.
+    Other,
+    /// The key's: point it at the new location.
+    Replace,
+    /// The key's, newer than the new location: leave it.
+    Keep,
+}
+
+/// What `Index::upsert_with` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upserted {
+    Inserted,
+    Replaced(u64),
+    Kept,
+}
+
 struct Slot {
     hash: AtomicU64,
     loc: AtomicU64,
@@ -166,6 +185,27 @@ impl Index {
         loc: u64,
         mut same_key: impl FnMut(u64) -> bool,
     ) -> Option<u64> {
+        match self.upsert_with(h, loc, |old| {
+            if same_key(old) {
+                Entry::Replace
+            } else {
+                Entry::Other
+            }
+        }) {
+            Upserted::Replaced(old) => Some(old),
+            Upserted::Inserted | Upserted::Kept => None,
+        }
+    }
+
+    /// Writer only. Like `upsert`, but `decide` judges each entry of hash
+    /// `h`: another key's, the key's to replace, or the key's to keep (a
+    /// newer record than `loc`'s; recovery keeps the newest by sequence).
+    pub(crate) fn upsert_with(
+        &self,
+        h: u64,
+        loc: u64,
+        mut decide: impl FnMut(u64) -> Entry,
+    ) -> Upserted {
         let h = slot_hash(h);
         let guard = epoch::pin();
         let t = self.table(&guard);
@@ -182,9 +222,13 @@ impl Index {
                 free.get_or_insert(i);
             } else if sh == h {
                 let old = slot.loc.load(Ordering::Relaxed);
-                if same_key(old) {
-                    slot.loc.store(loc, Ordering::Release);
-                    return Some(old);
+                match decide(old) {
+                    Entry::Replace => {
+                        slot.loc.store(loc, Ordering::Release);
+                        return Upserted::Replaced(old);
+                    }
+                    Entry::Keep => return Upserted::Kept,
+                    Entry::Other => {}
                 }
             }
             i = (i + 1) & t.mask;
@@ -204,12 +248,12 @@ impl Index {
                 // and retry rather than lose the entry.
                 drop(guard);
                 self.rebuild(self.live.load(Ordering::Relaxed) * 4 + MIN_CAPACITY);
-                return self.upsert(h, loc, same_key);
+                return self.upsert_with(h, loc, decide);
             }
         }
         drop(guard);
         self.maybe_grow();
-        None
+        Upserted::Inserted
     }
 
     /// Writer only. Adds an entry for a key that should not be present yet

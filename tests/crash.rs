@@ -5,7 +5,9 @@
 //! The child is this test binary re-executed (`EMDB_CRASH_CHILD=<seed>:<cycle>:<dir>`).
 //! It opens the database (2 shards, 256 KiB segments, so segments rotate
 //! often) and runs [`THREADS`] threads doing a random mix of `insert`,
-//! `remove`, `insert_many` batches, `flush` and, rarely, `checkpoint`. Each
+//! `remove`, `insert_many` batches, `flush` and, rarely, `checkpoint`, while a
+//! fourth thread calls `compact()` every 2-40 ms (beside the background
+//! compactor; `EMDB_CRASH_COMPACT=0` turns it off). Each
 //! thread owns its own keys, so the versions of a key only grow. Every value
 //! encodes its key, the cycle, the writing operation's number (its version and,
 //! for batches, the batch id) and padding derived from them, so a value can be
@@ -179,12 +181,26 @@ fn child_main(spec: &str) -> ! {
     let checkpoints = std::env::var("EMDB_CRASH_CHECKPOINT").as_deref() != Ok("0");
     let db = open(&dir).unwrap_or_else(|e| die("open", e));
     report("@R\n");
-    let workers: Vec<_> = (0..THREADS)
+    let mut workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let db = db.clone_handle();
             thread::spawn(move || worker(db, seed, cycle, t, checkpoints))
         })
         .collect();
+    if std::env::var("EMDB_CRASH_COMPACT").as_deref() != Ok("0") {
+        // Explicit compactions beside the background compactor, so that
+        // kills land in every step of one.
+        let db = db.clone_handle();
+        workers.push(thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(mix(seed ^ 0xC0));
+            loop {
+                thread::sleep(Duration::from_millis(rng.u64(2..40)));
+                db.compact().unwrap_or_else(|e| die("compact", e));
+                let n = db.stats().map(|s| s.compactions).unwrap_or(0);
+                report(&format!("@K {n}\n"));
+            }
+        }));
+    }
     for w in workers {
         let _ = w.join();
     }
@@ -268,6 +284,8 @@ struct Report {
     acked_upto: Vec<u64>,
     acks: u64,
     ready: bool,
+    /// Compaction runs that retired segments, as the child last reported.
+    compactions: u64,
 }
 
 fn parse_report(lines: &[String]) -> Result<Report, String> {
@@ -276,6 +294,7 @@ fn parse_report(lines: &[String]) -> Result<Report, String> {
         acked_upto: vec![0; THREADS],
         acks: 0,
         ready: false,
+        compactions: 0,
     };
     for line in lines {
         // The test harness writes "test crash_cycles ... " without a newline
@@ -292,6 +311,7 @@ fn parse_report(lines: &[String]) -> Result<Report, String> {
         };
         match f.as_slice() {
             ["R"] => r.ready = true,
+            ["K", n] => r.compactions = r.compactions.max(num(n)?),
             ["A", t, i] => {
                 let (t, i) = (num(t)? as usize, num(i)?);
                 if t >= THREADS {
@@ -578,6 +598,7 @@ struct Totals {
     keys_newer_than_ack: u64,
     batches_visible: u64,
     torn_lines: u64,
+    compactions: u64,
     backend: Option<String>,
 }
 
@@ -670,6 +691,7 @@ fn run_cycle(
     }
     totals.torn_lines += torn;
     let report = parse_report(&lines)?;
+    totals.compactions += report.compactions;
 
     // Keep the crashed image untouched: check either the original (and keep
     // the copy as evidence) or the copy (and leave the original crashed for
@@ -831,7 +853,8 @@ fn crash_cycles() {
         "crash: PASSED {} cycles in {secs:.1} s, backend {}, base seed {base_seed}: \
          {} operations issued, {} acknowledged operations verified ({} records, {} flush acks), \
          {} keys checked ({} newer than their last ack), {} visible batches verified whole, \
-         {} early kills, {} checked on a copy, {} torn report lines dropped",
+         {} early kills, {} checked on a copy, {} torn report lines dropped, \
+         {} compaction runs that retired segments",
         totals.cycles,
         totals.backend.as_deref().unwrap_or("?"),
         totals.issued_ops,
@@ -843,7 +866,8 @@ fn crash_cycles() {
         totals.batches_visible,
         totals.early_kills,
         totals.checked_on_copy,
-        totals.torn_lines
+        totals.torn_lines,
+        totals.compactions
     );
 }
 

@@ -263,6 +263,7 @@ struct Totals {
     dropped: u64,
     durable_only: u64,
     counted: u64,
+    compactions: u64,
 }
 
 fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
@@ -288,12 +289,26 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
         })
         .collect();
     let delay = Duration::from_micros(rng.u64(200..15_000));
+    let compactions = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for (th, w) in writers.iter().enumerate() {
             let db = &db;
             let seed = seed.wrapping_mul(31).wrapping_add(th as u64);
             s.spawn(move || write_loop(db, th, seed, w));
         }
+        // Explicit compactions beside the background compactor, until the
+        // power goes: the cut lands in every step of one.
+        let (db, plan, compactions) = (&db, &plan, &compactions);
+        let every = rng.u64(1..8);
+        s.spawn(move || {
+            while !plan.powered_off() {
+                std::thread::sleep(Duration::from_millis(every));
+                if db.compact().is_ok() {
+                    let n = db.stats().map_or(0, |st| st.compactions);
+                    compactions.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
         if timed {
             std::thread::sleep(delay);
         } else {
@@ -349,6 +364,7 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
     totals.dropped += report.dropped;
     totals.durable_only += u64::from(policy == ImagePolicy::DurableOnly);
     totals.counted += u64::from(!timed);
+    totals.compactions += compactions.load(std::sync::atomic::Ordering::Relaxed);
 }
 
 #[test]
@@ -385,7 +401,8 @@ fn power_loss_keeps_every_acknowledged_write() {
     eprintln!(
         "power-loss: {cycles} cycles passed in {:.1} s: {} operations issued, {} acknowledged \
          and verified; power cut by timer in {} cycles, at the Nth I/O in {}; images: {} \
-         synced-only, {} random; volatile writes {}: {} kept, {} torn at a sector, {} reverted",
+         synced-only, {} random; volatile writes {}: {} kept, {} torn at a sector, {} reverted; \
+         {} compaction runs that retired segments",
         started.elapsed().as_secs_f64(),
         t.issued_ops,
         t.acked_ops,
@@ -396,7 +413,8 @@ fn power_loss_keeps_every_acknowledged_write() {
         t.volatile,
         t.kept,
         t.torn,
-        t.dropped
+        t.dropped,
+        t.compactions
     );
 }
 

@@ -28,13 +28,22 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::index::Index;
+use crate::index::{Entry, Index, Upserted};
 use crate::log::frame::{
     self, pack_pos, Frame, HeaderError, Kind, SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use crate::log::manifest::{self, Manifest};
 use crate::log::segment::{self, Segment};
 use crate::log::segtable::{account, frame_has_key, SegTable};
+
+/// The sequence number of the put at `loc`, if it holds `f`'s key.
+fn seq_of_same_key(table: &SegTable, loc: u64, f: &Frame<'_>) -> Option<u64> {
+    let (sid, off) = crate::log::frame::unpack_pos(loc);
+    table.get(sid)?.with_frame(off, |b| {
+        let o = frame::decode_unchecked(b).ok()?;
+        (o.kind == Kind::Put && o.namespace == f.namespace && o.key == f.key).then_some(o.seq)
+    })?
+}
 
 /// Which batches recovery applies.
 struct Batches {
@@ -344,14 +353,25 @@ fn apply(
         return true;
     }
     match f.kind {
+        // The newest record of a key by sequence number wins. In a log this
+        // engine wrote that is also the last one (compaction moves a record
+        // only while it is its key's newest), so this only guards the rule.
         Kind::Put => {
-            let old = index.upsert(hash, loc, |old| {
-                frame_has_key(table, old, f.namespace, f.key)
-            });
-            account(table, Some((loc, f.len as u32)), old);
+            let decide = |old: u64| match seq_of_same_key(table, old, f) {
+                None => Entry::Other,
+                Some(s) if s > f.seq => Entry::Keep,
+                Some(_) => Entry::Replace,
+            };
+            match index.upsert_with(hash, loc, decide) {
+                Upserted::Replaced(old) => account(table, Some((loc, f.len as u32)), Some(old)),
+                Upserted::Inserted => account(table, Some((loc, f.len as u32)), None),
+                Upserted::Kept => {}
+            }
         }
         Kind::Remove => {
-            let gone = index.remove(hash, |old| frame_has_key(table, old, f.namespace, f.key));
+            let gone = index.remove(hash, |old| {
+                seq_of_same_key(table, old, f).is_some_and(|s| s <= f.seq)
+            });
             account(table, None, gone);
         }
         Kind::Clear => {

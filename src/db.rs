@@ -172,6 +172,21 @@ impl Emdb {
         self.engine.compact_with(threshold, true).map(|_| ())
     }
 
+    /// Writes a consistent copy of the database to the new directory `path`
+    /// while writers go on; the copy opens like any database.
+    ///
+    /// The copy is cut at one point of this call: it holds every write that
+    /// returned before the call began, none that began after it returned,
+    /// and each write (each batch too) that raced with it whole or not at
+    /// all. Every file and directory of the copy is fsynced before this
+    /// returns. `path` must not exist or be an empty directory, and must not
+    /// lie inside the database; otherwise `Error::InvalidInput`. A copy that
+    /// fails part-way (a full disk) is removed. Compaction waits while it
+    /// runs. An in-memory database is copied to disk the same way.
+    pub fn backup_to(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.engine.backup_to(path.as_ref())
+    }
+
     /// Current figures, engine figures included.
     pub fn stats(&self) -> Result<EmdbStats> {
         Ok(self.engine.stats())

@@ -2,6 +2,7 @@
 //! implements every operation as a future of the core (reads are plain
 //! functions, since they never cross threads).
 
+mod backup;
 mod block_on;
 mod checkpoint;
 mod compaction;

@@ -358,3 +358,57 @@ fn a_segment_that_cannot_grow_fails_the_write_and_writes_resume_when_space_retur
         "the segment grew past its first MiB: {len}"
     );
 }
+
+/// Compaction on a full disk: the moves need a new segment that cannot be
+/// created, so `compact()` fails with ENOSPC. Nothing is lost, every
+/// segment it had finished is retired (its space given back), reads go on,
+/// and once space returns writes and compaction work again.
+#[test]
+fn compaction_on_a_full_disk_loses_nothing_and_writes_resume() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let build = |plan: Option<&FaultPlan>| {
+        let b = small_segments(&path).background_compaction(false);
+        match plan {
+            Some(p) => b.fault_plan(p.clone()),
+            None => b,
+        }
+        .build()
+        .expect("open")
+    };
+    let db = build(Some(&plan));
+    let mut model = std::collections::BTreeMap::new();
+    // Round 0 writes every key, later rounds only the even ones: the old
+    // segments are half dead, and their live half needs new segments.
+    for round in 0..4u8 {
+        for k in (0..150u32).filter(|k| round == 0 || k % 2 == 0) {
+            let v = vec![round; 900 + (k as usize % 100)];
+            db.insert(format!("k{k:03}"), v.clone()).expect("insert");
+            model.insert(format!("k{k:03}").into_bytes(), v);
+        }
+    }
+    db.flush().expect("flush");
+    let before = count_segments(&path);
+    assert!(before > 6, "{before} segments");
+    plan.set_no_space(true);
+    let err = db.compact().expect_err("the moves need a segment the disk has no room for");
+    assert!(is_os_error(&err, libc::ENOSPC), "{err:?}");
+    let after = count_segments(&path);
+    assert!(
+        after <= before,
+        "a failed compaction left more segment files ({before} -> {after})"
+    );
+    let got: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = db.iter().expect("iter").collect();
+    assert_eq!(got, model, "reads after the failed compaction");
+    plan.set_no_space(false);
+    db.insert("after", "space returned").expect("writes resume");
+    db.compact().expect("compaction works again");
+    db.flush().expect("flush");
+    assert!(count_segments(&path) < before, "compaction reclaimed space");
+    drop(db);
+    let db = build(None);
+    model.insert(b"after".to_vec(), b"space returned".to_vec());
+    let got: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = db.iter().expect("iter").collect();
+    assert_eq!(got, model, "after reopen");
+}

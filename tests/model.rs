@@ -1,7 +1,8 @@
 //! Seeded random operation sequences checked against a `BTreeMap` model:
 //! insert, insert_many, remove, clear, get, get_zerocopy, contains_key, len,
-//! iteration, flush, checkpoint and drop + reopen, on small segments so that
-//! segments rotate.
+//! iteration, flush, checkpoint, compact (with a `ValueRef` held across it)
+//! and drop + reopen, on small segments so that segments rotate; the live and
+//! dead byte accounting is checked against the model too.
 //!
 //! Every failure names its seed. Replay one seed with
 //! `EMDB_TEST_SEED=<seed> cargo test --test model`; choose the backend with
@@ -196,6 +197,25 @@ fn check_full(db: &Emdb, model: &Map, run: &Run, ctx: &str) {
     }
 }
 
+/// `stats().live_bytes` is exactly the frames of the model's records, and
+/// live + dead + segment headers is the whole log.
+fn check_live_bytes(d: &Emdb, model: &Map, run: &Run) {
+    let st = run.ok(d.stats(), "stats");
+    let want: u64 = model
+        .iter()
+        .map(|(k, v)| 36 + k.len() as u64 + v.len() as u64)
+        .sum();
+    if st.live_bytes != want {
+        run.fail(&format!(
+            "stats.live_bytes {}, the model's records take {want}",
+            st.live_bytes
+        ));
+    }
+    if st.live_bytes + st.dead_bytes + 64 * st.segments != st.logical_size_bytes {
+        run.fail(&format!("live + dead + headers != logical: {st:?}"));
+    }
+}
+
 fn run_seed(seed: u64, on_disk: bool, n_ops: usize) {
     let cfg = config_for(seed, on_disk);
     eprintln!(
@@ -324,9 +344,24 @@ fn run_seed(seed: u64, on_disk: bool, n_ops: usize) {
                 run.note("flush".to_string());
                 run.ok(d.flush(), "flush");
             }
-            840..=854 => {
+            840..=847 => {
                 run.note("checkpoint".to_string());
                 run.ok(d.checkpoint(), "checkpoint");
+            }
+            848..=854 => {
+                // A value held across the compaction stays valid.
+                let held = model.iter().next().map(|(k, v)| {
+                    let r = run.ok(d.get_zerocopy(k), "get_zerocopy");
+                    (r, v.clone())
+                });
+                run.note("compact".to_string());
+                run.ok(d.compact(), "compact");
+                if let Some((Some(r), v)) = held {
+                    if r.as_slice() != v.as_slice() {
+                        run.fail("a ValueRef held across compaction changed");
+                    }
+                }
+                check_live_bytes(d, &model, &run);
             }
             855..=874 => {
                 run.note("drop + reopen".to_string());
@@ -355,6 +390,7 @@ fn run_seed(seed: u64, on_disk: bool, n_ops: usize) {
                         model.len()
                     ));
                 }
+                check_live_bytes(d, &model, &run);
             }
             _ => {
                 run.note("full comparison".to_string());

@@ -55,12 +55,12 @@ pub(crate) struct Compacted {
 impl State {
     /// Compacts every sealed segment whose dead fraction is at least
     /// `threshold`. With `seal_active`, each shard's active segment is
-    /// sealed first, so that everything written so far can be compacted.
+    /// sealed first if it passes the threshold too.
     pub(crate) fn compact_with(&self, threshold: f64, seal_active: bool) -> Result<Compacted> {
         let _one_at_a_time = self.ctx.compaction.lock();
         if seal_active {
             for s in &self.shards {
-                s.seal_active()?;
+                s.seal_active(threshold)?;
             }
         }
         let mut plan: Vec<(usize, Vec<Arc<Segment>>)> = Vec::new();

@@ -213,12 +213,13 @@ impl Shard {
         unsafe { guard.defer_destroy(old) };
     }
 
-    /// Seals the active segment (if it holds more than a seal marker), so
-    /// that compaction can take everything written so far.
-    pub(crate) fn seal_active(&self) -> Result<()> {
+    /// Seals the active segment if its dead fraction is at least
+    /// `threshold`, so that compaction can take it too (an explicit
+    /// `compact()` reclaims what was written last, the removes included).
+    pub(crate) fn seal_active(&self, threshold: f64) -> Result<()> {
         let mut g = self.lock();
         self.check_poison(&g)?;
-        if g.reserved as usize > SEGMENT_HEADER_LEN + frame::MIN_FRAME + 8 {
+        if worth_compacting(&g.active, threshold) {
             self.rotate(&mut g)?;
         }
         Ok(())
@@ -230,11 +231,7 @@ impl Shard {
         let active = self.lock().active.id;
         self.segment_list()
             .into_iter()
-            .filter(|s| {
-                let data = (s.data_end.load(Ordering::Acquire) as u64)
-                    .saturating_sub(SEGMENT_HEADER_LEN as u64);
-                s.id < active && data > 0 && s.dead_bytes() as f64 >= threshold * data as f64
-            })
+            .filter(|s| s.id < active && worth_compacting(s, threshold))
             .collect()
     }
 
@@ -605,6 +602,12 @@ impl Shard {
         // A failure here poisons the shard inside append; nothing to add.
         let _ = self.append(g, &spec, false);
     }
+}
+
+/// Whether at least `threshold` of a segment's frame bytes are dead.
+fn worth_compacting(s: &Segment, threshold: f64) -> bool {
+    let data = (s.data_end.load(Ordering::Acquire) as u64).saturating_sub(SEGMENT_HEADER_LEN as u64);
+    data > 0 && s.dead_bytes() as f64 >= threshold * data as f64
 }
 
 impl Poison {

@@ -1,4 +1,5 @@
-//! An interpreter of operation sequences with reopens and injected I/O
+//! An interpreter of operation sequences (compaction included) with reopens
+//! and injected I/O
 //! faults, checked against a `BTreeMap` model. The input bytes drive
 //! everything: the configuration, the operations and their arguments, and
 //! which write or sync fails with which errno. Shared by the seeded property
@@ -374,7 +375,28 @@ impl Run<'_> {
                     self.plan.fail_sync(after, errno);
                 }
             }
-            27..=29 => {
+            29 => {
+                // Not a flush: it claims no durability of its own.
+                self.log.push("compact".into());
+                if let Err(e) = self.db().compact() {
+                    self.summary.errors += 1;
+                    if self.plan.faults_injected() == 0 {
+                        return Err(self.fail(format!("compact failed without a fault: {e:?}")));
+                    }
+                    match &e {
+                        // Its flush failed: later flushes must fail too.
+                        Error::Io(_) => self.flush_failed = true,
+                        Error::Poisoned { .. } => {}
+                        _ => {
+                            return Err(
+                                self.fail(format!("compact failed with an unexpected error: {e:?}"))
+                            )
+                        }
+                    }
+                    self.any_failed = true;
+                }
+            }
+            27..=28 => {
                 let k = key(r.u8());
                 let got = self
                     .db()

@@ -229,3 +229,134 @@ fn values_and_iterators_outlive_compaction_and_hold_their_files() {
     );
     assert_eq!(without as u64, db.stats().unwrap().segments);
 }
+
+/// Writers, readers and `ValueRef` holders while background compaction (and
+/// explicit `compact()` calls) retire segments under them: no reader ever
+/// misses a key that is never removed, sees another key's or a torn value,
+/// or sees a key's version go back; held values never change.
+#[test]
+fn readers_and_held_values_see_nothing_wrong_during_background_compaction() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let t = tempfile::tempdir().unwrap();
+    let db = Emdb::builder()
+        .path(t.path().join("db"))
+        .shards(2)
+        .segment_size(32 * 1024)
+        .max_key_len(64)
+        .max_value_len(1024)
+        .compaction_threshold(0.3)
+        .build()
+        .unwrap();
+    const KEYS: u64 = 64;
+    let key = |k: u64| format!("stable-{k:03}").into_bytes();
+    // `key | version | filler | checksum`: self-verifying.
+    let value = |k: u64, ver: u64| {
+        let mut v = format!("{k:03}|{ver:010}|").into_bytes();
+        v.extend(std::iter::repeat_n(
+            b'a' + (ver % 26) as u8,
+            (ver % 200) as usize,
+        ));
+        let sum: u64 = v.iter().map(|b| *b as u64).sum();
+        v.extend_from_slice(&sum.to_le_bytes());
+        v
+    };
+    let check = |k: u64, v: &[u8]| -> u64 {
+        assert!(v.len() >= 23, "value of {k} too short");
+        let (body, sum) = v.split_at(v.len() - 8);
+        let s: u64 = body.iter().map(|b| *b as u64).sum();
+        assert_eq!(s.to_le_bytes(), sum, "torn or foreign value for key {k}");
+        let text = std::str::from_utf8(&body[..15]).unwrap();
+        assert_eq!(&text[..3], format!("{k:03}"), "another key's value for {k}");
+        text[4..14].parse().unwrap()
+    };
+    for k in 0..KEYS {
+        db.insert(key(k), value(k, 0)).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let version = AtomicU64::new(1);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for w in 0..2u64 {
+            let (db, stop, version) = (&db, &stop, &version);
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(w);
+                while !stop.load(Ordering::Relaxed) {
+                    let k = rng.u64(0..KEYS);
+                    let ver = version.fetch_add(1, Ordering::Relaxed);
+                    // Per key, versions only grow: one writer owns each key.
+                    if k % 2 == w {
+                        db.insert(key(k), value(k, ver)).unwrap();
+                    }
+                    // Churn that is removed again: dead bytes and tombstones.
+                    let c = format!("churn-{w}-{}", rng.u32(0..50));
+                    if rng.bool() {
+                        db.insert(c.as_str(), vec![1u8; 300]).unwrap();
+                    } else {
+                        db.remove(c.as_str()).unwrap();
+                    }
+                }
+            });
+        }
+        for r in 0..2u64 {
+            let (db, stop, reads) = (&db, &stop, &reads);
+            s.spawn(move || {
+                let mut last = vec![0u64; KEYS as usize];
+                let mut held: Vec<(u64, emdb::ValueRef<'_>, Vec<u8>)> = Vec::new();
+                let mut rng = fastrand::Rng::with_seed(100 + r);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = rng.u64(0..KEYS);
+                    let v = db
+                        .get(key(k))
+                        .unwrap()
+                        .unwrap_or_else(|| panic!("key {k} missing; it is never removed"));
+                    let ver = check(k, &v);
+                    assert!(
+                        ver >= last[k as usize],
+                        "key {k} went back from {} to {ver}",
+                        last[k as usize]
+                    );
+                    last[k as usize] = ver;
+                    if n % 50 == 0 {
+                        let zc = db.get_zerocopy(key(k)).unwrap().expect("zero-copy read");
+                        let copy = zc.to_vec();
+                        check(k, &copy);
+                        held.push((k, zc, copy));
+                    }
+                    if held.len() > 40 {
+                        for (k, zc, copy) in held.drain(..20) {
+                            assert_eq!(&zc[..], &copy[..], "a held value of {k} changed");
+                        }
+                    }
+                    n += 1;
+                }
+                for (k, zc, copy) in held {
+                    assert_eq!(&zc[..], &copy[..], "a held value of {k} changed");
+                }
+                reads.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        {
+            let (db, stop) = (&db, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    db.compact().unwrap();
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let st = db.stats().unwrap();
+    assert!(st.compactions >= 1, "compaction must have run: {st:?}");
+    eprintln!(
+        "{} reads, {} compaction runs, {} bytes reclaimed",
+        reads.load(Ordering::Relaxed),
+        st.compactions,
+        st.bytes_reclaimed
+    );
+    for k in 0..KEYS {
+        check(k, &db.get(key(k)).unwrap().unwrap());
+    }
+}

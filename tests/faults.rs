@@ -392,7 +392,9 @@ fn compaction_on_a_full_disk_loses_nothing_and_writes_resume() {
     let before = count_segments(&path);
     assert!(before > 6, "{before} segments");
     plan.set_no_space(true);
-    let err = db.compact().expect_err("the moves need a segment the disk has no room for");
+    let err = db
+        .compact()
+        .expect_err("the moves need a segment the disk has no room for");
     assert!(is_os_error(&err, libc::ENOSPC), "{err:?}");
     let after = count_segments(&path);
     assert!(

@@ -606,7 +606,8 @@ impl Shard {
 
 /// Whether at least `threshold` of a segment's frame bytes are dead.
 fn worth_compacting(s: &Segment, threshold: f64) -> bool {
-    let data = (s.data_end.load(Ordering::Acquire) as u64).saturating_sub(SEGMENT_HEADER_LEN as u64);
+    let data =
+        (s.data_end.load(Ordering::Acquire) as u64).saturating_sub(SEGMENT_HEADER_LEN as u64);
     data > 0 && s.dead_bytes() as f64 >= threshold * data as f64
 }
 

@@ -388,9 +388,8 @@ impl Run<'_> {
                         Error::Io(_) => self.flush_failed = true,
                         Error::Poisoned { .. } => {}
                         _ => {
-                            return Err(
-                                self.fail(format!("compact failed with an unexpected error: {e:?}"))
-                            )
+                            return Err(self
+                                .fail(format!("compact failed with an unexpected error: {e:?}")))
                         }
                     }
                     self.any_failed = true;

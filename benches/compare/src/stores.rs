@@ -68,7 +68,8 @@ pub fn kinds() -> Vec<Kind> {
             settings: "emdb (this tree): builder().path(dir).flush_policy(FlushPolicy::OnEachFlush), \
                        default shards (= CPUs) and io backend (Auto: io_uring if allowed); \
                        bulk/batch = insert_many; durable = flush() (group commit: concurrent flush() \
-                       calls share fdatasyncs); reads = get_zerocopy; checkpoint() before reopen",
+                       calls share fdatasyncs); reads = get_zerocopy; background compaction on \
+                       (default); compact(); checkpoint() before reopen",
             open: EmdbOurs::open,
         },
         Kind {
@@ -190,7 +191,7 @@ impl EmdbOurs {
 impl Store for EmdbOurs {
     emdb_store_methods!(EmdbOursReader);
     fn compact(&mut self) -> Result<Res<()>, String> {
-        Err("no compaction yet (issue pending)".into())
+        Ok(self.0.compact().map_err(Into::into))
     }
     fn flush_stats(&self) -> Option<(u64, f64)> {
         self.0

@@ -15,6 +15,11 @@
 //! and a thread calls `compact()` back to back; with it off, neither. The
 //! table gives the median over repetitions of each percentile, and the
 //! ratio on/off of the medians.
+//!
+//! First, a space run (`EMDB_BENCH_SPACE_KEYS`, default 1,000,000, default
+//! segments): the records bulk-loaded, every other one removed, then
+//! `compact()` timed, and the reopen after it compared with the reopen of
+//! the same state after a plain checkpoint.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,6 +140,60 @@ fn run(keys: u64, secs: u64, compaction: bool, durable: bool, rep: u64) -> Lat {
     percentiles(lat, after - before)
 }
 
+/// One repetition of the space test: `keys` records bulk-loaded, every
+/// other one removed, then (a) a checkpoint and a reopen, and on a second
+/// copy of the same state (b) `compact()` and a reopen. Returns
+/// (compact ms, reopen after checkpoint ms, reopen after compaction ms,
+/// MiB on disk after compaction, MiB before).
+fn compact_and_reopen(keys: u64) -> (f64, f64, f64, f64, f64) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut out = [0.0f64; 5];
+    for (case, compact) in [(0usize, false), (1, true)] {
+        let dir = t.path().join(format!("db{case}"));
+        let db = Emdb::builder()
+            .path(&dir)
+            .background_compaction(false)
+            .build()
+            .expect("open");
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(50_000) {
+            db.insert_many(chunk.iter().map(|&i| (key(i), value(i, 0))))
+                .expect("load");
+        }
+        for i in (0..keys).step_by(2) {
+            db.remove(key(i)).expect("remove");
+        }
+        db.flush().expect("flush");
+        if compact {
+            out[4] = disk_mib(&dir);
+            let t0 = Instant::now();
+            db.compact().expect("compact");
+            out[0] = t0.elapsed().as_secs_f64() * 1e3;
+            out[3] = disk_mib(&dir);
+        } else {
+            db.checkpoint().expect("checkpoint");
+        }
+        drop(db);
+        let t0 = Instant::now();
+        let db = Emdb::builder()
+            .path(&dir)
+            .background_compaction(false)
+            .build()
+            .expect("reopen");
+        out[1 + case] = t0.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(db.len().expect("len") as u64, keys / 2);
+    }
+    (out[0], out[1], out[2], out[3], out[4])
+}
+
+fn disk_mib(dir: &Path) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    let bytes: u64 = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").metadata().expect("metadata").blocks() * 512)
+        .sum();
+    bytes as f64 / (1 << 20) as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -148,6 +207,24 @@ fn main() {
     println!(
         "compaction bench: {keys} keys, {secs} s per run, {reps} repetitions, backend env {:?}",
         std::env::var("EMDB_IO_BACKEND").ok()
+    );
+    println!(
+        "| writer | compaction | p50 µs | p99 µs | p99.9 µs | max µs | ops | compaction runs |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let space_keys = env("EMDB_BENCH_SPACE_KEYS", 1_000_000);
+    let runs: Vec<_> = (0..reps).map(|_| compact_and_reopen(space_keys)).collect();
+    let m = |f: fn(&(f64, f64, f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());
+    println!(
+        "space: {space_keys} records, every other removed: on disk {:.1} MiB before compact(), \
+         {:.1} MiB after; compact() {:.0} ms; reopen after checkpoint {:.1} ms, after compaction \
+         {:.1} ms ({:.2}x; target <= 1x); medians of {reps}",
+        m(|r| r.4),
+        m(|r| r.3),
+        m(|r| r.0),
+        m(|r| r.1),
+        m(|r| r.2),
+        m(|r| r.2) / m(|r| r.1)
     );
     println!(
         "| writer | compaction | p50 µs | p99 µs | p99.9 µs | max µs | ops | compaction runs |"

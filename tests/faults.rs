@@ -305,7 +305,7 @@ fn no_room_for_a_new_segment_fails_the_write_and_writes_resume_when_space_return
     assert_eq!(db.len().expect("len"), acked.len() + more.len());
 }
 
-/// A segment file grows as it fills (1 MiB, then doubling). A file that
+/// A segment file grows as it fills (1 MiB, then in steps). A file that
 /// cannot grow (no space) fails the append that needed the room with
 /// ENOSPC, poisons nothing, and writes resume once space returns.
 #[test]

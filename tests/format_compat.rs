@@ -105,7 +105,8 @@ fn write_v2_fixture() {
     db.insert_many((0..10).map(|i| (format!("batch-{i}"), format!("batch value {i}"))))
         .expect("batch");
     for i in 0..50 {
-        db.insert(format!("key-{i:02}"), format!("value {i}")).expect("put");
+        db.insert(format!("key-{i:02}"), format!("value {i}"))
+            .expect("put");
     }
     for round in 0..10 {
         for i in 0..5 {
@@ -121,10 +122,14 @@ fn write_v2_fixture() {
         db.remove(format!("key-{i:02}")).expect("remove");
     }
     db.compact().expect("compact");
-    assert!(db.stats().expect("stats").compactions > 0, "the fixture must hold a compaction");
+    assert!(
+        db.stats().expect("stats").compactions > 0,
+        "the fixture must hold a compaction"
+    );
     db.checkpoint().expect("checkpoint");
     for i in 0..5u8 {
-        db.insert(format!("late-{i}"), vec![i; 200]).expect("late put");
+        db.insert(format!("late-{i}"), vec![i; 200])
+            .expect("late put");
     }
     db.flush().expect("flush");
     // Let the cores go idle (each writes a last sync marker), then leave

@@ -1,6 +1,6 @@
 //! How much disk a database takes: a new database with a few records takes
 //! a few MiB, however large `segment_size` is, because each segment file
-//! grows as it fills (1 MiB, then doubling).
+//! grows as it fills (1 MiB, doubling up to 4 MiB steps).
 //!
 //! `EMDB_IO_BACKEND=uring|portable cargo test --test space`.
 
@@ -48,7 +48,7 @@ fn a_small_database_stays_small() {
     assert!(st.file_size_bytes > 4 << 20, "the files grew: {st:?}");
     assert!(
         st.file_size_bytes < 3 * st.logical_size_bytes + (4 << 20),
-        "growth by doubling keeps the preallocation proportionate: {st:?}"
+        "growth in steps keeps the preallocation proportionate: {st:?}"
     );
     drop(db);
     let db = Emdb::open(&dir).unwrap();

@@ -75,15 +75,64 @@ impl State {
             return Ok(done);
         }
         self.raise_batch_floor()?;
-        for (i, victims) in plan {
+        let shard_run = |i: usize, victims: Vec<Arc<Segment>>| -> Result<Compacted> {
+            let mut d = Compacted::default();
             for v in victims {
-                self.compact_segment(&self.shards[i], &v, &mut done)?;
+                self.compact_segment(&self.shards[i], &v, &mut d)?;
             }
+            Ok(d)
+        };
+        // An explicit compaction runs the shards side by side (shards share
+        // nothing); the background one takes them in turn, to stay light.
+        let results: Vec<Result<Compacted>> = if seal_active && plan.len() > 1 {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = plan
+                    .into_iter()
+                    .map(|(i, v)| sc.spawn(move || shard_run(i, v)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Io(std::io::Error::other(
+                                "compaction thread panicked",
+                            )))
+                        })
+                    })
+                    .collect()
+            })
+        } else {
+            plan.into_iter().map(|(i, v)| shard_run(i, v)).collect()
+        };
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(d) => {
+                    done.segments += d.segments;
+                    done.bytes_reclaimed += d.bytes_reclaimed;
+                    done.bytes_moved += d.bytes_moved;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            if done.segments > 0 {
+                self.ctx.compactions.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(e);
         }
         if done.segments > 0 {
             self.ctx.compactions.fetch_add(1, Ordering::Relaxed);
             // Hint files for the segments the records moved to.
             block_on(self.checkpoint())?;
+            // Retired segments' old tables wait in epoch garbage (also that
+            // of the compaction threads, handed over when they exit): push
+            // it through, so each file goes as soon as its last holder does.
+            for _ in 0..4 {
+                crossbeam_epoch::pin().flush();
+            }
         }
         Ok(done)
     }
@@ -125,6 +174,8 @@ impl State {
         let bytes = &bytes[..data_end.min(bytes.len())];
         let path = || v.path.clone().unwrap_or_default();
         let mut target = None;
+        let mut moved = 0u64;
+        let mut batch = Batch::default();
         let mut off = SEGMENT_HEADER_LEN;
         while off < bytes.len() {
             if self.ctx.closing.load(Ordering::Acquire) {
@@ -147,22 +198,20 @@ impl State {
             match f.kind {
                 Kind::Put => {
                     let h = crate::index::key_hash(seed, f.namespace, f.key);
-                    if !shard.index.points_at(h, loc) {
-                        continue;
-                    }
-                    if let Some(t) = move_record(shard, h, loc, raw)? {
-                        target = Some(t);
-                        done.bytes_moved += raw.len() as u64;
+                    // Checked again under the lock; this skips the dead.
+                    if shard.index.points_at(h, loc) {
+                        batch.push(Move::Record { h, loc, raw });
                     }
                 }
                 Kind::Remove => {
-                    if shard.is_oldest(v.id) {
-                        continue;
-                    }
-                    let h = crate::index::key_hash(seed, f.namespace, f.key);
-                    if let Some(t) = keep_tombstone(shard, h, f.namespace, f.key, raw)? {
-                        target = Some(t);
-                        done.bytes_moved += raw.len() as u64;
+                    if !shard.is_oldest(v.id) {
+                        let h = crate::index::key_hash(seed, f.namespace, f.key);
+                        batch.push(Move::Tombstone {
+                            h,
+                            ns: f.namespace,
+                            key: f.key,
+                            raw,
+                        });
                     }
                 }
                 // A clear cannot move: the segment waits until it is the
@@ -170,6 +219,16 @@ impl State {
                 Kind::Clear if !shard.is_oldest(v.id) => return Ok(()),
                 Kind::Clear | Kind::Sync => {}
             }
+            if batch.full() || off >= bytes.len() {
+                if let Some((t, n)) = batch.apply(shard)? {
+                    target = Some(t);
+                    moved += n;
+                }
+            }
+        }
+        if let Some((t, n)) = batch.apply(shard)? {
+            target = Some(t);
+            moved += n;
         }
         if let Some(t) = target {
             block_on(shard.durable(t, false))?;
@@ -178,48 +237,96 @@ impl State {
         shard.retire_segment(v)?;
         done.segments += 1;
         done.bytes_reclaimed += file;
+        done.bytes_moved += moved;
         self.ctx.bytes_reclaimed.fetch_add(file, Ordering::Relaxed);
-        self.ctx
-            .bytes_moved
-            .fetch_add(done.bytes_moved, Ordering::Relaxed);
+        self.ctx.bytes_moved.fetch_add(moved, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// Moves the record at `loc` (bytes `raw`, key hash `h`) to the tail if the
-/// index still points at it. Returns the log position to make durable.
-fn move_record(shard: &Shard, h: u64, loc: u64, raw: &[u8]) -> Result<Option<u64>> {
-    let mut g = block_on(shard.lock_for_append(raw.len()))?;
-    if !shard.index.points_at(h, loc) {
-        return Ok(None);
-    }
-    let new = shard.append_raw(&mut g, raw)?;
-    let guard = crossbeam_epoch::pin();
-    let segs = shard.segments(&guard);
-    if shard.index.replace(h, loc, new) {
-        account(segs, Some((new, raw.len() as u32)), Some(loc));
-    }
-    shard.after_append(&g);
-    Ok(Some(g.lpos))
+/// A record or tombstone to move to the tail.
+enum Move<'a> {
+    /// A put, moved if the index still points at `loc`.
+    Record { h: u64, loc: u64, raw: &'a [u8] },
+    /// A tombstone, kept while its key has no live record.
+    Tombstone {
+        h: u64,
+        ns: u32,
+        key: &'a [u8],
+        raw: &'a [u8],
+    },
 }
 
-/// Keeps a tombstone by copying it to the tail, unless its key has a live
-/// record again (which already supersedes every older value).
-fn keep_tombstone(shard: &Shard, h: u64, ns: u32, key: &[u8], raw: &[u8]) -> Result<Option<u64>> {
-    let mut g = block_on(shard.lock_for_append(raw.len()))?;
-    let guard = crossbeam_epoch::pin();
-    let live = shard
-        .index
-        .find_map(h, &guard, |loc| {
-            frame_has_key(shard.segments(&guard), loc, ns, key).then_some(())
-        })
-        .is_some();
-    if live {
-        return Ok(None);
+/// Most bytes of records moved under one hold of a shard lock (more only
+/// for a single larger record): writers wait at most that copy.
+const MOVE_BYTES: usize = 4 << 10;
+/// Most records moved under one hold of a shard lock.
+const MOVE_RECORDS: usize = 32;
+
+/// Moves gathered for one hold of the shard lock.
+#[derive(Default)]
+struct Batch<'a> {
+    moves: Vec<Move<'a>>,
+    bytes: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn push(&mut self, m: Move<'a>) {
+        self.bytes += match &m {
+            Move::Record { raw, .. } | Move::Tombstone { raw, .. } => raw.len(),
+        };
+        self.moves.push(m);
     }
-    shard.append_raw(&mut g, raw)?;
-    shard.after_append(&g);
-    Ok(Some(g.lpos))
+
+    fn full(&self) -> bool {
+        self.bytes >= MOVE_BYTES || self.moves.len() >= MOVE_RECORDS
+    }
+
+    /// Takes the shard lock once and appends each move that still applies:
+    /// a record the index still points at (then the index entry follows it,
+    /// by compare-and-swap), a tombstone whose key has no live record.
+    /// Returns the log position to make durable and the bytes moved.
+    fn apply(&mut self, shard: &Shard) -> Result<Option<(u64, u64)>> {
+        if self.moves.is_empty() {
+            return Ok(None);
+        }
+        let mut g = block_on(shard.lock_for_append(self.bytes))?;
+        let guard = crossbeam_epoch::pin();
+        let mut moved = 0u64;
+        for m in self.moves.drain(..) {
+            match m {
+                Move::Record { h, loc, raw } => {
+                    if !shard.index.points_at(h, loc) {
+                        continue;
+                    }
+                    let new = shard.append_raw(&mut g, raw)?;
+                    if shard.index.replace(h, loc, new) {
+                        account(
+                            shard.segments(&guard),
+                            Some((new, raw.len() as u32)),
+                            Some(loc),
+                        );
+                    }
+                    moved += raw.len() as u64;
+                }
+                Move::Tombstone { h, ns, key, raw } => {
+                    let live = shard
+                        .index
+                        .find_map(h, &guard, |loc| {
+                            frame_has_key(shard.segments(&guard), loc, ns, key).then_some(())
+                        })
+                        .is_some();
+                    if !live {
+                        shard.append_raw(&mut g, raw)?;
+                        moved += raw.len() as u64;
+                    }
+                }
+            }
+        }
+        self.bytes = 0;
+        shard.after_append(&g);
+        Ok((moved > 0).then_some((g.lpos, moved)))
+    }
 }
 
 /// How often the background compactor looks for segments to compact.

@@ -159,15 +159,13 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
         round
             .active
             .prefault_shadow(round.reserved.saturating_add(PREFAULT_AHEAD));
-        // Grow the file ahead of the appends (doubling), here rather than in
+        // Grow the file ahead of the appends (a step at a time), here rather than in
         // a writer's critical section. A failure is left for the append that
         // needs the room, which reports it.
-        let allocated = round.active.allocated();
-        if allocated < round.active.cap && round.reserved as u64 * 2 > allocated as u64 {
-            let _ = round.active.ensure_allocated(
-                &shard.ctx.config.files(),
-                allocated.saturating_mul(2).min(round.active.cap),
-            );
+        if round.active.wants_growth(round.reserved) {
+            let _ = round
+                .active
+                .ensure_allocated(&shard.ctx.config.files(), round.active.next_allocation());
         }
         let started = std::time::Instant::now();
         let result = run_round(io.as_mut(), &round, &mut dirty);

@@ -23,8 +23,16 @@ use crate::io::{self, FaultPoint, Storage};
 use std::io as stdio;
 
 const MADV_POPULATE_WRITE: libc::c_int = 23;
-/// The first allocation of a new segment file; it doubles from there.
+/// The first allocation of a new segment file; it grows from there.
 pub(crate) const INITIAL_ALLOCATION: u32 = 1 << 20;
+/// The largest growth step of a segment file.
+const MAX_GROWTH_STEP: u32 = 4 << 20;
+
+/// How much a file of `have` bytes grows at once: doubling while small, then
+/// `MAX_GROWTH_STEP` at a time (at most that much preallocated and unused).
+fn growth_step(have: u32) -> u32 {
+    have.clamp(INITIAL_ALLOCATION, MAX_GROWTH_STEP)
+}
 /// Segments stay addressable by a 32-bit offset.
 const MAX_LEN: u32 = !4095;
 
@@ -236,9 +244,10 @@ impl Segment {
     }
 
     /// Makes the file at least `upto` bytes long (preallocated zeros), so a
-    /// write below `upto` changes no file size. Grows by doubling, up to
-    /// `cap`: a new database stays small, and a busy segment extends only a
-    /// few times. Several callers may race; the file never shrinks.
+    /// write below `upto` changes no file size. Grows in steps (see
+    /// `growth_step`), up to `cap`: a new database stays small, and the last
+    /// segment of a shard never holds more than one step unused. Several
+    /// callers may race; the file never shrinks.
     pub(crate) fn ensure_allocated(&self, files: &io::Files, upto: u32) -> stdio::Result<()> {
         let have = self.allocated.load(Ordering::Acquire);
         if upto <= have {
@@ -248,14 +257,26 @@ impl Segment {
             return Ok(());
         };
         let want = upto
-            .max(have.saturating_mul(2))
-            .max(INITIAL_ALLOCATION)
+            .max(have.saturating_add(growth_step(have)))
             .min(self.cap)
             .max(upto);
         files.fault_point(FaultPoint::Fallocate)?;
         files.preallocate(file, want as u64)?;
         self.allocated.fetch_max(want, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Whether appends at `reserved` are near the end of the allocation,
+    /// and the file should grow by a step now (ahead of them).
+    pub(crate) fn wants_growth(&self, reserved: u32) -> bool {
+        let have = self.allocated();
+        have < self.cap && have.saturating_sub(reserved) < growth_step(have) / 2
+    }
+
+    /// The allocation after the next step.
+    pub(crate) fn next_allocation(&self) -> u32 {
+        let have = self.allocated();
+        have.saturating_add(growth_step(have)).min(self.cap)
     }
 
     /// Bytes of the file allocated so far.

@@ -16,6 +16,12 @@
 //! table gives the median over repetitions of each percentile, and the
 //! ratio on/off of the medians.
 //!
+//! `EMDB_BENCH_THRESHOLDS=0.3,0.4,0.5` runs only a sweep of the compaction
+//! threshold instead: per threshold, `EMDB_BENCH_SECS` seconds of random
+//! overwrites at full speed with background compaction, reporting the
+//! overwrite rate, the bytes compaction moved per byte written, and file
+//! bytes / live bytes.
+//!
 //! First, a space run (`EMDB_BENCH_SPACE_KEYS`, default 1,000,000, default
 //! segments): the records bulk-loaded, every other one removed, then
 //! `compact()` timed, and the reopen after it compared with the reopen of
@@ -185,6 +191,59 @@ fn compact_and_reopen(keys: u64) -> (f64, f64, f64, f64, f64) {
     (out[0], out[1], out[2], out[3], out[4])
 }
 
+/// One threshold of the sweep: `keys` records loaded, then `secs` seconds
+/// of random overwrites at full speed with background compaction at
+/// `threshold`. Returns (overwrites/s, bytes moved per byte written, mean
+/// and max of file bytes / live bytes, sampled every 50 ms).
+fn sweep_one(keys: u64, secs: u64, threshold: f64) -> (f64, f64, f64, f64) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Emdb::builder()
+        .path(t.path().join("db"))
+        .shards(2)
+        .segment_size(4 << 20)
+        .max_value_len(4096)
+        .compaction_threshold(threshold)
+        .build()
+        .expect("open");
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(10_000) {
+        db.insert_many(chunk.iter().map(|&i| (key(i), value(i, 0))))
+            .expect("load");
+    }
+    db.flush().expect("flush");
+    let stop = AtomicBool::new(false);
+    let written = AtomicU64::new(0);
+    let mut amp = Vec::new();
+    std::thread::scope(|s| {
+        let (db, stop, written) = (&db, &stop, &written);
+        s.spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(threshold.to_bits());
+            while !stop.load(Ordering::Relaxed) {
+                let i = rng.u64(0..keys);
+                db.insert(key(i), value(i, 1)).expect("overwrite");
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+            let st = db.stats().expect("stats");
+            amp.push(st.file_size_bytes as f64 / st.live_bytes.max(1) as f64);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let n = written.load(Ordering::Relaxed);
+    let frame = (36 + KEY_LEN + VAL_LEN) as f64;
+    let moved_bytes = db.stats().expect("stats").bytes_moved as f64;
+    let mean = amp.iter().sum::<f64>() / amp.len().max(1) as f64;
+    let max = amp.iter().cloned().fold(0.0, f64::max);
+    (
+        n as f64 / secs as f64,
+        (moved_bytes / (n as f64 * frame)).max(0.0),
+        mean,
+        max,
+    )
+}
+
 fn disk_mib(dir: &Path) -> f64 {
     use std::os::unix::fs::MetadataExt;
     let bytes: u64 = std::fs::read_dir(dir)
@@ -212,6 +271,22 @@ fn main() {
         "| writer | compaction | p50 µs | p99 µs | p99.9 µs | max µs | ops | compaction runs |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    if let Ok(list) = std::env::var("EMDB_BENCH_THRESHOLDS") {
+        println!("| threshold | overwrites/s | bytes moved per byte written | file/live mean | file/live max |");
+        println!("|---:|---:|---:|---:|---:|");
+        for t in list.split(',').filter_map(|x| x.trim().parse::<f64>().ok()) {
+            let runs: Vec<_> = (0..reps).map(|_| sweep_one(keys, secs, t)).collect();
+            let m = |f: fn(&(f64, f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());
+            println!(
+                "| {t} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                m(|r| r.0),
+                m(|r| r.1),
+                m(|r| r.2),
+                m(|r| r.3)
+            );
+        }
+        return;
+    }
     let space_keys = env("EMDB_BENCH_SPACE_KEYS", 1_000_000);
     let runs: Vec<_> = (0..reps).map(|_| compact_and_reopen(space_keys)).collect();
     let m = |f: fn(&(f64, f64, f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());

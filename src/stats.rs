@@ -45,6 +45,8 @@ pub struct EmdbStats {
     pub compactions: u64,
     /// Bytes of segment files compaction retired since open.
     pub bytes_reclaimed: u64,
+    /// Bytes of records (and tombstones) compaction moved since open.
+    pub bytes_moved: u64,
 }
 
 impl EmdbStats {
@@ -68,6 +70,7 @@ impl EmdbStats {
             segments: 0,
             compactions: 0,
             bytes_reclaimed: 0,
+            bytes_moved: 0,
         }
     }
 }

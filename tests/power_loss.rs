@@ -18,7 +18,7 @@
 //!    invariant 3 states;
 //! 5. opening never fails: every image is a state a real crash can leave.
 //!
-//! Knobs: `EMDB_POWER_CYCLES` (default 24), `EMDB_POWER_SEED`,
+//! Knobs: `EMDB_POWER_CYCLES` (default 30), `EMDB_POWER_SEED`,
 //! `EMDB_IO_BACKEND=uring|portable`.
 #![cfg(feature = "fault-injection")]
 
@@ -372,7 +372,7 @@ fn power_loss_keeps_every_acknowledged_write() {
     let cycles: u64 = std::env::var("EMDB_POWER_CYCLES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(30);
     let base: u64 = std::env::var("EMDB_POWER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

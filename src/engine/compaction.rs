@@ -78,7 +78,7 @@ impl State {
         let shard_run = |i: usize, victims: Vec<Arc<Segment>>| -> Result<Compacted> {
             let mut d = Compacted::default();
             for v in victims {
-                self.compact_segment(&self.shards[i], &v, &mut d)?;
+                self.compact_segment(&self.shards[i], &v, seal_active, &mut d)?;
             }
             Ok(d)
         };
@@ -166,6 +166,7 @@ impl State {
         &self,
         shard: &Arc<Shard>,
         v: &Arc<Segment>,
+        explicit: bool,
         done: &mut Compacted,
     ) -> Result<()> {
         let seed = self.ctx.hash_seed;
@@ -175,7 +176,14 @@ impl State {
         let path = || v.path.clone().unwrap_or_default();
         let mut target = None;
         let mut moved = 0u64;
-        let mut batch = Batch::default();
+        // The background compactor moves one record per hold of the shard
+        // lock; an explicit compaction a few (a writer then waits at most
+        // for a 4 KiB copy, or one larger record's).
+        let mut batch = Batch {
+            moves: Vec::new(),
+            bytes: 0,
+            max_records: if explicit { MOVE_RECORDS } else { 1 },
+        };
         let mut off = SEGMENT_HEADER_LEN;
         while off < bytes.len() {
             if self.ctx.closing.load(Ordering::Acquire) {
@@ -257,17 +265,17 @@ enum Move<'a> {
     },
 }
 
-/// Most bytes of records moved under one hold of a shard lock (more only
-/// for a single larger record): writers wait at most that copy.
+/// Most bytes of records an explicit compaction moves under one hold of a
+/// shard lock (more only for a single larger record).
 const MOVE_BYTES: usize = 4 << 10;
-/// Most records moved under one hold of a shard lock.
+/// Most records an explicit compaction moves under one hold of a shard lock.
 const MOVE_RECORDS: usize = 32;
 
 /// Moves gathered for one hold of the shard lock.
-#[derive(Default)]
 struct Batch<'a> {
     moves: Vec<Move<'a>>,
     bytes: usize,
+    max_records: usize,
 }
 
 impl<'a> Batch<'a> {
@@ -279,7 +287,7 @@ impl<'a> Batch<'a> {
     }
 
     fn full(&self) -> bool {
-        self.bytes >= MOVE_BYTES || self.moves.len() >= MOVE_RECORDS
+        self.bytes >= MOVE_BYTES || self.moves.len() >= self.max_records
     }
 
     /// Takes the shard lock once and appends each move that still applies:

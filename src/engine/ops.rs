@@ -430,6 +430,7 @@ impl State {
         st.device_flushes += self.ctx.flusher_flushes.load(Ordering::Relaxed);
         st.compactions = self.ctx.compactions.load(Ordering::Relaxed);
         st.bytes_reclaimed = self.ctx.bytes_reclaimed.load(Ordering::Relaxed);
+        st.bytes_moved = self.ctx.bytes_moved.load(Ordering::Relaxed);
         st.preallocated_bytes = st.file_size_bytes.saturating_sub(st.logical_size_bytes);
         st.records_per_flush = if st.device_flushes == 0 {
             0.0

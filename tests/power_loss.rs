@@ -1,4 +1,5 @@
-//! Power-loss simulation (feature `fault-injection`): writers run against a
+//! Power-loss simulation (feature `fault-injection`): writers (and a thread
+//! calling `compact()`, beside the background compactor) run against a
 //! database whose fault plan records which writes each completed sync made
 //! durable. The power goes off at a random moment (a timer, or the Nth I/O
 //! operation, which then is the write in flight); the database is abandoned;

@@ -171,6 +171,12 @@ impl State {
     ) -> Result<()> {
         let seed = self.ctx.hash_seed;
         let data_end = v.data_end.load(Ordering::Acquire) as usize;
+        if (v.written.load(Ordering::Acquire) as usize) < data_end {
+            // Not all in the file yet (the flush before the moves writes
+            // everything sealed so far, so this is a segment sealed since):
+            // the next run takes it.
+            return Ok(());
+        }
         let bytes = v.file_bytes();
         let bytes = &bytes[..data_end.min(bytes.len())];
         let path = || v.path.clone().unwrap_or_default();

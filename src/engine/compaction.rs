@@ -57,7 +57,17 @@ impl State {
     /// `threshold`. With `seal_active`, each shard's active segment is
     /// sealed first if it passes the threshold too.
     pub(crate) fn compact_with(&self, threshold: f64, seal_active: bool) -> Result<Compacted> {
-        let _one_at_a_time = self.ctx.compaction.lock();
+        // An explicit run does not wait for a background one to finish at
+        // its slower pace: the background run yields after its current
+        // record, and this one takes over.
+        let _one_at_a_time = if seal_active {
+            self.ctx.compaction_wanted.fetch_add(1, Ordering::AcqRel);
+            let g = self.ctx.compaction.lock();
+            self.ctx.compaction_wanted.fetch_sub(1, Ordering::AcqRel);
+            g
+        } else {
+            self.ctx.compaction.lock()
+        };
         if seal_active {
             for s in &self.shards {
                 s.seal_active(threshold)?;
@@ -192,9 +202,11 @@ impl State {
         };
         let mut off = SEGMENT_HEADER_LEN;
         while off < bytes.len() {
-            if self.ctx.closing.load(Ordering::Acquire) {
-                // Closing: what moved so far is fine where it is; the
-                // segment stays.
+            let yielding = !explicit && self.ctx.compaction_wanted.load(Ordering::Acquire) > 0;
+            if yielding || self.ctx.closing.load(Ordering::Acquire) {
+                // Closing, or an explicit compaction waits: what moved so
+                // far is fine where it is; the segment stays (for the next
+                // run).
                 return Ok(());
             }
             // Sealed segments are immutable; a frame that does not verify

@@ -59,6 +59,9 @@ pub(crate) struct Ctx {
     /// The engine is closing: a compaction run stops after its current
     /// record.
     pub closing: std::sync::atomic::AtomicBool,
+    /// An explicit compaction waits: a background run stops after its
+    /// current record and lets it take over.
+    pub compaction_wanted: std::sync::atomic::AtomicUsize,
     /// Compaction runs that retired at least one segment.
     pub compactions: AtomicU64,
     /// Bytes of segment files compaction retired.
@@ -154,6 +157,7 @@ impl Ctx {
             maintenance: Mutex::new(gen),
             compaction: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            compaction_wanted: std::sync::atomic::AtomicUsize::new(0),
             compactions: AtomicU64::new(0),
             bytes_reclaimed: AtomicU64::new(0),
             bytes_moved: AtomicU64::new(0),

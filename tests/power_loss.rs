@@ -577,3 +577,137 @@ fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
         );
     }
 }
+
+/// Compaction must never retire the last durable copy of a key's state: a
+/// record made dead by a write that is not durable yet stays until that
+/// write is. One writer overwrites a few keys, flushing now and then, while
+/// compaction runs back to back on tiny segments; the power goes off at a
+/// random moment, and every key must show its last acknowledged state or a
+/// later one.
+#[test]
+fn compaction_never_drops_a_record_whose_successor_is_not_durable() {
+    let base: u64 = std::env::var("EMDB_POWER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let mut compactions = 0;
+    let cycles: u64 = std::env::var("EMDB_POWER_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    for cycle in 0..cycles {
+        let seed = base.wrapping_add(cycle);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let t = tempfile::tempdir().expect("tempdir");
+        let live = t.path().join("db");
+        let build = |plan: Option<&FaultPlan>| {
+            let b = Emdb::builder()
+                .path(&live)
+                .shards(1)
+                .segment_size(8192)
+                .max_key_len(64)
+                .max_value_len(1024)
+                .compaction_threshold(0.2)
+                .background_compaction(false);
+            match plan {
+                Some(p) => b.fault_plan(p.clone()),
+                None => b,
+            }
+            .build()
+            .expect("open")
+        };
+        drop(build(None));
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let timed = rng.bool();
+        if !timed {
+            plan.power_off_after(rng.u64(20..2000));
+        }
+        let db = build(Some(&plan));
+        const KEYS: u32 = 8;
+        // Per key: the versions written, and how many were acknowledged.
+        let writes: Mutex<Vec<Vec<u32>>> = Mutex::new(vec![Vec::new(); KEYS as usize]);
+        let acked: Mutex<Vec<usize>> = Mutex::new(vec![0; KEYS as usize]);
+        let runs = std::sync::atomic::AtomicU64::new(0);
+        let delay = Duration::from_millis(rng.u64(20..200));
+        std::thread::scope(|s| {
+            let (db, plan, writes, acked, runs) = (&db, &plan, &writes, &acked, &runs);
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(seed ^ 1);
+                let mut version = 0u32;
+                while !plan.powered_off() {
+                    version += 1;
+                    let k = rng.u32(0..KEYS);
+                    writes.lock().unwrap()[k as usize].push(version);
+                    if db
+                        .insert(format!("k{k}"), record_value(version, 300))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if rng.u32(0..10) == 0 {
+                        let now: Vec<usize> =
+                            writes.lock().unwrap().iter().map(|w| w.len()).collect();
+                        if db.flush().is_err() {
+                            return;
+                        }
+                        *acked.lock().unwrap() = now;
+                    }
+                }
+            });
+            s.spawn(move || {
+                while !plan.powered_off() {
+                    if db.compact().is_ok() {
+                        runs.store(
+                            db.stats().map_or(0, |st| st.compactions),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                }
+            });
+            if timed {
+                std::thread::sleep(delay);
+            } else {
+                let end = std::time::Instant::now() + Duration::from_secs(5);
+                while !plan.powered_off() && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            plan.power_off();
+        });
+        drop(db);
+        compactions += runs.load(std::sync::atomic::Ordering::Relaxed);
+        let policy = if rng.bool() {
+            ImagePolicy::DurableOnly
+        } else {
+            ImagePolicy::Random
+        };
+        let (db, ctx) = reopen_image(&plan, &live, &t.path().join("image"), policy, seed);
+        let writes = writes.into_inner().unwrap();
+        let acked = acked.into_inner().unwrap();
+        for k in 0..KEYS as usize {
+            if acked[k] == 0 {
+                continue;
+            }
+            let got = db.get(format!("k{k}")).expect("get");
+            let got = got.unwrap_or_else(|| {
+                panic!(
+                    "seed {seed}: k{k} lost; {} writes acknowledged ({ctx})",
+                    acked[k]
+                )
+            });
+            let i = writes[k]
+                .iter()
+                .position(|v| record_value(*v, 300) == got)
+                .unwrap_or_else(|| panic!("seed {seed}: k{k} holds a value never written"));
+            assert!(
+                i + 1 >= acked[k],
+                "seed {seed}: k{k} shows write {} of {}, older than the {} acknowledged ({ctx})",
+                i + 1,
+                writes[k].len(),
+                acked[k]
+            );
+        }
+    }
+    assert!(compactions > 0, "compaction must have run");
+}

@@ -190,7 +190,6 @@ impl State {
         let bytes = v.file_bytes();
         let bytes = &bytes[..data_end.min(bytes.len())];
         let path = || v.path.clone().unwrap_or_default();
-        let mut target = None;
         let mut moved = 0u64;
         // The background compactor moves one record per hold of the shard
         // lock; an explicit compaction a few (a writer then waits at most
@@ -246,19 +245,18 @@ impl State {
                 Kind::Clear | Kind::Sync => {}
             }
             if batch.full() || off >= bytes.len() {
-                if let Some((t, n)) = batch.apply(shard)? {
-                    target = Some(t);
-                    moved += n;
-                }
+                moved += batch.apply(shard)?;
             }
         }
-        if let Some((t, n)) = batch.apply(shard)? {
-            target = Some(t);
-            moved += n;
-        }
-        if let Some(t) = target {
-            block_on(shard.durable(t, false))?;
-        }
+        moved += batch.apply(shard)?;
+        // Everything appended to this shard so far made durable: the moved
+        // records, and every write that made a record of `v` dead. A record
+        // dropped with `v` may be the last durable copy of its key's state
+        // until the write that replaced it is durable too (a kill -9 found
+        // this: an acknowledged record lost with its segment while the
+        // overwrite that had made it dead was still in the tail buffer).
+        let upto = shard.lock().lpos;
+        block_on(shard.durable(upto, false))?;
         let file = v.file_len();
         shard.retire_segment(v)?;
         done.segments += 1;
@@ -311,10 +309,10 @@ impl<'a> Batch<'a> {
     /// Takes the shard lock once and appends each move that still applies:
     /// a record the index still points at (then the index entry follows it,
     /// by compare-and-swap), a tombstone whose key has no live record.
-    /// Returns the log position to make durable and the bytes moved.
-    fn apply(&mut self, shard: &Shard) -> Result<Option<(u64, u64)>> {
+    /// Returns the bytes moved.
+    fn apply(&mut self, shard: &Shard) -> Result<u64> {
         if self.moves.is_empty() {
-            return Ok(None);
+            return Ok(0);
         }
         let mut g = block_on(shard.lock_for_append(self.bytes))?;
         let guard = crossbeam_epoch::pin();
@@ -351,7 +349,7 @@ impl<'a> Batch<'a> {
         }
         self.bytes = 0;
         shard.after_append(&g);
-        Ok((moved > 0).then_some((g.lpos, moved)))
+        Ok(moved)
     }
 }
 

@@ -294,7 +294,35 @@ impl Index {
     }
 
     /// Writer only. Removes the key; returns its location if it was present.
-    pub(crate) fn remove(&self, h: u64, mut same_key: impl FnMut(u64) -> bool) -> Option<u64> {
+    pub(crate) fn remove(&self, h: u64, same_key: impl FnMut(u64) -> bool) -> Option<u64> {
+        self.with_slot(h, same_key, |slot, old| {
+            slot.hash.store(TOMBSTONE, Ordering::Release);
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.tombstones.fetch_add(1, Ordering::Relaxed);
+            old
+        })
+    }
+
+    /// Writer only. Points the entry of hash `h` at `loc` `new` if it is at
+    /// `old` now (a compare-and-swap on the location, so that a write that
+    /// landed meanwhile wins). Returns whether it moved.
+    pub(crate) fn replace(&self, h: u64, old: u64, new: u64) -> bool {
+        self.with_slot(
+            h,
+            |loc| loc == old,
+            |slot, _| slot.loc.store(new, Ordering::Release),
+        )
+        .is_some()
+    }
+
+    /// Writer only. Finds the live slot of hash `h` whose location `pick`
+    /// accepts and applies `change` to it (with that location).
+    fn with_slot<R>(
+        &self,
+        h: u64,
+        mut pick: impl FnMut(u64) -> bool,
+        change: impl FnOnce(&Slot, u64) -> R,
+    ) -> Option<R> {
         let h = slot_hash(h);
         let guard = epoch::pin();
         let t = self.table(&guard);
@@ -306,40 +334,14 @@ impl Index {
                 return None;
             }
             if sh == h {
-                let old = slot.loc.load(Ordering::Relaxed);
-                if same_key(old) {
-                    slot.hash.store(TOMBSTONE, Ordering::Release);
-                    self.live.fetch_sub(1, Ordering::Relaxed);
-                    self.tombstones.fetch_add(1, Ordering::Relaxed);
-                    return Some(old);
+                let loc = slot.loc.load(Ordering::Relaxed);
+                if pick(loc) {
+                    return Some(change(slot, loc));
                 }
             }
             i = (i + 1) & t.mask;
         }
         None
-    }
-
-    /// Writer only. Points the entry of hash `h` at `loc` `new` if it is at
-    /// `old` now (a compare-and-swap on the location, so that a write that
-    /// landed meanwhile wins). Returns whether it moved.
-    pub(crate) fn replace(&self, h: u64, old: u64, new: u64) -> bool {
-        let h = slot_hash(h);
-        let guard = epoch::pin();
-        let t = self.table(&guard);
-        let mut i = h as usize & t.mask;
-        for _ in 0..=t.mask {
-            let slot = &t.slots[i];
-            let sh = slot.hash.load(Ordering::Relaxed);
-            if sh == EMPTY {
-                return false;
-            }
-            if sh == h && slot.loc.load(Ordering::Relaxed) == old {
-                slot.loc.store(new, Ordering::Release);
-                return true;
-            }
-            i = (i + 1) & t.mask;
-        }
-        false
     }
 
     /// Whether an entry of hash `h` points at `loc` (any thread).

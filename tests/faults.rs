@@ -227,6 +227,16 @@ fn fill_until_error(db: &Emdb, prefix: &str, max: usize) -> (Vec<String>, Option
     (acked, None)
 }
 
+/// `b` built, under `plan` if one is given.
+fn build_with(b: emdb::EmdbBuilder, plan: Option<&FaultPlan>) -> Emdb {
+    match plan {
+        Some(p) => b.fault_plan(p.clone()),
+        None => b,
+    }
+    .build()
+    .expect("open")
+}
+
 /// One shard, 64 KiB segments (limits lowered to fit): rotation comes soon.
 fn small_segments(path: &Path) -> emdb::EmdbBuilder {
     Emdb::builder()
@@ -268,15 +278,7 @@ fn no_room_for_a_new_segment_fails_the_write_and_writes_resume_when_space_return
     let t = tempfile::tempdir().expect("tempdir");
     let path = t.path().join("db");
     let plan = FaultPlan::new();
-    let open = |plan: Option<&FaultPlan>| {
-        let b = small_segments(&path);
-        match plan {
-            Some(p) => b.fault_plan(p.clone()),
-            None => b,
-        }
-        .build()
-        .expect("open")
-    };
+    let open = |plan: Option<&FaultPlan>| build_with(small_segments(&path), plan);
     let db = open(Some(&plan));
     plan.set_no_space(true);
     let (acked, err) = fill_until_error(&db, "a", 1000);
@@ -320,12 +322,7 @@ fn a_segment_that_cannot_grow_fails_the_write_and_writes_resume_when_space_retur
             .segment_size(8 << 20)
             .max_value_len(4096)
             .max_key_len(256);
-        match plan {
-            Some(p) => b.fault_plan(p.clone()),
-            None => b,
-        }
-        .build()
-        .expect("open")
+        build_with(b, plan)
     };
     let db = build(Some(&plan));
     // The file starts at 1 MiB: fill most of it, then the disk is full.
@@ -369,13 +366,7 @@ fn compaction_on_a_full_disk_loses_nothing_and_writes_resume() {
     let path = t.path().join("db");
     let plan = FaultPlan::new();
     let build = |plan: Option<&FaultPlan>| {
-        let b = small_segments(&path).background_compaction(false);
-        match plan {
-            Some(p) => b.fault_plan(p.clone()),
-            None => b,
-        }
-        .build()
-        .expect("open")
+        build_with(small_segments(&path).background_compaction(false), plan)
     };
     let db = build(Some(&plan));
     let mut model = std::collections::BTreeMap::new();

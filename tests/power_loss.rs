@@ -370,10 +370,7 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
 
 #[test]
 fn power_loss_keeps_every_acknowledged_write() {
-    let cycles: u64 = std::env::var("EMDB_POWER_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let cycles = env_u64("EMDB_POWER_CYCLES", 30);
     let base: u64 = std::env::var("EMDB_POWER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -439,6 +436,30 @@ fn reopen_image(
     (db, format!("{policy:?} {report:?}"))
 }
 
+/// An environment knob as a number, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Opens the database at `path` with `configure`'s settings, under `plan`
+/// if one is given.
+fn open_with(
+    path: &Path,
+    plan: Option<&FaultPlan>,
+    configure: impl Fn(emdb::EmdbBuilder) -> emdb::EmdbBuilder,
+) -> Emdb {
+    let b = configure(Emdb::builder().path(path));
+    match plan {
+        Some(p) => b.fault_plan(p.clone()),
+        None => b,
+    }
+    .build()
+    .expect("open")
+}
+
 fn record_value(k: u32, len: usize) -> Vec<u8> {
     let mut v = format!("value-of-{k:05}-").into_bytes();
     v.extend((0..len).map(|i| b'a' + ((k as usize + i) % 26) as u8));
@@ -495,10 +516,7 @@ fn a_new_database_keeps_its_first_flush_after_a_power_cut() {
 /// it is acknowledged.
 #[test]
 fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
-    let base: u64 = std::env::var("EMDB_POWER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7);
+    let base = env_u64("EMDB_POWER_SEED", 7);
     for cycle in 0..16u64 {
         let seed = base.wrapping_add(cycle);
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -506,18 +524,12 @@ fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
         let live = t.path().join("db");
         let shards = 1 + (seed % 2) as usize;
         let build = |plan: Option<&FaultPlan>| {
-            let b = Emdb::builder()
-                .path(&live)
-                .shards(shards)
-                .segment_size(8192)
-                .max_key_len(64)
-                .max_value_len(1024);
-            match plan {
-                Some(p) => b.fault_plan(p.clone()),
-                None => b,
-            }
-            .build()
-            .expect("open")
+            open_with(&live, plan, |b| {
+                b.shards(shards)
+                    .segment_size(8192)
+                    .max_key_len(64)
+                    .max_value_len(1024)
+            })
         };
         // Created and closed before the power model starts: its directory
         // and first segments are durable.
@@ -586,35 +598,23 @@ fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
 /// later one.
 #[test]
 fn compaction_never_drops_a_record_whose_successor_is_not_durable() {
-    let base: u64 = std::env::var("EMDB_POWER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11);
+    let base = env_u64("EMDB_POWER_SEED", 11);
     let mut compactions = 0;
-    let cycles: u64 = std::env::var("EMDB_POWER_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let cycles = env_u64("EMDB_POWER_CYCLES", 30);
     for cycle in 0..cycles {
         let seed = base.wrapping_add(cycle);
         let mut rng = fastrand::Rng::with_seed(seed);
         let t = tempfile::tempdir().expect("tempdir");
         let live = t.path().join("db");
         let build = |plan: Option<&FaultPlan>| {
-            let b = Emdb::builder()
-                .path(&live)
-                .shards(1)
-                .segment_size(8192)
-                .max_key_len(64)
-                .max_value_len(1024)
-                .compaction_threshold(0.2)
-                .background_compaction(false);
-            match plan {
-                Some(p) => b.fault_plan(p.clone()),
-                None => b,
-            }
-            .build()
-            .expect("open")
+            open_with(&live, plan, |b| {
+                b.shards(1)
+                    .segment_size(8192)
+                    .max_key_len(64)
+                    .max_value_len(1024)
+                    .compaction_threshold(0.2)
+                    .background_compaction(false)
+            })
         };
         drop(build(None));
         let plan = FaultPlan::new();

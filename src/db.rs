@@ -157,13 +157,16 @@ impl Emdb {
         block_on(self.engine.checkpoint())
     }
 
-    /// Reclaims space: seals every shard's active segment, moves the live
-    /// records of each sealed segment whose dead fraction is at least the
-    /// compaction threshold (builder, default 0.4) to the log tail, and
-    /// removes those segments; then checkpoints, so the next open is fast.
+    /// Reclaims space: moves the live records of each segment whose dead
+    /// fraction is at least the compaction threshold (builder, default 0.4),
+    /// the one being written included (it is sealed first), to the log tail,
+    /// and removes those segments; then, if it removed any, checkpoints, so
+    /// the next open is fast. A background compaction in progress stops and
+    /// lets this one take over.
     ///
-    /// Writers and readers go on meanwhile: each record moves under its
-    /// shard's lock alone, and a write that lands during the move wins.
+    /// Writers and readers go on meanwhile: records move under their
+    /// shard's lock a few at a time, and a write that lands during the move
+    /// wins.
     /// Values already handed out by `get_zerocopy` and open iterators stay
     /// valid (a segment's file is removed when the last of them lets go).
     /// In memory the same happens without files.

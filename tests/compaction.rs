@@ -360,3 +360,28 @@ fn readers_and_held_values_see_nothing_wrong_during_background_compaction() {
         check(k, &db.get(key(k)).unwrap().unwrap());
     }
 }
+
+/// Files a crash can leave behind (the hint file of a retired segment, a
+/// half-written hint) are removed at the next open; other files are not.
+#[test]
+fn stale_hint_files_go_at_open_and_other_files_stay() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let db = builder(&dir).build().unwrap();
+    db.insert("k", "v").unwrap();
+    drop(db);
+    for name in ["000-00000099.hint", "001-00000098.hint.tmp", "notes.txt"] {
+        std::fs::write(dir.join(name), b"left behind").unwrap();
+    }
+    let db = builder(&dir).build().unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(!dir.join("000-00000099.hint").exists());
+    assert!(!dir.join("001-00000098.hint.tmp").exists());
+    assert!(
+        dir.join("notes.txt").exists(),
+        "a file emdb does not own stays"
+    );
+    // The listed segments' own hint files stay.
+    drop(db);
+    assert!(dir.join("000-00000001.hint").exists() || dir.join("001-00000001.hint").exists());
+}

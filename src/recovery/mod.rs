@@ -450,24 +450,33 @@ fn open_segments(
 }
 
 /// Segment files not named by the manifest were created but never
-/// registered (a crash in between), or dropped by a cut; nothing in them
-/// was acknowledged. Removed, and the removals made durable, so that a
-/// later segment created at the same path is the only one a restart finds.
+/// registered (a crash in between), dropped by a cut, or retired by a
+/// compaction whose removal a crash cut short; nothing in them is needed.
+/// Their hint files go too, and hint files a crash left half written.
+/// Removed, and the removals made durable, so that a later segment created
+/// at the same path is the only one a restart finds.
 fn remove_orphans(files: &crate::io::Files, dir: &Path, m: &Manifest) -> Result<()> {
     let mut removed = false;
     for e in fs::read_dir(dir)?.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some((s, id)) = segment::parse_file_name(name) {
-            let listed = m
+        // A segment file, or a hint file of a segment, that the manifest
+        // does not list; or a temporary file a crash left behind.
+        let seg_name = name
+            .strip_suffix(".hint")
+            .map(|stem| format!("{stem}.seg"))
+            .unwrap_or_else(|| name.to_string());
+        let stale = match segment::parse_file_name(&seg_name) {
+            Some((s, id)) => !m
                 .shards
                 .get(s as usize)
-                .is_some_and(|sh| sh.segments.contains(&id));
-            // Best effort: one that cannot be removed (a read-only
-            // directory) is met again, and refused, if its id is reused.
-            if !listed && files.remove(&e.path()).is_ok() {
-                removed = true;
-            }
+                .is_some_and(|sh| sh.segments.contains(&id)),
+            None => name.ends_with(".hint.tmp"),
+        };
+        // Best effort: one that cannot be removed (a read-only directory)
+        // is met again, and refused, if its id is reused.
+        if stale && files.remove(&e.path()).is_ok() {
+            removed = true;
         }
     }
     if removed {

@@ -213,21 +213,23 @@ fn values_and_iterators_outlive_compaction_and_hold_their_files() {
     };
     let with_held = seg_files(&dir);
     drop(held);
-    // Retired tables are freed through epochs: give them a moment.
+    // Retired tables are freed through epochs, which advance as threads pin
+    // them (reads do): read until they have, for up to 10 s.
+    let segments = db.stats().unwrap().segments as usize;
     let mut without = seg_files(&dir);
-    for _ in 0..100 {
-        if without < with_held {
-            break;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while without != segments && std::time::Instant::now() < deadline {
+        for _ in 0..1000 {
+            let _ = db.get("k00007");
         }
-        let _ = db.get("k00007");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::thread::sleep(std::time::Duration::from_millis(5));
         without = seg_files(&dir);
     }
     assert!(
         without < with_held,
         "dropping the last holder removes the file ({with_held} -> {without}; {files_before} files before)"
     );
-    assert_eq!(without as u64, db.stats().unwrap().segments);
+    assert_eq!(without, segments, "every retired file is gone");
 }
 
 /// Writers, readers and `ValueRef` holders while background compaction (and

@@ -249,14 +249,22 @@ impl State {
             }
         }
         moved += batch.apply(shard)?;
-        // Everything appended to this shard so far made durable: the moved
-        // records, and every write that made a record of `v` dead. A record
-        // dropped with `v` may be the last durable copy of its key's state
-        // until the write that replaced it is durable too (a kill -9 found
-        // this: an acknowledged record lost with its segment while the
-        // overwrite that had made it dead was still in the tail buffer).
-        let upto = shard.lock().lpos;
-        block_on(shard.durable(upto, false))?;
+        // Everything appended so far made durable, in every shard: the
+        // moved records, and every write that made a record of `v` dead. A
+        // record dropped with `v` may be the last durable copy of its key's
+        // state until the write that replaced it is durable too, and, when
+        // that write belongs to a batch, until the whole batch is (recovery
+        // drops an incomplete one). The kill -9 test found both: an
+        // acknowledged record lost with its segment while the overwrite that
+        // had made it dead was still in the tail buffer, or was part of a
+        // batch whose frames in the other shard were not yet durable.
+        let targets: Vec<(usize, u64)> = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.lock().lpos))
+            .collect();
+        block_on(self.await_durable(&targets))?;
         let file = v.file_len();
         shard.retire_segment(v)?;
         done.segments += 1;

@@ -233,20 +233,28 @@ impl Files {
             }
             _ => {}
         }
-        with_plan!(self, |plan| plan.fs_renaming(to)?);
-        fs::rename(from, to)
+        let rename = || fs::rename(from, to);
+        #[cfg(feature = "fault-injection")]
+        if let Some(plan) = &self.plan {
+            return plan.fs_unlinking(to, rename);
+        }
+        rename()
     }
 
     /// Removes the file at `path` (a symlink itself, never its target).
     /// Missing is not an error. Durable after `sync_dir` of the directory.
     pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
         with_plan!(self, |plan| plan.fs_check()?);
-        with_plan!(self, |plan| plan.fs_removing(path)?);
-        match fs::remove_file(path) {
+        let remove = || match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
+        };
+        #[cfg(feature = "fault-injection")]
+        if let Some(plan) = &self.plan {
+            return plan.fs_unlinking(path, remove);
         }
+        remove()
     }
 
     /// Makes the entries of `dir` (files created, renamed or removed in it)

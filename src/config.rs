@@ -74,7 +74,7 @@ impl Config {
         crate::io::Files::default()
     }
 
-    /// The I/O backend of one core (or of the device flusher), created on
+    /// The I/O backend of one core, created on
     /// the calling thread.
     pub(crate) fn backend(&self, kind: IoBackend) -> std::io::Result<Box<dyn crate::io::Io>> {
         let io = crate::io::create(kind, self.sqpoll_idle_ms)?;

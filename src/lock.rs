@@ -52,7 +52,7 @@ impl LockFile {
     pub(crate) fn acquire(files: &Files, dir: &Path) -> Result<LockFile> {
         let path = dir.join(FILE);
         // Never through a symlink; a new file is 0600 and its entry is made
-        // durable at once (the device flusher syncs this file).
+        // durable at once.
         let (file, created) = files.open_or_create(&path)?;
         if created {
             files.sync_dir(dir)?;

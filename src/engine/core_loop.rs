@@ -1,14 +1,16 @@
 //! The shard core's loop: each round takes everything appended since the
 //! last one and hands it to the I/O backend as one chain (the writes at the
-//! log tail, a sealing fdatasync for each segment sealed meanwhile, and one
-//! fdatasync when a waiter asks for durability), then wakes the waiters it
-//! served. Every flush that arrives while a chain is in flight is served by
-//! the next one: that is the group commit.
+//! log tail, a sealing fdatasync for each segment sealed meanwhile, and, when
+//! this shard has a part in the running commit generation, either an
+//! fdatasync or a `sync_file_range` that leaves the device flush to the last
+//! part; see `commit.rs`). Every flush that arrives while a generation is in
+//! flight is served by the next one: that is the group commit.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::commit::{Arrival, PartPlan};
 use super::shard::{Chunk, Shard};
 use crate::io::{Io, Op};
 use crate::log::frame::pack_pos;
@@ -19,8 +21,6 @@ use crate::log::segment::Segment;
 const LINGER: Duration = Duration::from_micros(500);
 /// Shadow bytes kept faulted in ahead of the append offset.
 const PREFAULT_AHEAD: u32 = 1 << 20;
-/// Longest a core waits for returning flushers before a sync round.
-const MAX_GATHER: Duration = Duration::from_micros(200);
 /// Most operations in one chain (the ring holds 64 entries).
 const MAX_CHAIN: usize = 48;
 
@@ -33,6 +33,8 @@ struct Round {
     sync: SyncMode,
     /// At most one caller waits on this round: favour latency.
     latency_bound: bool,
+    /// This shard's part of the running commit generation.
+    part: Option<PartPlan>,
     /// The active segment and its append offset when the round was taken.
     active: Arc<Segment>,
     reserved: u32,
@@ -44,8 +46,8 @@ enum SyncMode {
     None,
     /// fdatasync the dirty segment: durable when the chain completes.
     Direct,
-    /// Put the dirty segment's pages on the device; the device flusher makes
-    /// them durable.
+    /// Put the dirty segment's pages on the device; the commit
+    /// generation's device flush makes them durable.
     Shared,
 }
 
@@ -57,37 +59,24 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
     // 0: running; 1: shutting down, final marker appended.
     let mut final_phase = 0u8;
     let mut lingering = false;
-    // Group-commit gathering: how many waiters the last synced round served
-    // and how long its sync took.
-    let mut last_waiters = 0usize;
-    let mut last_sync = Duration::ZERO;
     loop {
+        let commit = &shard.ctx.commit;
+        let mut part = commit.part(shard.id);
+        if let Some(p) = part {
+            if shard.durable_lpos.load(Ordering::Acquire) >= p.target {
+                // Covered already (a sealing or shutdown sync).
+                arrive(&shard, io.as_mut(), &p, None);
+                part = None;
+            }
+        }
         let round = {
             let mut g = shard.lock();
-            let sync_asked =
-                g.sync_wanted.max(g.stable_wanted) > shard.durable_lpos.load(Ordering::Acquire);
-            if last_waiters >= 2
-                && !g.shutdown
-                && g.flush_waiters.len() < last_waiters
-                && sync_asked
-            {
-                // Concurrent flushers were just woken by the last round and
-                // are coming back: give them a fraction of a sync's time to
-                // join this one rather than the one after.
-                let deadline = std::time::Instant::now() + (last_sync / 2).min(MAX_GATHER);
-                while g.flush_waiters.len() < last_waiters {
-                    let now = std::time::Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    drop(g);
-                    std::thread::park_timeout(deadline - now);
-                    g = shard.lock();
-                }
-            }
             let durable = shard.durable_lpos.load(Ordering::Acquire);
             if g.poison.is_some() {
+                // The part, if any, failed with the poison.
                 if g.shutdown {
+                    drop(g);
+                    leave(&shard, io.as_mut());
                     return;
                 }
                 drop(g);
@@ -96,9 +85,10 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
             }
             let written = shard.written_lpos.load(Ordering::Acquire);
             let mut pending = !g.chunks.is_empty() || !g.to_seal.is_empty();
-            let want_direct =
-                g.sync_wanted > durable || (g.shutdown && (written > durable || pending));
-            let want_shared = g.stable_wanted > g.stable.0.max(durable);
+            let shared_ok = commit.shared_ok();
+            let want_direct = part.is_some_and(|p| p.sole || !shared_ok)
+                || (g.shutdown && (written > durable || pending));
+            let want_shared = part.is_some() && !want_direct;
             let want_sync = want_direct || want_shared;
             // A marker rides along with the next write, or is written on its
             // own just before the core goes idle.
@@ -119,6 +109,8 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                         final_phase = 1;
                         continue;
                     }
+                    drop(g);
+                    leave(&shard, io.as_mut());
                     return;
                 }
                 if lingering {
@@ -128,6 +120,8 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 } else {
                     shard.core_idle.store(true, Ordering::Release);
                     drop(g);
+                    // A generation started after `part` was read has woken
+                    // (unparked) this thread, so this returns at once.
                     std::thread::park();
                     shard.core_idle.store(false, Ordering::Release);
                 }
@@ -148,7 +142,8 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 lpos: g.lpos,
                 records: g.records,
                 sync,
-                latency_bound: g.flush_waiters.len() <= 1,
+                latency_bound: part.is_none_or(|p| p.waiters <= 1),
+                part,
                 active: g.active.clone(),
                 reserved: g.reserved,
             }
@@ -167,11 +162,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 .active
                 .ensure_allocated(&shard.ctx.config.files(), round.active.next_allocation());
         }
-        let started = std::time::Instant::now();
         let result = run_round(io.as_mut(), &round, &mut dirty);
-        if round.sync != SyncMode::None {
-            last_sync = started.elapsed();
-        }
         match result {
             Ok(synced) => {
                 for c in &round.chunks {
@@ -188,31 +179,27 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                         .durable_records
                         .fetch_max(round.records, Ordering::Relaxed);
                 }
-                if let Some(pos) = synced.stable {
-                    g.stable = (round.lpos, pos, round.records);
-                }
                 if let Some(pos) = synced.claim {
                     if !g.shutdown {
                         g.marker_due = Some(pos);
                     }
                 }
-                let mut wake = if synced.stable.is_some() {
-                    // The device flusher wakes this round's waiters.
-                    last_waiters = g.flush_waiters.len();
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut g.flush_waiters)
-                };
-                if round.sync == SyncMode::Direct {
-                    last_waiters = wake.len();
-                }
-                wake.append(&mut g.space_waiters);
+                let wake = std::mem::take(&mut g.space_waiters);
                 drop(g);
-                if synced.stable.is_some() {
-                    shard.ctx.request_device_flush();
-                }
                 for w in wake {
                     w.wake();
+                }
+                if let Some(p) = &round.part {
+                    if synced.all {
+                        arrive(&shard, io.as_mut(), p, None);
+                    } else if let Some(pos) = synced.stable {
+                        arrive(
+                            &shard,
+                            io.as_mut(),
+                            p,
+                            Some((round.lpos, pos, round.records)),
+                        );
+                    }
                 }
                 for c in &round.chunks {
                     if c.seg.sealed.load(Ordering::Acquire)
@@ -305,8 +292,8 @@ fn run_round(
             let on_disk = d.storage.fd().is_some();
             let shared = round.sync == SyncMode::Shared && on_disk;
             if shared && end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap) {
-                // No metadata can change: pages to the device, and the device
-                // flusher's one fdatasync makes them durable.
+                // No metadata can change: pages to the device, and the commit
+                // generation's one device flush makes them durable.
                 stable = Some(pack_pos(d.id, end));
                 steps.push(Step::SyncRange(d.clone()));
                 // Not durable until the device flush: still dirty.
@@ -388,6 +375,44 @@ fn run_round(
         }
     }
     Ok(synced)
+}
+
+/// Reports this shard's part of a commit generation; when it was the last
+/// and other parts are only on the device, issues the generation's device
+/// flush (an fdatasync of the active segment: its own data is on the device
+/// already, so this is the device cache flush that covers every part).
+fn arrive(shard: &Shard, io: &mut dyn Io, p: &PartPlan, stable: Option<(u64, u64, u64)>) {
+    let commit = &shard.ctx.commit;
+    if commit.arrive(p.gen, shard.id, stable) != Arrival::FlushDevice {
+        return;
+    }
+    let active = shard.lock().active.clone();
+    match io.run_latency_bound(&[Op::Sync {
+        target: &active.storage,
+    }]) {
+        Ok(()) => {
+            shard.device_flushes.fetch_add(1, Ordering::Relaxed);
+            commit.flushed(p.gen, true);
+        }
+        Err(e) => {
+            // Never retried: nothing this flush covered may be called
+            // durable, in any shard.
+            commit.poison_all(&e);
+            commit.flushed(p.gen, false);
+        }
+    }
+}
+
+/// At exit: a part still pending is durable (the final sync covered it)
+/// or failed.
+fn leave(shard: &Shard, io: &mut dyn Io) {
+    if let Some(p) = shard.ctx.commit.part(shard.id) {
+        if shard.durable_lpos.load(Ordering::Acquire) >= p.target {
+            arrive(shard, io, &p, None);
+        } else {
+            shard.ctx.commit.part_failed(shard.id);
+        }
+    }
 }
 
 /// Appends the marker queued in `marker_due` (the final one at shutdown).

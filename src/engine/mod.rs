@@ -5,9 +5,9 @@
 mod backup;
 mod block_on;
 mod checkpoint;
+mod commit;
 mod compaction;
 mod core_loop;
-mod flusher;
 mod open;
 mod ops;
 pub(crate) mod shard;
@@ -45,12 +45,8 @@ pub(crate) struct Ctx {
     checkpoint_gen: AtomicU64,
     /// Disk databases only.
     manifest: Option<Mutex<Manifest>>,
-    /// The device flusher (disk databases only): requests, its thread, stop.
-    flush_requested: AtomicU64,
-    flusher: std::sync::OnceLock<std::thread::Thread>,
-    flusher_stop: std::sync::atomic::AtomicBool,
-    /// Device flushes issued by the flusher.
-    flusher_flushes: AtomicU64,
+    /// Group commit across shards.
+    pub(crate) commit: commit::Commit,
     /// Held while checkpoint files are written; the last checkpoint
     /// generation written.
     pub maintenance: Mutex<u64>,
@@ -68,8 +64,6 @@ pub(crate) struct Ctx {
     pub bytes_reclaimed: AtomicU64,
     /// Bytes of records compaction moved.
     pub bytes_moved: AtomicU64,
-    /// Flush calls waiting right now (a sign of concurrency).
-    flushes_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -149,11 +143,7 @@ impl Ctx {
             seq: AtomicU64::new(seq),
             checkpoint_gen: AtomicU64::new(gen),
             manifest: manifest.map(Mutex::new),
-            flush_requested: AtomicU64::new(0),
-            flusher: std::sync::OnceLock::new(),
-            flusher_stop: std::sync::atomic::AtomicBool::new(false),
-            flusher_flushes: AtomicU64::new(0),
-            flushes_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            commit: commit::Commit::new(shard_count),
             maintenance: Mutex::new(gen),
             compaction: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -162,18 +152,6 @@ impl Ctx {
             bytes_reclaimed: AtomicU64::new(0),
             bytes_moved: AtomicU64::new(0),
         }
-    }
-
-    /// Asks the device flusher for one more device flush.
-    pub(crate) fn request_device_flush(&self) {
-        self.flush_requested.fetch_add(1, Ordering::AcqRel);
-        if let Some(t) = self.flusher.get() {
-            t.unpark();
-        }
-    }
-
-    fn has_flusher(&self) -> bool {
-        self.flusher.get().is_some()
     }
 }
 
@@ -212,22 +190,12 @@ impl Engine {
         }
         let threads: Vec<_> = self.threads.lock().drain(..).collect();
         // Cores first (they finish with their own syncs), then segment
-        // preparation, then the device flusher, which cores may still use.
-        let (flusher, cores): (Vec<_>, Vec<_>) = threads
-            .into_iter()
-            .partition(|t| t.thread().name() == Some("emdb-flusher"));
-        for t in cores {
+        // preparation.
+        for t in threads {
             let _ = t.join();
         }
         for s in &self.shards {
             s.join_prep();
-        }
-        self.ctx.flusher_stop.store(true, Ordering::Release);
-        if let Some(t) = self.ctx.flusher.get() {
-            t.unpark();
-        }
-        for t in flusher {
-            let _ = t.join();
         }
     }
 }

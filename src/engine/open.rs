@@ -1,5 +1,5 @@
 //! Opening and starting an engine: the database directory, the manifest (new
-//! or recovered), the shard cores and the device flusher.
+//! or recovered), the shard cores and the commit state.
 
 use std::fs;
 use std::io;
@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-use super::flusher::{overwrites_in_place, start_flusher};
 use super::shard::Shard;
 use super::{Ctx, Engine};
 use crate::config::Config;
@@ -79,21 +78,9 @@ impl Engine {
         for s in &shards {
             s.set_self();
         }
-        let mut threads = start_cores(&shards, &config, backend)?;
-        if let Some(dir) = config.dir.as_ref().filter(|d| overwrites_in_place(d)) {
-            match start_flusher(&ctx, &shards, dir, backend) {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    for s in &shards {
-                        s.request_shutdown();
-                    }
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        let shared_ok = config.dir.as_deref().is_some_and(overwrites_in_place);
+        ctx.commit.attach(&shards, shared_ok);
+        let threads = start_cores(&shards, &config, backend)?;
         let state = Arc::new(super::State { ctx, shards });
         let engine = Engine {
             state: state.clone(),
@@ -301,4 +288,25 @@ fn start_cores(
             Err(e)
         }
     }
+}
+
+/// Whether the filesystem of `dir` overwrites written blocks in place, so that
+/// a write into an already written and synced block changes no metadata and
+/// is durable after `sync_file_range` plus any device flush. True for ext4
+/// and XFS; copy-on-write filesystems (btrfs, ZFS) allocate on every write,
+/// so there every part of a commit generation syncs its own file.
+fn overwrites_in_place(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid C string and `st` is a writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    matches!(st.f_type as i64, EXT4 | XFS)
 }

@@ -1,11 +1,8 @@
 //! The operations: reads on the caller's thread, writes as futures of the
 //! shard cores, flushes across shards, snapshots and figures.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use crossbeam_epoch as epoch;
 
@@ -151,7 +148,8 @@ impl State {
             g.user_lpos
         };
         if self.write_through() {
-            shard.durable(target, false).await?;
+            let s = self.ctx.shard_of(h);
+            self.await_durable(&[(s, target)]).await?;
         }
         Ok(())
     }
@@ -188,7 +186,8 @@ impl State {
             (old, g.user_lpos)
         };
         if self.write_through() {
-            shard.durable(target, false).await?;
+            let s = self.ctx.shard_of(h);
+            self.await_durable(&[(s, target)]).await?;
         }
         Ok(Some(old))
     }
@@ -350,45 +349,46 @@ impl State {
     pub(crate) async fn flush(&self) -> Result<()> {
         let mut targets = Vec::with_capacity(self.shards.len());
         for (i, s) in self.shards.iter().enumerate() {
-            let g = s.lock();
             // A failed write or sync leaves records whose durability is
             // unknown: no later flush may report success, even when the
             // shard has nothing newer to write.
-            s.check_flushable(&g)?;
-            targets.push((i, g.user_lpos));
+            if s.is_poisoned() {
+                s.check_flushable(&s.lock())?;
+            }
+            targets.push((i, s.user_end()));
         }
         self.await_durable(&targets).await
     }
 
-    /// Waits until each listed shard is durable up to its target. When two
-    /// or more shards need a sync, they only put their data on the device
-    /// and one device flush serves them all.
+    /// Waits until each listed shard is durable up to its target: joins a
+    /// commit generation (one device flush for all its shards, shared with
+    /// every concurrent waiter) until the targets are covered.
     pub(super) async fn await_durable(&self, targets: &[(usize, u64)]) -> Result<()> {
-        let needing: Vec<(usize, u64)> = targets
-            .iter()
-            .copied()
-            .filter(|(s, t)| self.shards[*s].durable_lpos() < *t)
-            .collect();
-        if needing.is_empty() {
-            return Ok(());
+        let mut needing: Vec<(usize, u64)> = Vec::with_capacity(targets.len());
+        loop {
+            needing.clear();
+            for &(s, t) in targets {
+                let shard = &self.shards[s];
+                if shard.durable_lpos() >= t {
+                    continue;
+                }
+                if shard.is_poisoned() {
+                    shard.check_flushable(&shard.lock())?;
+                }
+                needing.push((s, t));
+            }
+            if needing.is_empty() {
+                return Ok(());
+            }
+            let commit = &self.ctx.commit;
+            let gen = commit.join(&needing);
+            super::commit::CommitWait {
+                commit,
+                gen,
+                slot: None,
+            }
+            .await;
         }
-        // Concurrent flushers share the device flush even when they need a
-        // single shard; a lone flush of one shard takes the direct path,
-        // which has the lowest latency.
-        let others = self.ctx.flushes_in_flight.fetch_add(1, Ordering::AcqRel);
-        let shared =
-            self.ctx.has_flusher() && self.shards.len() > 1 && (needing.len() >= 2 || others > 0);
-        let futs = needing
-            .iter()
-            .map(|(s, t)| self.shards[*s].durable(*t, shared))
-            .collect();
-        let r = JoinAll {
-            futs,
-            done: Vec::new(),
-        }
-        .await;
-        self.ctx.flushes_in_flight.fetch_sub(1, Ordering::AcqRel);
-        r
     }
 
     /// A point-in-time snapshot of every live location, taken under all
@@ -427,7 +427,6 @@ impl State {
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
             st.index_bytes += s.index.memory_bytes() as u64;
         }
-        st.device_flushes += self.ctx.flusher_flushes.load(Ordering::Relaxed);
         st.compactions = self.ctx.compactions.load(Ordering::Relaxed);
         st.bytes_reclaimed = self.ctx.bytes_reclaimed.load(Ordering::Relaxed);
         st.bytes_moved = self.ctx.bytes_moved.load(Ordering::Relaxed);
@@ -438,38 +437,5 @@ impl State {
             st.durable_records as f64 / st.device_flushes as f64
         };
         st
-    }
-}
-
-/// Polls every future each time; resolves to the first error or `Ok`.
-struct JoinAll<F> {
-    futs: Vec<F>,
-    done: Vec<bool>,
-}
-
-impl<F: Future<Output = Result<()>> + Unpin> Future for JoinAll<F> {
-    type Output = Result<()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = &mut *self;
-        if this.done.len() != this.futs.len() {
-            this.done = vec![false; this.futs.len()];
-        }
-        let mut pending = false;
-        for (f, done) in this.futs.iter_mut().zip(this.done.iter_mut()) {
-            if *done {
-                continue;
-            }
-            match Pin::new(f).poll(cx) {
-                Poll::Ready(Ok(())) => *done = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(()))
-        }
     }
 }

@@ -50,14 +50,6 @@ pub(crate) struct Inner {
     pub(super) user_lpos: u64,
     /// User records appended in this process's lifetime.
     pub(super) records: u64,
-    /// Highest log position a waiter needs synced by this shard itself.
-    pub(super) sync_wanted: u64,
-    /// Highest log position a waiter needs on the device, to be made durable
-    /// by the database-wide device flush (multi-shard flushes).
-    pub(super) stable_wanted: u64,
-    /// What is on the device but not yet flushed: (lpos, position, records).
-    pub(super) stable: (u64, u64, u64),
-    pub(super) flush_waiters: Vec<Waker>,
     pub(super) space_waiters: Vec<Waker>,
     pub(super) poison: Option<Poison>,
     pub(super) shutdown: bool,
@@ -95,6 +87,9 @@ pub(crate) struct Shard {
     /// Log position written to the kernel / made durable.
     pub(super) written_lpos: AtomicU64,
     pub(super) durable_lpos: AtomicU64,
+    /// `Inner::user_lpos`, readable without the lock (what a flush waits
+    /// for).
+    pub(super) user_end: AtomicU64,
     pub(super) poisoned: AtomicBool,
     pub(super) core: OnceLock<Thread>,
     pub(super) core_idle: AtomicBool,
@@ -149,10 +144,6 @@ impl Shard {
                 lpos: 0,
                 user_lpos: 0,
                 records: 0,
-                sync_wanted: 0,
-                stable_wanted: 0,
-                stable: (0, 0, 0),
-                flush_waiters: Vec::new(),
                 space_waiters: Vec::new(),
                 poison: None,
                 shutdown: false,
@@ -162,6 +153,7 @@ impl Shard {
             }),
             written_lpos: AtomicU64::new(0),
             durable_lpos: AtomicU64::new(0),
+            user_end: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             core: OnceLock::new(),
             core_idle: AtomicBool::new(false),
@@ -339,6 +331,7 @@ impl Shard {
         if user {
             g.user_lpos = g.lpos;
             g.records += 1;
+            self.user_end.store(g.lpos, Ordering::Release);
         }
         match g.chunks.back_mut() {
             Some(c) if Arc::ptr_eq(&c.seg, &g.active) && c.to == off => c.to += len as u32,
@@ -479,11 +472,12 @@ impl Shard {
             g.poison = Some(p);
             self.poisoned.store(true, Ordering::Release);
         }
-        let mut wake = std::mem::take(&mut g.flush_waiters);
-        wake.append(&mut g.space_waiters);
-        for w in wake {
+        for w in std::mem::take(&mut g.space_waiters) {
             w.wake();
         }
+        // Its part of a running commit generation fails (never waits, never
+        // takes a shard lock: safe under this one).
+        self.ctx.commit.part_failed(self.id);
         err
     }
 
@@ -522,20 +516,15 @@ impl Shard {
         self.durable_lpos.load(Ordering::Acquire)
     }
 
-    /// For the device flusher: whether this shard is still putting data on
-    /// the device for a shared flush.
-    pub(crate) fn shared_pending(&self) -> bool {
-        let g = self.lock();
-        g.stable_wanted > g.stable.0.max(self.durable_lpos.load(Ordering::Acquire))
+    /// The user records written up to the end of the log (what a flush
+    /// waits for).
+    pub(crate) fn user_end(&self) -> u64 {
+        self.user_end.load(Ordering::Acquire)
     }
 
-    /// For the device flusher: what this shard has on the device.
-    pub(crate) fn stable_snapshot(&self) -> (u64, u64, u64) {
-        self.lock().stable
-    }
-
-    /// For the device flusher: a device flush that started after `snap`
-    /// was taken has completed.
+    /// For a commit generation: its device flush, which started after this
+    /// shard put `snap` (log position, marker position, records) on the
+    /// device, has completed.
     pub(crate) fn mark_durable(&self, snap: (u64, u64, u64)) {
         let (lpos, pos, records) = snap;
         let mut g = self.lock();
@@ -544,17 +533,12 @@ impl Shard {
         if before < lpos && !g.shutdown {
             g.marker_due = Some(g.marker_due.map_or(pos, |p| p.max(pos)));
         }
-        let wake = std::mem::take(&mut g.flush_waiters);
         drop(g);
-        for w in wake {
-            w.wake();
-        }
         self.wake_core();
     }
 
-    /// For the device flusher: its flush failed, so nothing it covered can
-    /// be called durable.
-    pub(crate) fn poison_from_flusher(&self, e: &std::io::Error) {
+    /// A device flush failed: nothing it covered can be called durable.
+    pub(crate) fn poison_from_flush(&self, e: &std::io::Error) {
         let mut g = self.lock();
         self.poison_with(&mut g, e);
     }

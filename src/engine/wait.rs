@@ -1,5 +1,5 @@
-//! The futures callers wait on: room in a shard's tail buffer, a shard's
-//! durable position, and all of several of those at once.
+//! The futures callers wait on: room in a shard's tail buffer (durability
+//! is waited for in `commit.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,18 +18,6 @@ impl Shard {
         LockForAppend {
             shard: self,
             need: need as u64,
-        }
-    }
-
-    /// Completes once everything this shard appended up to `target` is
-    /// durable. With `shared`, the shard only puts its data on the device
-    /// and the database-wide device flush makes it durable, so that one
-    /// device flush serves every shard of a multi-shard flush.
-    pub(crate) fn durable(&self, target: u64, shared: bool) -> Durable<'_> {
-        Durable {
-            shard: self,
-            target,
-            shared,
         }
     }
 }
@@ -66,56 +54,9 @@ impl<'a> Future for LockForAppend<'a> {
     }
 }
 
-/// Future of [`Shard::durable`].
-pub(crate) struct Durable<'a> {
-    pub(super) shard: &'a Shard,
-    pub(super) target: u64,
-    pub(super) shared: bool,
-}
-
-impl Future for Durable<'_> {
-    type Output = Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shard = self.shard;
-        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
-            return Poll::Ready(Ok(()));
-        }
-        let mut g = shard.lock();
-        if shard.durable_lpos.load(Ordering::Acquire) >= self.target {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(p) = &g.poison {
-            return Poll::Ready(Err(p.to_io_error()));
-        }
-        if self.shared {
-            g.stable_wanted = g.stable_wanted.max(self.target);
-            if g.stable.0 >= self.target {
-                // Already on the device: only the device flush is missing.
-                if register(&g.flush_waiters, cx) {
-                    g.flush_waiters.push(cx.waker().clone());
-                }
-                drop(g);
-                shard.ctx.request_device_flush();
-                return Poll::Pending;
-            }
-        } else {
-            g.sync_wanted = g.sync_wanted.max(self.target);
-        }
-        if register(&g.flush_waiters, cx) {
-            g.flush_waiters.push(cx.waker().clone());
-        }
-        drop(g);
-        shard.wake_core();
-        Poll::Pending
-    }
-}
-
 /// Whether a pending future should add its waker to `list`: not when it
 /// is there already, and never the no-op waker of `block_on`'s first poll
-/// (waking it does nothing, and counted as a waiter it would make the core
-/// see two flushers where there is one: no latency-bound path for a lone
-/// flusher, and a gathering pause for a second one that never comes).
+/// (waking it does nothing).
 fn register(list: &[Waker], cx: &Context<'_>) -> bool {
     !cx.waker().will_wake(Waker::noop()) && !list.iter().any(|w| w.will_wake(cx.waker()))
 }

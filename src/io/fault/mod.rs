@@ -39,8 +39,8 @@ pub const SECTOR: u64 = 512;
 
 /// Faults to inject into a database's I/O. Cheap to clone; every clone
 /// controls the same plan, so a test keeps one and passes one to
-/// `EmdbBuilder::fault_plan`. Counts cover all shard cores, the device
-/// flusher and the segment-preparation threads of that database.
+/// `EmdbBuilder::fault_plan`. Counts cover all shard cores and the
+/// segment-preparation threads of that database.
 #[derive(Clone, Debug, Default)]
 pub struct FaultPlan {
     state: Arc<Mutex<PlanState>>,

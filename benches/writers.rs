@@ -5,8 +5,12 @@
 //! ```sh
 //! cargo bench --bench writers
 //! EMDB_PROBE_T=1,16,64 EMDB_PROBE_SHARDS=1,2 EMDB_PROBE_BACKENDS=uring,portable \
-//!   EMDB_PROBE_SECS=3 EMDB_PROBE_REPS=3 cargo bench --bench writers
+//!   EMDB_PROBE_STRATEGIES=auto,syscalls,ring EMDB_PROBE_SECS=3 EMDB_PROBE_REPS=3 \
+//!   cargo bench --bench writers
 //! ```
+//!
+//! `EMDB_PROBE_STRATEGIES` picks `SyncStrategy` values for the io_uring rows
+//! (`auto`, the default; `syscalls`; `ring`); portable rows ignore it.
 //!
 //! Per row: records/s, records per device flush (field 16 of
 //! `/sys/block/<disk>/stat`), CPU time per durable record (`getrusage`
@@ -25,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emdb::{Emdb, IoBackend};
+use emdb::{Emdb, IoBackend, SyncStrategy};
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
@@ -78,13 +82,30 @@ fn backend(name: &str) -> IoBackend {
     }
 }
 
-fn run_one(dir: &Path, shards: usize, b: IoBackend, threads: usize, secs: u64) -> Row {
+fn strategy(name: &str) -> SyncStrategy {
+    match name {
+        "auto" => SyncStrategy::Auto,
+        "syscalls" => SyncStrategy::Syscalls,
+        "ring" => SyncStrategy::RingLinked,
+        other => panic!("EMDB_PROBE_STRATEGIES: unknown strategy {other:?}"),
+    }
+}
+
+fn run_one(
+    dir: &Path,
+    shards: usize,
+    b: IoBackend,
+    st: SyncStrategy,
+    threads: usize,
+    secs: u64,
+) -> Row {
     let _ = std::fs::remove_dir_all(dir);
     let db = Arc::new(
         Emdb::builder()
             .path(dir)
             .shards(shards)
             .io_backend(b)
+            .sync_strategy(st)
             .background_compaction(false)
             .build()
             .expect("open the probe database"),
@@ -161,6 +182,7 @@ fn main() {
         .map(|s| s.parse().expect("EMDB_PROBE_SHARDS: shard counts"))
         .collect();
     let backends = env_list("EMDB_PROBE_BACKENDS", "uring,portable");
+    let strategies = env_list("EMDB_PROBE_STRATEGIES", "auto");
     let secs = env_num("EMDB_PROBE_SECS", 3);
     let reps = env_num("EMDB_PROBE_REPS", 1).max(1);
     let dir: PathBuf = std::env::var_os("EMDB_PROBE_DIR")
@@ -172,17 +194,29 @@ fn main() {
     let mut configs = Vec::new();
     for &s in &shards {
         for b in &backends {
-            for &t in &threads {
-                configs.push((s, b.clone(), t));
+            let sts: &[String] = if b == "uring" {
+                &strategies
+            } else {
+                &strategies[..1]
+            };
+            for st in sts {
+                for &t in &threads {
+                    let label = if b == "uring" {
+                        format!("{b} ({st})")
+                    } else {
+                        b.clone()
+                    };
+                    configs.push((s, b.clone(), st.clone(), label, t));
+                }
             }
         }
     }
     let mut results: Vec<Vec<Row>> = vec![Vec::new(); configs.len()];
     for rep in 0..reps {
-        for (i, (s, b, t)) in configs.iter().enumerate() {
-            let r = run_one(&db_dir, *s, backend(b), *t, secs);
+        for (i, (s, b, st, label, t)) in configs.iter().enumerate() {
+            let r = run_one(&db_dir, *s, backend(b), strategy(st), *t, secs);
             eprintln!(
-                "rep {rep}: {s} shard(s), {b}, T={t}: {:.0} rec/s, {:.1} rec/flush, {:.1} µs CPU/rec",
+                "rep {rep}: {s} shard(s), {label}, T={t}: {:.0} rec/s, {:.1} rec/flush, {:.1} µs CPU/rec",
                 r.records_s, r.per_flush, r.cpu_us
             );
             results[i].push(r);
@@ -194,7 +228,7 @@ fn main() {
     );
     println!("| shards | backend | T | records/s | records/device flush | CPU µs/record | p50 µs | p99 µs |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
-    for ((s, b, t), rows) in configs.iter().zip(results) {
+    for ((s, _, _, b, t), rows) in configs.iter().zip(results) {
         let m = |f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
         println!(
             "| {s} | {b} | {t} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} |",

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{validate, Config, FlushPolicy};
+use crate::config::{validate, Config, FlushPolicy, SyncStrategy};
 use crate::config::{
     DEFAULT_COMPACTION_THRESHOLD, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_RECORDS,
     DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE, DEFAULT_TAIL_BUFFER_BYTES,
@@ -22,6 +22,7 @@ pub struct EmdbBuilder {
     data_root: Option<PathBuf>,
     flush_policy: FlushPolicy,
     sqpoll_idle_ms: Option<u32>,
+    sync_strategy: SyncStrategy,
     shards: Option<usize>,
     backend: IoBackend,
     segment_size: Option<u64>,
@@ -82,6 +83,14 @@ impl EmdbBuilder {
     /// per shard while busy, so it is opt-in. Ignored by the portable backend.
     pub fn iouring_sqpoll(mut self, idle_ms: u32) -> Self {
         self.sqpoll_idle_ms = Some(idle_ms);
+        self
+    }
+
+    /// How the io_uring backend runs writes and fdatasyncs; see
+    /// [`SyncStrategy`]. Default [`SyncStrategy::Auto`], the best measured
+    /// here. Ignored by the portable backend.
+    pub fn sync_strategy(mut self, strategy: SyncStrategy) -> Self {
+        self.sync_strategy = strategy;
         self
     }
 
@@ -198,6 +207,7 @@ impl EmdbBuilder {
             shards,
             backend,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            sync_strategy: self.sync_strategy,
             segment_size: self.segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE),
             max_key_len: self.max_key_len.unwrap_or(DEFAULT_MAX_KEY_LEN),
             max_value_len: self.max_value_len.unwrap_or(DEFAULT_MAX_VALUE_LEN),

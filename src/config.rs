@@ -24,6 +24,27 @@ pub enum FlushPolicy {
     WriteThrough,
 }
 
+/// How a shard core runs its writes and fdatasyncs on the io_uring backend
+/// (the portable backend always uses plain system calls). Each strategy's
+/// cost on a machine can be measured with `cargo bench --bench writers`
+/// (`EMDB_PROBE_STRATEGIES`) and compared with the raw mechanisms of
+/// `cargo bench --bench sync_study`; ARCHITECTURE.md ("Sync strategies")
+/// has the figures that chose the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncStrategy {
+    /// The measured best: a chain that at most one flusher waits on runs as
+    /// system calls; chains that several flushers wait on go through the
+    /// ring as writes linked to an fdatasync. The default.
+    #[default]
+    Auto,
+    /// `pwrite` and `fdatasync` system calls on the core thread for every
+    /// chain.
+    Syscalls,
+    /// Every chain through the ring: write SQEs linked to an fdatasync SQE.
+    RingLinked,
+}
+
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Default largest key: 64 KiB - 1 bytes.
@@ -50,6 +71,7 @@ pub(crate) struct Config {
     pub shards: usize,
     pub backend: IoBackend,
     pub sqpoll_idle_ms: Option<u32>,
+    pub sync_strategy: SyncStrategy,
     pub segment_size: u64,
     pub max_key_len: usize,
     pub max_value_len: usize,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::commit::{Arrival, PartPlan};
 use super::shard::{Chunk, Shard};
+use crate::config::SyncStrategy;
 use crate::io::{Io, Op};
 use crate::log::frame::pack_pos;
 use crate::log::segment::Segment;
@@ -142,7 +143,11 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 lpos: g.lpos,
                 records: g.records,
                 sync,
-                latency_bound: part.is_none_or(|p| p.waiters <= 1),
+                latency_bound: match shard.ctx.config.sync_strategy {
+                    SyncStrategy::Auto => part.is_none_or(|p| p.waiters <= 1),
+                    SyncStrategy::Syscalls => true,
+                    SyncStrategy::RingLinked => false,
+                },
                 part,
                 active: g.active.clone(),
                 reserved: g.reserved,
@@ -291,7 +296,8 @@ fn run_round(
             let zeroed = d.zeroed_upto.load(Ordering::Acquire);
             let on_disk = d.storage.fd().is_some();
             let shared = round.sync == SyncMode::Shared && on_disk;
-            if shared && end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap) {
+            let zeroed_ahead = end <= zeroed && (zeroed - end >= ZERO_LOW_WATER || zeroed >= d.cap);
+            if shared && zeroed_ahead {
                 // No metadata can change: pages to the device, and the commit
                 // generation's one device flush makes them durable.
                 stable = Some(pack_pos(d.id, end));
@@ -299,9 +305,13 @@ fn run_round(
                 // Not durable until the device flush: still dirty.
                 *dirty = Some(d);
             } else {
-                if shared {
+                if on_disk && !zeroed_ahead {
                     // Zero-fill ahead of the tail, synced with this round's
-                    // data, so that the next shared rounds take the path above.
+                    // data, so that the next shared parts take the path
+                    // above, and the next direct syncs write into written
+                    // blocks: an fdatasync after appending into unwritten
+                    // (fallocated) extents must also write the extent
+                    // conversion, one more write per sync.
                     let from = zeroed.max(end);
                     // Never past the file's allocation: a write there would
                     // grow the file, which only this round's sync commits.

@@ -371,7 +371,7 @@ enum Persist {
         dsync: bool,
     },
     Ring {
-        ring: IoUring,
+        ring: Box<IoUring>,
         /// For the fdatasync syscall (row 3) and for plain-fd SQEs.
         file: File,
         fixed: bool,
@@ -432,7 +432,7 @@ impl Persist {
                         .map_err(|e| format!("register_buffers: {e}"))?;
                 }
                 Ok(Persist::Ring {
-                    ring,
+                    ring: Box::new(ring),
                     file,
                     fixed,
                     link,

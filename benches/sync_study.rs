@@ -21,17 +21,19 @@
 //! from a writer's append to its wake-up (every record is sampled); device
 //! flush requests completed during the run (field 16 of
 //! `/sys/block/<disk>/stat`, see `benches/common/devstat.rs`; it counts the
-//! whole disk, so other processes' flushes show up too) and records per device
-//! flush; CPU time per durable record from `getrusage(RUSAGE_SELF)` (user +
+//! whole disk, so other processes' flushes show up too: the study also prints
+//! the idle background flush rate, measured for one run's length before and
+//! after the rows) and records per device flush; CPU time per durable record from `getrusage(RUSAGE_SELF)` (user +
 //! sys, whole process). A second table breaks CPU time down into the core
 //! thread, the writer threads (`RUSAGE_THREAD` each) and the kernel's io_uring
 //! threads (`iou-wrk-*`, `iou-sqp-*`, read from `/proc/self/task/*/schedstat`)
 //! to check whether `RUSAGE_SELF` includes io-wq work: it does. io-wq workers
 //! and the SQPOLL thread are created with `create_io_thread()`, i.e. as
 //! threads of our thread group, so their CPU time is part of the process's
-//! rusage; in the breakdown table `self - core - writers` is close to the
-//! `iou-*` column (see docs/bench/sync-study-2026-12-06.md for measured
-//! figures).
+//! rusage; in the breakdown table `self - core - writers` matches the `iou-*`
+//! column to within a few ms, except for up to ~0.1 s at T = 1000 that is
+//! thread exit and `join` of the writers, outside their own `RUSAGE_THREAD`
+//! window (see docs/bench/sync-study-2026-12-06.md for measured figures).
 //!
 //! # How to run
 //!
@@ -827,6 +829,16 @@ fn iou_delta(before: &[(u32, String, u64)], after: &[(u32, String, u64)]) -> (Du
     (Duration::from_nanos(ns), after.len())
 }
 
+/// Device flushes per second while the study does nothing, over one run's
+/// length: what other processes contribute to the flush column.
+fn background_flushes(cfg: &Config) -> Option<f64> {
+    let t0 = Instant::now();
+    let a = cfg.flushes.read()?;
+    thread::sleep(cfg.secs);
+    let b = cfg.flushes.read()?;
+    Some(b.saturating_sub(a) as f64 / t0.elapsed().as_secs_f64())
+}
+
 struct Flushes(Option<PathBuf>);
 
 impl Flushes {
@@ -1180,6 +1192,9 @@ fn main() {
         thread::available_parallelism().map_or(0, |n| n.get()),
     );
     eprintln!("{info}");
+    // Other processes flush the same disk: measure that background rate, idle,
+    // for one run's length before the study (and again after it).
+    let bg_before = background_flushes(&cfg);
     println!("{HEAD}");
     let mut table = String::new();
     let mut cpu_table = String::new();
@@ -1218,6 +1233,15 @@ fn main() {
             }
         }
     }
+    let bg_after = background_flushes(&cfg);
+    let fmt_bg = |b: Option<f64>| b.map_or("n/a".to_string(), |b| format!("{b:.0}"));
+    let bg = format!(
+        "Background device flushes/s with the study idle (other processes on the disk): {} before, {} after the study.",
+        fmt_bg(bg_before),
+        fmt_bg(bg_after)
+    );
+    println!();
+    println!("{bg}");
     println!();
     println!("CPU breakdown (RUSAGE_SELF vs per-thread; iou-* from /proc/self/task/*/schedstat):");
     println!();
@@ -1229,7 +1253,7 @@ fn main() {
     }
     if let Some(out) = &cfg.out {
         let mut doc = String::new();
-        let _ = writeln!(doc, "{info}\n\n{HEAD}\n{table}");
+        let _ = writeln!(doc, "{info}\n\n{HEAD}\n{table}\n{bg}\n");
         let _ = writeln!(doc, "CPU breakdown:\n\n{CPU_HEAD}\n{cpu_table}");
         if !notes.is_empty() {
             let _ = writeln!(doc, "{notes}");

@@ -59,7 +59,7 @@
 //!
 //! # Strategies
 //!
-//! Ring flags are given in brackets: `SI|DT|COOP` is
+//! Ring flags are given in brackets: `SI+DT+COOP` is
 //! `SINGLE_ISSUER|DEFER_TASKRUN|COOP_TASKRUN`, as the engine uses. Every ring
 //! row reaps both CQEs with `submit_and_wait`.
 //!
@@ -83,9 +83,9 @@
 //! 9. `ring, io-wq max workers N` (N = 1, 2): as 2 after
 //!    `IORING_REGISTER_IOWQ_MAX_WORKERS` with `[N, 0]` (bounded workers = N,
 //!    unbounded unchanged).
-//! 10. `ring DT|SI on (no COOP)` vs `ring flags off`: as 2 with
+//! 10. `ring DT+SI on (no COOP)` vs `ring flags off`: as 2 with
 //!     `SINGLE_ISSUER|DEFER_TASKRUN` only, and with no setup flags at all.
-//!     Row 2 is the engine's set (`SI|DT|COOP`).
+//!     Row 2 is the engine's set (`SI+DT+COOP`).
 //! 11. `ring SQPOLL idle 100 ms`: as 2 on a ring set up with `SQPOLL` (no
 //!     other flags: `DEFER_TASKRUN` is not allowed with `SQPOLL`).
 //!
@@ -175,12 +175,12 @@ const STRATEGIES: &[Strategy] = &[
         kind: Kind::Sys { dsync: false },
     },
     Strategy {
-        name: "2 ring: write -> linked fdatasync [SI|DT|COOP]",
+        name: "2 ring: write -> linked fdatasync [SI+DT+COOP]",
         direct: false,
         kind: ring(Setup::Engine, true, false, None),
     },
     Strategy {
-        name: "3 ring write + fdatasync syscall [SI|DT|COOP]",
+        name: "3 ring write + fdatasync syscall [SI+DT+COOP]",
         direct: false,
         kind: ring(Setup::Engine, false, false, None),
     },
@@ -200,32 +200,32 @@ const STRATEGIES: &[Strategy] = &[
         kind: Kind::Sys { dsync: true },
     },
     Strategy {
-        name: "7 ring: O_DIRECT write -> linked fdatasync [SI|DT|COOP]",
+        name: "7 ring: O_DIRECT write -> linked fdatasync [SI+DT+COOP]",
         direct: true,
         kind: ring(Setup::Engine, true, false, None),
     },
     Strategy {
-        name: "8a ring + reg file + fixed buf: write -> linked fdatasync [SI|DT|COOP]",
+        name: "8a ring + reg file + fixed buf: write -> linked fdatasync [SI+DT+COOP]",
         direct: false,
         kind: ring(Setup::Engine, true, true, None),
     },
     Strategy {
-        name: "8b ring + reg file + fixed buf: O_DIRECT write -> linked fdatasync [SI|DT|COOP]",
+        name: "8b ring + reg file + fixed buf: O_DIRECT write -> linked fdatasync [SI+DT+COOP]",
         direct: true,
         kind: ring(Setup::Engine, true, true, None),
     },
     Strategy {
-        name: "9a ring, io-wq max workers 1: write -> linked fdatasync [SI|DT|COOP]",
+        name: "9a ring, io-wq max workers 1: write -> linked fdatasync [SI+DT+COOP]",
         direct: false,
         kind: ring(Setup::Engine, true, false, Some(1)),
     },
     Strategy {
-        name: "9b ring, io-wq max workers 2: write -> linked fdatasync [SI|DT|COOP]",
+        name: "9b ring, io-wq max workers 2: write -> linked fdatasync [SI+DT+COOP]",
         direct: false,
         kind: ring(Setup::Engine, true, false, Some(2)),
     },
     Strategy {
-        name: "10a ring DT|SI on (no COOP): write -> linked fdatasync",
+        name: "10a ring DT+SI on (no COOP): write -> linked fdatasync",
         direct: false,
         kind: ring(Setup::SiDt, true, false, None),
     },

@@ -9,6 +9,10 @@
 //!   cargo bench --bench writers
 //! ```
 //!
+//! `EMDB_PROBE_BACKENDS=memory` runs the same loop on an in-memory database
+//! (its shard count is the CPU count): no device, so its latency and CPU are
+//! the commit protocol's own cost (caller -> core -> caller).
+//!
 //! `EMDB_PROBE_STRATEGIES` picks `SyncStrategy` values for the io_uring rows
 //! (`auto`, the default; `syscalls`; `ring`); portable rows ignore it.
 //!
@@ -76,6 +80,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn backend(name: &str) -> IoBackend {
     match name {
+        "memory" => IoBackend::Memory,
         "uring" => IoBackend::Uring,
         "portable" => IoBackend::Portable,
         other => panic!("EMDB_PROBE_BACKENDS: unknown backend {other:?}"),
@@ -100,7 +105,11 @@ fn run_one(
     secs: u64,
 ) -> Row {
     let _ = std::fs::remove_dir_all(dir);
-    let db = Arc::new(
+    let db = Arc::new(if b == IoBackend::Memory {
+        // No device: what is left is the cost of the commit protocol
+        // itself (the hops between callers and cores).
+        Emdb::open_in_memory()
+    } else {
         Emdb::builder()
             .path(dir)
             .shards(shards)
@@ -108,8 +117,8 @@ fn run_one(
             .sync_strategy(st)
             .background_compaction(false)
             .build()
-            .expect("open the probe database"),
-    );
+            .expect("open the probe database")
+    });
     let stat = devstat::find_dev_stat(dir).ok();
     let stop = Arc::new(AtomicBool::new(false));
     let go = Arc::new(std::sync::Barrier::new(threads + 1));

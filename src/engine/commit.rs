@@ -12,9 +12,10 @@
 //! its own file, which also covers its own write), marks every part durable
 //! and wakes every waiter once. A core that finds itself the only pending
 //! part runs write + fdatasync directly. Waiters arriving meanwhile join the
-//! next generation, which the finishing core starts; if the generation it
-//! finished served several waiters and fewer have joined yet, it first waits
-//! a little for the woken ones to come back (gathering).
+//! next generation, which the finishing core starts; if fewer have joined
+//! than the flushers it knows to be active (those it just served plus those
+//! already waiting), it first claims the start and waits a little for the
+//! woken ones to come back (gathering).
 //!
 //! There is no thread besides the cores: a caller wakes at most the cores of
 //! its shards and is woken once, by whichever core finished last.
@@ -31,7 +32,7 @@ use super::shard::Shard;
 
 /// Longest a finishing core waits for the waiters it just woke to join the
 /// next generation.
-const MAX_GATHER: Duration = Duration::from_micros(200);
+const MAX_GATHER: Duration = Duration::from_micros(500);
 
 /// One shard's part of the running generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,15 +362,30 @@ impl Commit {
                 }
             }
         }
-        let waiters = {
-            let mut g = self.inner.lock();
-            if g.running.as_ref().is_none_or(|r| r.id != gen) {
-                return;
-            }
-            self.take_finished(&mut g)
-        };
-        wake_all(waiters);
-        self.start_next(gather);
+        let mut g = self.inner.lock();
+        if g.running.as_ref().is_none_or(|r| r.id != gen) {
+            return;
+        }
+        let waiters = self.take_finished(&mut g);
+        let want = g.last_served;
+        if gather && want >= 2 && g.open.joined < want {
+            // The flushers just woken are coming back: claim the start of
+            // the next generation (joiners do not start it meanwhile), wake
+            // them, and wait a little for them to join.
+            g.gatherer = Some(std::thread::current());
+            let deadline = Instant::now() + g.last_took.min(MAX_GATHER);
+            drop(g);
+            wake_all(waiters);
+            self.gather_and_start(deadline);
+        } else if g.open.joined > 0 {
+            // Start the next one first: its cores get going while the
+            // waiters of this one are woken.
+            self.start(g);
+            wake_all(waiters);
+        } else {
+            drop(g);
+            wake_all(waiters);
+        }
     }
 
     /// Takes the running generation out and publishes it as done, under
@@ -377,33 +393,33 @@ impl Commit {
     /// done).
     fn take_finished(&self, g: &mut Inner) -> Vec<Waker> {
         let r = g.running.take().expect("a running generation");
-        g.last_served = r.joined;
+        // Every flusher known to be active: those just served (about to
+        // come back) and those already waiting for the next generation.
+        // Expecting only the ones just served would keep an alternation
+        // going: half the flushers in each generation, the other half
+        // joining the next one while it runs.
+        g.last_served = r.joined + g.open.joined;
         g.last_took = r.started.elapsed();
         self.done.fetch_max(r.id, Ordering::AcqRel);
         r.waiters
     }
 
-    /// Starts the open generation if anyone joined it.
-    fn start_next(&self, gather: bool) {
+    /// Waits until as many flushers as the last generation knew of have
+    /// joined the open one, or until `deadline`, then starts it (the caller
+    /// claimed the start by setting `gatherer`).
+    fn gather_and_start(&self, deadline: Instant) {
         let mut g = self.inner.lock();
-        if g.running.is_some() || g.gatherer.is_some() {
-            return;
-        }
         let want = g.last_served;
-        if gather && want >= 2 && g.open.joined < want {
-            let deadline = Instant::now() + (g.last_took / 2).min(MAX_GATHER);
-            g.gatherer = Some(std::thread::current());
-            while g.open.joined < want {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                drop(g);
-                std::thread::park_timeout(deadline - now);
-                g = self.inner.lock();
+        while g.open.joined < want {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
             }
-            g.gatherer = None;
+            drop(g);
+            std::thread::park_timeout(deadline - now);
+            g = self.inner.lock();
         }
+        g.gatherer = None;
         if g.running.is_none() && g.open.joined > 0 {
             self.start(g);
         }

@@ -534,7 +534,13 @@ impl Shard {
             g.marker_due = Some(g.marker_due.map_or(pos, |p| p.max(pos)));
         }
         drop(g);
-        self.wake_core();
+        // The marker rides along with the core's next round; a core that is
+        // still lingering writes it before it parks for good, so only an
+        // idle one needs waking (a round of its own for every generation
+        // would cost a wake-up and a write per shard).
+        if self.core_idle.load(Ordering::Acquire) {
+            self.wake_core();
+        }
     }
 
     /// A device flush failed: nothing it covered can be called durable.

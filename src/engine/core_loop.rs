@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::commit::{Arrival, PartPlan};
-use super::shard::{Chunk, Shard};
+use super::shard::{Chunk, Shard, WAKE_BYTES};
 use crate::config::SyncStrategy;
 use crate::io::{Io, Op};
 use crate::log::frame::pack_pos;
@@ -60,6 +60,8 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
     // 0: running; 1: shutting down, final marker appended.
     let mut final_phase = 0u8;
     let mut lingering = false;
+    // The appends pending now were given a linger to gather more.
+    let mut collected = false;
     loop {
         let commit = &shard.ctx.commit;
         let mut part = commit.part(shard.id);
@@ -91,6 +93,26 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 || (g.shutdown && (written > durable || pending));
             let want_shared = part.is_some() && !want_direct;
             let want_sync = want_direct || want_shared;
+            // Appends alone (no flush waiting, a small backlog): collect for
+            // a linger before writing them. A flush that starts meanwhile
+            // unparks this thread, and its round then carries the appends
+            // and the sync together instead of a write round and a sync
+            // round one after the other (a lone writer's insert wakes an
+            // idle core just before its flush joins a generation).
+            let backlog = g.lpos - written;
+            if pending
+                && !want_sync
+                && !collected
+                && !g.shutdown
+                && g.to_seal.is_empty()
+                && g.space_waiters.is_empty()
+                && backlog < WAKE_BYTES
+            {
+                collected = true;
+                drop(g);
+                std::thread::park_timeout(LINGER);
+                continue;
+            }
             // A marker rides along with the next write, or is written on its
             // own just before the core goes idle.
             if !g.shutdown && (pending || want_sync || !lingering) {
@@ -154,6 +176,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
             }
         };
         lingering = true;
+        collected = false;
         // Fault in the shadow pages writers will use next, here rather than
         // in their critical sections.
         round

@@ -27,7 +27,7 @@ use crate::log::segment::Segment;
 use crate::log::segtable::SegTable;
 
 /// Unwritten bytes past which an appender wakes a lingering core early.
-const WAKE_BYTES: u64 = 1 << 20;
+pub(super) const WAKE_BYTES: u64 = 1 << 20;
 
 /// A contiguous appended range of one segment not yet written.
 pub(super) struct Chunk {

@@ -178,13 +178,14 @@ impl Commit {
         if self.is_done(gen) {
             return true;
         }
+        // The no-op waker of `block_on`'s first poll is never registered
+        // (nor is the lock taken for it).
+        if cx.waker().will_wake(Waker::noop()) {
+            return false;
+        }
         let mut g = self.inner.lock();
         if self.is_done(gen) {
             return true;
-        }
-        // The no-op waker of `block_on`'s first poll is never registered.
-        if cx.waker().will_wake(Waker::noop()) {
-            return false;
         }
         let list = if g.open.id == gen {
             &mut g.open.waiters

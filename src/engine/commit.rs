@@ -146,9 +146,10 @@ impl Commit {
         self.shards.get()?.get(i)?.upgrade()
     }
 
-    /// Joins the open generation with the positions wanted per shard and
-    /// returns its id; starts it when nothing runs.
-    pub(super) fn join(&self, targets: &[(usize, u64)]) -> u64 {
+    /// Joins the open generation with the positions wanted per shard,
+    /// registers `cx`'s waker in it (one lock for both), and starts it when
+    /// nothing runs. Returns its id and where the waker went.
+    fn join(&self, targets: &[(usize, u64)], cx: &Context<'_>) -> (u64, Option<usize>) {
         let mut g = self.inner.lock();
         for &(s, t) in targets {
             let w = &mut g.open.wanted[s];
@@ -156,6 +157,12 @@ impl Commit {
         }
         g.open.joined += 1;
         let id = g.open.id;
+        let slot = if cx.waker().will_wake(Waker::noop()) {
+            None
+        } else {
+            g.open.waiters.push(cx.waker().clone());
+            Some(g.open.waiters.len() - 1)
+        };
         if g.running.is_none() && g.gatherer.is_none() {
             self.start(g);
         } else if let Some(t) = &g.gatherer {
@@ -163,7 +170,7 @@ impl Commit {
                 t.unpark();
             }
         }
-        id
+        (id, slot)
     }
 
     /// Whether generation `gen` is finished.
@@ -435,20 +442,53 @@ fn wake_all(waiters: Vec<Waker>) {
 
 /// Future of a waiter: completes when its generation is done.
 pub(super) struct CommitWait<'a> {
-    pub(super) commit: &'a Commit,
-    pub(super) gen: u64,
-    pub(super) slot: Option<usize>,
+    commit: &'a Commit,
+    targets: &'a [(usize, u64)],
+    /// The generation joined, and where its waker is.
+    joined: Option<(u64, Option<usize>)>,
+}
+
+impl<'a> CommitWait<'a> {
+    /// Waits for the positions `targets` (shard, log position) to be
+    /// durable: joins a generation on its first poll with a real waker.
+    pub(super) fn new(commit: &'a Commit, targets: &'a [(usize, u64)]) -> Self {
+        CommitWait {
+            commit,
+            targets,
+            joined: None,
+        }
+    }
 }
 
 impl std::future::Future for CommitWait<'_> {
     type Output = ();
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let (commit, gen) = (self.commit, self.gen);
-        if commit.register(gen, &mut self.slot, cx) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        let commit = self.commit;
+        match self.joined {
+            None => {
+                // `block_on` polls first with a no-op waker and at once again
+                // with its thread's: join on that second poll, so joining and
+                // registering take the commit lock once.
+                if cx.waker().will_wake(Waker::noop()) {
+                    return Poll::Pending;
+                }
+                let joined = commit.join(self.targets, cx);
+                self.joined = Some(joined);
+                if commit.is_done(joined.0) {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+            Some((gen, mut slot)) => {
+                let done = commit.register(gen, &mut slot, cx);
+                self.joined = Some((gen, slot));
+                if done {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
         }
     }
 }

@@ -380,14 +380,7 @@ impl State {
             if needing.is_empty() {
                 return Ok(());
             }
-            let commit = &self.ctx.commit;
-            let gen = commit.join(&needing);
-            super::commit::CommitWait {
-                commit,
-                gen,
-                slot: None,
-            }
-            .await;
+            super::commit::CommitWait::new(&self.ctx.commit, &needing).await;
         }
     }
 

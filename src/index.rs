@@ -229,7 +229,7 @@ impl Index {
     /// Bytes of memory held by the table.
     pub(crate) fn memory_bytes(&self) -> usize {
         let guard = epoch::pin();
-        self.table(&guard).slots().len() * std::mem::size_of::<Slot>()
+        std::mem::size_of_val(self.table(&guard).slots())
     }
 
     fn table<'g>(&self, guard: &'g Guard) -> &'g Table {

@@ -23,6 +23,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_api;
 mod builder;
 mod config;
 mod db;

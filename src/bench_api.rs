@@ -1,0 +1,53 @@
+//! Entry points for `benches/index.rs` (cargo feature `bench-internals`):
+//! the per-shard hash index, driven directly with key hashes. Not a stable
+//! API; hidden from the documentation.
+
+/// The engine's per-shard index (`src/index.rs`), keyed by 64-bit key hash.
+///
+/// The engine checks each slot whose hash matches against the key in the
+/// frame it points to; here there is no frame, so an entry of the same hash
+/// counts as the same key (what the engine sees unless two keys collide in
+/// 64 bits).
+pub struct Index(crate::index::Index);
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl Index {
+    /// An empty index (it grows as entries arrive).
+    pub fn new() -> Index {
+        Index(crate::index::Index::new())
+    }
+
+    /// The location of hash `h`, as a read does it: an epoch pin, then
+    /// the probe.
+    #[inline]
+    pub fn get(&self, h: u64) -> Option<u64> {
+        let guard = crossbeam_epoch::pin();
+        self.0.find_map(h, &guard, Some)
+    }
+
+    /// Points hash `h` at `loc`; returns the previous location.
+    #[inline]
+    pub fn upsert(&self, h: u64, loc: u64) -> Option<u64> {
+        self.0.upsert(h, loc, |_| true)
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Bytes held by the table.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+}

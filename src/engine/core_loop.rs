@@ -36,6 +36,7 @@ struct Round {
     latency_bound: bool,
     /// This shard's part of the running commit generation.
     part: Option<PartPlan>,
+    strategy: SyncStrategy,
     /// The active segment and its append offset when the round was taken.
     active: Arc<Segment>,
     reserved: u32,
@@ -165,6 +166,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 lpos: g.lpos,
                 records: g.records,
                 sync,
+                strategy: shard.ctx.config.sync_strategy,
                 latency_bound: match shard.ctx.config.sync_strategy {
                     SyncStrategy::Auto => part.is_none_or(|p| p.waiters <= 1),
                     SyncStrategy::Syscalls => true,
@@ -262,6 +264,8 @@ struct Synced {
 
 enum Step {
     Write(Arc<Segment>, u32, u32),
+    /// A write that is durable when it completes (`RWF_DSYNC`).
+    WriteSync(Arc<Segment>, u32, u32),
     Sync(Arc<Segment>, u32),
     SyncRange(Arc<Segment>),
     /// Write zeros over `[from, to)`, beyond any data.
@@ -281,6 +285,8 @@ fn run_round(
     round: &Round,
     dirty: &mut Option<Arc<Segment>>,
 ) -> std::io::Result<Synced> {
+    // Everything written before this round is durable already.
+    let clean_before = dirty.is_none();
     let mut steps: Vec<Step> = Vec::with_capacity(round.chunks.len() + round.seals.len() + 1);
     let sealed = |s: &Arc<Segment>| round.seals.iter().any(|x| Arc::ptr_eq(x, s));
     let is_dirty =
@@ -347,10 +353,31 @@ fn run_round(
             }
         }
     }
+    // A lone flusher's round that is one write followed by the sync of the
+    // same file, with nothing else in that file waiting for a sync, is one
+    // `pwritev2(RWF_DSYNC)`: one system call, and the kernel syncs only that
+    // range ("Sync strategies" in ARCHITECTURE.md has the figures).
+    if clean_before
+        && round.latency_bound
+        && round.strategy == SyncStrategy::Auto
+        && steps.len() == 2
+    {
+        if let [Step::Write(w, from, to), Step::Sync(s, _)] = &steps[..] {
+            if Arc::ptr_eq(w, s) && w.storage.fd().is_some() {
+                let one = Step::WriteSync(w.clone(), *from, *to);
+                steps = vec![one];
+            }
+        }
+    }
     let ops: Vec<Op<'_>> = steps
         .iter()
         .map(|s| match s {
             Step::Write(seg, from, to) => Op::Write {
+                target: &seg.storage,
+                offset: *from as u64,
+                buf: seg.shadow_range(*from, *to),
+            },
+            Step::WriteSync(seg, from, to) => Op::WriteDsync {
                 target: &seg.storage,
                 offset: *from as u64,
                 buf: seg.shadow_range(*from, *to),
@@ -394,6 +421,11 @@ fn run_round(
     for s in &steps {
         match s {
             Step::Zero(seg, _, to) => zeroed_to = Some((seg, *to)),
+            Step::WriteSync(seg, _, end) => {
+                synced.count += 1;
+                synced.claim = Some(pack_pos(seg.id, *end));
+                seg.zeroed_upto.fetch_max(*end, Ordering::AcqRel);
+            }
             Step::Sync(seg, end) => {
                 synced.count += 1;
                 synced.claim = Some(pack_pos(seg.id, *end));

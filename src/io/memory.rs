@@ -44,7 +44,8 @@ impl Io for MemoryIo {
                 Op::Write {
                     target: Storage::File(_),
                     ..
-                } => {
+                }
+                | Op::WriteDsync { .. } => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
                         "file storage on the memory backend",

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::IoBackend;
-use super::{fdatasync, sync_range, Io, Op, Storage};
+use super::{fdatasync, sync_range, write_dsync, Io, Op, Storage};
 
 pub(crate) struct PosixIo;
 
@@ -25,6 +25,11 @@ impl Io for PosixIo {
                     // write_all_at finishes short writes and retries EINTR.
                     f.write_all_at(buf, offset)?;
                 }
+                Op::WriteDsync {
+                    target: Storage::File(f),
+                    offset,
+                    buf,
+                } => write_dsync(f, buf, offset)?,
                 Op::Sync {
                     target: Storage::File(f),
                 } => {
@@ -38,6 +43,10 @@ impl Io for PosixIo {
                     sync_range(f.as_raw_fd())?;
                 }
                 Op::Write {
+                    target: Storage::Memory(_),
+                    ..
+                }
+                | Op::WriteDsync {
                     target: Storage::Memory(_),
                     ..
                 }

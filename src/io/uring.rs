@@ -119,9 +119,10 @@ impl UringIo {
         let mut fds = [0i32; RING_ENTRIES as usize];
         for (i, op) in ops.iter().enumerate() {
             fds[i] = match *op {
-                Op::Write { target, .. } | Op::Sync { target } | Op::SyncRange { target } => {
-                    file_fd(target)?
-                }
+                Op::Write { target, .. }
+                | Op::WriteDsync { target, .. }
+                | Op::Sync { target }
+                | Op::SyncRange { target } => file_fd(target)?,
             };
         }
         let mut lens = [0usize; RING_ENTRIES as usize];
@@ -134,15 +135,21 @@ impl UringIo {
                 let first_skip = if i == 0 { skip } else { 0 };
                 let fd = types::Fd(fds[i]);
                 let entry = match *op {
-                    Op::Write { offset, buf, .. } => {
+                    Op::Write { offset, buf, .. } | Op::WriteDsync { offset, buf, .. } => {
                         let buf = &buf[first_skip..];
                         // One SQE writes at most u32::MAX bytes; the caller
                         // keeps chunks far below that, and a short count is
                         // finished by the resubmission loop anyway.
                         let len = buf.len().min(1 << 30);
                         lens[i] = len;
+                        let flags = if matches!(op, Op::WriteDsync { .. }) {
+                            libc::RWF_DSYNC
+                        } else {
+                            0
+                        };
                         opcode::Write::new(fd, buf.as_ptr(), len as u32)
                             .offset(offset + first_skip as u64)
+                            .rw_flags(flags)
                             .build()
                     }
                     Op::Sync { .. } => opcode::Fsync::new(fd)
@@ -204,13 +211,13 @@ impl UringIo {
             if r < 0 {
                 let err = io::Error::from_raw_os_error(-r);
                 return match (op, -r) {
-                    (Op::Write { .. }, libc::EINTR | libc::EAGAIN) => {
+                    (Op::Write { .. } | Op::WriteDsync { .. }, libc::EINTR | libc::EAGAIN) => {
                         Ok(Err((i, if i == 0 { skip } else { 0 })))
                     }
                     _ => Err(err),
                 };
             }
-            if let Op::Write { buf, .. } = op {
+            if let Op::Write { buf, .. } | Op::WriteDsync { buf, .. } = op {
                 let done = r as usize;
                 let base = if i == 0 { skip } else { 0 };
                 if done == 0 && lens[i] > 0 {

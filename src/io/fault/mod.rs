@@ -206,13 +206,17 @@ impl FaultPlan {
     /// Index of the first op of `ops` to fail, and how.
     fn decide(st: &mut PlanState, ops: &[Op<'_>]) -> Option<(usize, Fault)> {
         for (i, op) in ops.iter().enumerate() {
+            // A write with RWF_DSYNC is both a write and a sync: either
+            // kind of injected failure may hit it.
+            let is_write = matches!(op, Op::Write { .. } | Op::WriteDsync { .. });
             let is_sync = !matches!(op, Op::Write { .. });
             if is_sync {
                 st.syncs += 1;
                 if st.faults_injected > 0 {
                     st.syncs_after_fault += 1;
                 }
-            } else {
+            }
+            if is_write {
                 st.writes += 1;
             }
             if let Some(after) = st.power_off_after {
@@ -223,7 +227,7 @@ impl FaultPlan {
                 }
                 st.power_off_after = Some(after - 1);
             }
-            if !is_sync {
+            if is_write {
                 if let Some((after, keep, errno)) = st.short_write {
                     if after == 0 {
                         st.short_write = None;
@@ -233,18 +237,27 @@ impl FaultPlan {
                     st.short_write = Some((after - 1, keep, errno));
                 }
             }
-            let slot = if is_sync {
-                &mut st.fail_sync
-            } else {
-                &mut st.fail_write
-            };
-            if let Some((after, errno)) = *slot {
-                if after == 0 {
-                    *slot = None;
-                    st.faults_injected += 1;
-                    return Some((i, Fault::Errno(errno)));
+            let mut slots: [Option<&mut Option<(u64, i32)>>; 2] = [None, None];
+            if is_write {
+                slots[0] = Some(&mut st.fail_write);
+            }
+            if is_sync {
+                slots[1] = Some(&mut st.fail_sync);
+            }
+            let mut fired = None;
+            for slot in slots.into_iter().flatten() {
+                if let Some((after, errno)) = *slot {
+                    if after == 0 {
+                        *slot = None;
+                        fired = Some(errno);
+                        break;
+                    }
+                    *slot = Some((after - 1, errno));
                 }
-                *slot = Some((after - 1, errno));
+            }
+            if let Some(errno) = fired {
+                st.faults_injected += 1;
+                return Some((i, Fault::Errno(errno)));
             }
         }
         None
@@ -349,8 +362,15 @@ impl FaultIo {
                     target,
                     offset,
                     buf,
+                }
+                | Op::WriteDsync {
+                    target,
+                    offset,
+                    buf,
                 } = ops[upto]
                 {
+                    // The bytes that made it are not durable (taken as a
+                    // plain write).
                     let part = [Op::Write {
                         target,
                         offset,
@@ -428,11 +448,16 @@ fn record_writes(st: &mut PlanState, ops: &[Op<'_>]) -> io::Result<Vec<u64>> {
     let mut ids = Vec::with_capacity(ops.len());
     let mut earlier: Vec<(RawFd, u64, &[u8])> = Vec::new();
     for op in ops {
-        let Op::Write {
+        let (Op::Write {
             target: Storage::File(f),
             offset,
             buf,
-        } = *op
+        }
+        | Op::WriteDsync {
+            target: Storage::File(f),
+            offset,
+            buf,
+        }) = *op
         else {
             ids.push(0);
             continue;
@@ -454,6 +479,13 @@ fn settle(st: &mut PlanState, ops: &[Op<'_>], start: u64, ids: &[u64]) -> io::Re
     for (j, op) in ops.iter().enumerate() {
         match *op {
             Op::Write { .. } => own.push(ids[j]),
+            Op::WriteDsync {
+                target: Storage::File(f),
+                ..
+            } => {
+                own.push(ids[j]);
+                settle_dsync(st, f, ids[j]);
+            }
             Op::SyncRange {
                 target: Storage::File(f),
             } => {
@@ -478,6 +510,20 @@ fn settle(st: &mut PlanState, ops: &[Op<'_>], start: u64, ids: &[u64]) -> io::Re
         }
     }
     Ok(())
+}
+
+/// A completed `RWF_DSYNC` write: its own bytes are durable. Taken as
+/// nothing more (not as a device flush for other writes, nor as a sync of
+/// other writes to the file), which is all the engine relies on.
+fn settle_dsync(st: &mut PlanState, f: &File, id: u64) {
+    let before = st.volatile.len();
+    st.volatile.retain(|r| r.id != id);
+    st.durable_records += (before - st.volatile.len()) as u64;
+    if let (Ok(file), Ok(m)) = (st.ns.id_of_file(f), f.metadata()) {
+        if let Some(len) = st.ns.durable_len.get_mut(&file) {
+            *len = (*len).max(m.len());
+        }
+    }
 }
 
 /// A completed sync of `file` (as a device flush, too).

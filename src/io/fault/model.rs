@@ -566,6 +566,68 @@ mod tests {
     }
 
     #[test]
+    fn a_dsync_write_makes_only_its_own_bytes_durable() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join("live");
+        fs::create_dir(&live).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(live.join("a.seg"))
+            .unwrap();
+        f.set_len(8192).unwrap();
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let mut io = FaultIo {
+            inner: Box::new(crate::io::posix::PosixIo),
+            plan: plan.clone(),
+        };
+        let s = Storage::File(f);
+        // Unsynced, then written back without a device flush, then a
+        // RWF_DSYNC write elsewhere in the same file: only the last is
+        // durable (the engine never relies on more).
+        io.run(&[Op::Write {
+            target: &s,
+            offset: 0,
+            buf: &[1; 100],
+        }])
+        .unwrap();
+        io.run(&[Op::SyncRange { target: &s }]).unwrap();
+        io.run(&[Op::WriteDsync {
+            target: &s,
+            offset: 4096,
+            buf: &[2; 300],
+        }])
+        .unwrap();
+        plan.power_off();
+        let out = t.path().join("img");
+        let rep = plan
+            .durable_image(&live, &out, ImagePolicy::DurableOnly, 1)
+            .unwrap();
+        assert_eq!(rep.volatile_writes, 1);
+        let img = fs::read(out.join("a.seg")).unwrap();
+        assert!(img[..100].iter().all(|&b| b == 0), "unsynced bytes kept");
+        assert_eq!(&img[4096..4396], &[2; 300][..], "dsync bytes lost");
+        // An injected sync failure hits a dsync write too.
+        let plan = FaultPlan::new();
+        plan.fail_sync(0, libc::EIO);
+        let mut io = FaultIo {
+            inner: Box::new(crate::io::posix::PosixIo),
+            plan: plan.clone(),
+        };
+        let err = io
+            .run(&[Op::WriteDsync {
+                target: &s,
+                offset: 0,
+                buf: &[3; 10],
+            }])
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
     fn image_keeps_only_entries_a_directory_sync_made_durable() {
         let t = tempfile::tempdir().unwrap();
         let db = t.path().join("a").join("db");

@@ -33,13 +33,13 @@ pub enum FlushPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SyncStrategy {
-    /// The measured best: a chain that at most one flusher waits on runs as
-    /// system calls; chains that several flushers wait on go through the
-    /// ring as writes linked to an fdatasync. The default.
+    /// The measured best here: `pwrite` and `fdatasync` system calls on
+    /// the core thread, and a lone flusher's round that is one write is one
+    /// `pwritev2(RWF_DSYNC)`. The default.
     #[default]
     Auto,
     /// `pwrite` and `fdatasync` system calls on the core thread for every
-    /// chain.
+    /// chain, never `RWF_DSYNC`.
     Syscalls,
     /// Every chain through the ring: write SQEs linked to an fdatasync SQE.
     RingLinked,

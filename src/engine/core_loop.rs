@@ -32,7 +32,8 @@ struct Round {
     lpos: u64,
     records: u64,
     sync: SyncMode,
-    /// At most one caller waits on this round: favour latency.
+    /// Run as system calls (`run_latency_bound`) rather than through the
+    /// ring: see `SyncStrategy`.
     latency_bound: bool,
     /// This shard's part of the running commit generation.
     part: Option<PartPlan>,
@@ -168,8 +169,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 sync,
                 strategy: shard.ctx.config.sync_strategy,
                 latency_bound: match shard.ctx.config.sync_strategy {
-                    SyncStrategy::Auto => part.is_none_or(|p| p.waiters <= 1),
-                    SyncStrategy::Syscalls => true,
+                    SyncStrategy::Auto | SyncStrategy::Syscalls => true,
                     SyncStrategy::RingLinked => false,
                 },
                 part,
@@ -358,8 +358,8 @@ fn run_round(
     // `pwritev2(RWF_DSYNC)`: one system call, and the kernel syncs only that
     // range ("Sync strategies" in ARCHITECTURE.md has the figures).
     if clean_before
-        && round.latency_bound
         && round.strategy == SyncStrategy::Auto
+        && round.part.is_some_and(|p| p.waiters <= 1)
         && steps.len() == 2
     {
         if let [Step::Write(w, from, to), Step::Sync(s, _)] = &steps[..] {

@@ -14,7 +14,8 @@
 //! the commit protocol's own cost (caller -> core -> caller).
 //!
 //! `EMDB_PROBE_STRATEGIES` picks `SyncStrategy` values for the io_uring rows
-//! (`auto`, the default; `syscalls`; `ring`); portable rows ignore it.
+//! (`auto`, the default; `syscalls`; `ring`; `dsync`). Portable rows take
+//! the first one listed (only `dsync` changes anything there).
 //!
 //! Per row: records/s, records per device flush (field 16 of
 //! `/sys/block/<disk>/stat`), CPU time per durable record (`getrusage`
@@ -92,6 +93,7 @@ fn strategy(name: &str) -> SyncStrategy {
         "auto" => SyncStrategy::Auto,
         "syscalls" => SyncStrategy::Syscalls,
         "ring" => SyncStrategy::RingLinked,
+        "dsync" => SyncStrategy::Dsync,
         other => panic!("EMDB_PROBE_STRATEGIES: unknown strategy {other:?}"),
     }
 }

@@ -86,9 +86,9 @@ impl EmdbBuilder {
         self
     }
 
-    /// How the io_uring backend runs writes and fdatasyncs; see
-    /// [`SyncStrategy`]. Default [`SyncStrategy::Auto`], the best measured
-    /// here. Ignored by the portable backend.
+    /// How the shard cores run writes and fdatasyncs; see [`SyncStrategy`].
+    /// Default [`SyncStrategy::Auto`], the best measured here. The portable
+    /// backend runs `RingLinked` as `Syscalls`.
     pub fn sync_strategy(mut self, strategy: SyncStrategy) -> Self {
         self.sync_strategy = strategy;
         self

@@ -24,8 +24,8 @@ pub enum FlushPolicy {
     WriteThrough,
 }
 
-/// How a shard core runs its writes and fdatasyncs on the io_uring backend
-/// (the portable backend always uses plain system calls). Each strategy's
+/// How a shard core runs its writes and fdatasyncs (the portable backend has
+/// no ring: it runs `RingLinked` as `Syscalls`). Each strategy's
 /// cost on a machine can be measured with `cargo bench --bench writers`
 /// (`EMDB_PROBE_STRATEGIES`) and compared with the raw mechanisms of
 /// `cargo bench --bench sync_study`; ARCHITECTURE.md ("Sync strategies")
@@ -34,13 +34,17 @@ pub enum FlushPolicy {
 #[non_exhaustive]
 pub enum SyncStrategy {
     /// The measured best here: `pwrite` and `fdatasync` system calls on
-    /// the core thread, and a lone flusher's round that is one write is one
-    /// `pwritev2(RWF_DSYNC)`. The default.
+    /// the core thread for every chain (today the same as `Syscalls`). The
+    /// default.
     #[default]
     Auto,
     /// `pwrite` and `fdatasync` system calls on the core thread for every
-    /// chain, never `RWF_DSYNC`.
+    /// chain.
     Syscalls,
+    /// Like `Syscalls`, except that a lone flusher's round that is one write,
+    /// with nothing else in its file waiting for a sync, is one
+    /// `pwritev2(RWF_DSYNC)`.
+    Dsync,
     /// Every chain through the ring: write SQEs linked to an fdatasync SQE.
     RingLinked,
 }

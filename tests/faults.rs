@@ -405,3 +405,48 @@ fn compaction_on_a_full_disk_loses_nothing_and_writes_resume() {
     let got: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = db.iter().expect("iter").collect();
     assert_eq!(got, model, "after reopen");
 }
+
+/// `SyncStrategy::Dsync`: a lone flusher's round is one `RWF_DSYNC` write.
+/// What it acknowledged survives a reopen, and an injected sync failure
+/// reaches the flusher through that write and poisons the shard.
+#[test]
+fn dsync_strategy_keeps_acknowledged_writes_and_reports_a_failed_sync() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let path = t.path().join("db");
+    let plan = FaultPlan::new();
+    let db = Emdb::builder()
+        .path(&path)
+        .shards(1)
+        .sync_strategy(emdb::SyncStrategy::Dsync)
+        .fault_plan(plan.clone())
+        .build()
+        .expect("open");
+    for i in 0..50 {
+        db.insert(format!("k{i}"), format!("v{i}")).expect("insert");
+        db.flush().expect("flush");
+    }
+    let syncs = plan.syncs();
+    assert!(
+        syncs >= 50,
+        "each flush made something durable ({syncs} syncs)"
+    );
+    plan.fail_sync(0, libc::EIO);
+    db.insert("late", "x").expect("insert");
+    let err = db
+        .flush()
+        .expect_err("the injected failure reaches the flusher");
+    assert!(is_os_error(&err, libc::EIO), "got {err:?}");
+    assert!(matches!(
+        db.insert("after", "y"),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(db);
+    let db = open(&path, None);
+    for i in 0..50 {
+        assert_eq!(
+            db.get(format!("k{i}")).expect("get"),
+            Some(format!("v{i}").into_bytes()),
+            "k{i}"
+        );
+    }
+}

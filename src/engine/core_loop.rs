@@ -169,7 +169,7 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 sync,
                 strategy: shard.ctx.config.sync_strategy,
                 latency_bound: match shard.ctx.config.sync_strategy {
-                    SyncStrategy::Auto | SyncStrategy::Syscalls => true,
+                    SyncStrategy::Auto | SyncStrategy::Syscalls | SyncStrategy::Dsync => true,
                     SyncStrategy::RingLinked => false,
                 },
                 part,
@@ -353,12 +353,13 @@ fn run_round(
             }
         }
     }
-    // A lone flusher's round that is one write followed by the sync of the
-    // same file, with nothing else in that file waiting for a sync, is one
-    // `pwritev2(RWF_DSYNC)`: one system call, and the kernel syncs only that
-    // range ("Sync strategies" in ARCHITECTURE.md has the figures).
+    // With `SyncStrategy::Dsync`, a lone flusher's round that is one write
+    // followed by the sync of the same file, with nothing else in that file
+    // waiting for a sync, is one `pwritev2(RWF_DSYNC)`: one system call, and
+    // the kernel syncs only that range ("Sync strategies" in ARCHITECTURE.md
+    // has the figures).
     if clean_before
-        && round.strategy == SyncStrategy::Auto
+        && round.strategy == SyncStrategy::Dsync
         && round.part.is_some_and(|p| p.waiters <= 1)
         && steps.len() == 2
     {

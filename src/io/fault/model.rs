@@ -492,10 +492,10 @@ mod tests {
         assert_eq!(subtract((5, 45), &set), vec![(5, 10), (40, 45)]);
     }
 
-    #[test]
-    fn image_keeps_only_synced_writes() {
-        let t = tempfile::tempdir().unwrap();
-        let live = t.path().join("live");
+    /// `<dir>/live/a.seg` of `len` bytes, written through a backend whose
+    /// plan tracks durability.
+    fn tracked_file(dir: &Path, len: u64) -> (PathBuf, Storage, FaultPlan, FaultIo) {
+        let live = dir.join("live");
         fs::create_dir(&live).unwrap();
         let f = OpenOptions::new()
             .read(true)
@@ -504,14 +504,20 @@ mod tests {
             .truncate(true)
             .open(live.join("a.seg"))
             .unwrap();
-        f.set_len(4096).unwrap();
+        f.set_len(len).unwrap();
         let plan = FaultPlan::new();
         plan.track_durable();
-        let mut io = FaultIo {
+        let io = FaultIo {
             inner: Box::new(crate::io::posix::PosixIo),
             plan: plan.clone(),
         };
-        let s = Storage::File(f);
+        (live, Storage::File(f), plan, io)
+    }
+
+    #[test]
+    fn image_keeps_only_synced_writes() {
+        let t = tempfile::tempdir().unwrap();
+        let (live, s, plan, mut io) = tracked_file(t.path(), 4096);
         io.run(&[
             Op::Write {
                 target: &s,
@@ -568,23 +574,7 @@ mod tests {
     #[test]
     fn a_dsync_write_makes_only_its_own_bytes_durable() {
         let t = tempfile::tempdir().unwrap();
-        let live = t.path().join("live");
-        fs::create_dir(&live).unwrap();
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(live.join("a.seg"))
-            .unwrap();
-        f.set_len(8192).unwrap();
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let mut io = FaultIo {
-            inner: Box::new(crate::io::posix::PosixIo),
-            plan: plan.clone(),
-        };
-        let s = Storage::File(f);
+        let (live, s, plan, mut io) = tracked_file(t.path(), 8192);
         // Unsynced, then written back without a device flush, then a
         // RWF_DSYNC write elsewhere in the same file: only the last is
         // durable (the engine never relies on more).

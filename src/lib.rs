@@ -1,12 +1,15 @@
 //! emdb: an embedded key-value store for Linux services.
 //!
 //! A Bitcask-style append-only log with an in-memory hash index, run by
-//! thread-per-core shards on io_uring: each shard core owns a slice of the
-//! key space, its segment files, its tail buffer and one io_uring. Writers
-//! append to the tail buffer and return; the core writes the buffer at the
-//! log tail and, when anyone waits for durability, links one fdatasync
-//! behind the write, so concurrent flushes share device flushes. Reads are
-//! an index lookup plus the mapped file, on the caller's thread.
+//! thread-per-core shards: each shard core owns a slice of the key space,
+//! its segment files, its tail buffer and its I/O backend (an io_uring, or
+//! plain system calls). Writers append to the tail buffer and return; the
+//! core writes the buffer at the log tail. Durability is served by commit
+//! generations: every flush that joins one is made durable by a single
+//! device flush, whatever shards its records went to, so concurrent flushes
+//! share device flushes ([`SyncStrategy`] picks how the cores issue their
+//! writes and syncs). Reads are an index lookup plus the mapped file, on the
+//! caller's thread.
 //!
 //! ```
 //! # fn main() -> emdb::Result<()> {

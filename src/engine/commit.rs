@@ -148,7 +148,8 @@ impl Commit {
 
     /// Joins the open generation with the positions wanted per shard,
     /// registers `cx`'s waker in it (one lock for both), and starts it when
-    /// nothing runs. Returns its id and where the waker went.
+    /// nothing runs. Returns its id and where the waker went. Never called
+    /// with `block_on`'s no-op waker (`CommitWait` waits for the real one).
     fn join(&self, targets: &[(usize, u64)], cx: &Context<'_>) -> (u64, Option<usize>) {
         let mut g = self.inner.lock();
         for &(s, t) in targets {
@@ -157,12 +158,8 @@ impl Commit {
         }
         g.open.joined += 1;
         let id = g.open.id;
-        let slot = if cx.waker().will_wake(Waker::noop()) {
-            None
-        } else {
-            g.open.waiters.push(cx.waker().clone());
-            Some(g.open.waiters.len() - 1)
-        };
+        g.open.waiters.push(cx.waker().clone());
+        let slot = Some(g.open.waiters.len() - 1);
         if g.running.is_none() && g.gatherer.is_none() {
             self.start(g);
         } else if let Some(t) = &g.gatherer {

@@ -32,9 +32,6 @@ struct Round {
     lpos: u64,
     records: u64,
     sync: SyncMode,
-    /// Run as system calls (`run_latency_bound`) rather than through the
-    /// ring: see `SyncStrategy`.
-    latency_bound: bool,
     /// This shard's part of the running commit generation.
     part: Option<PartPlan>,
     strategy: SyncStrategy,
@@ -168,10 +165,6 @@ pub(crate) fn run_core(shard: Arc<Shard>, mut io: Box<dyn Io>) {
                 records: g.records,
                 sync,
                 strategy: shard.ctx.config.sync_strategy,
-                latency_bound: match shard.ctx.config.sync_strategy {
-                    SyncStrategy::Auto | SyncStrategy::Syscalls | SyncStrategy::Dsync => true,
-                    SyncStrategy::RingLinked => false,
-                },
                 part,
                 active: g.active.clone(),
                 reserved: g.reserved,
@@ -396,11 +389,14 @@ fn run_round(
             },
         })
         .collect();
+    // Only `RingLinked` puts chains on the ring; every other strategy runs
+    // them as system calls ("Sync strategies" in ARCHITECTURE.md).
+    let on_ring = round.strategy == SyncStrategy::RingLinked;
     let ran = ops.chunks(MAX_CHAIN).try_for_each(|part| {
-        if round.latency_bound {
-            io.run_latency_bound(part)
-        } else {
+        if on_ring {
             io.run(part)
+        } else {
+            io.run_latency_bound(part)
         }
     });
     if let Err(e) = ran {
@@ -422,12 +418,7 @@ fn run_round(
     for s in &steps {
         match s {
             Step::Zero(seg, _, to) => zeroed_to = Some((seg, *to)),
-            Step::WriteSync(seg, _, end) => {
-                synced.count += 1;
-                synced.claim = Some(pack_pos(seg.id, *end));
-                seg.zeroed_upto.fetch_max(*end, Ordering::AcqRel);
-            }
-            Step::Sync(seg, end) => {
+            Step::Sync(seg, end) | Step::WriteSync(seg, _, end) => {
                 synced.count += 1;
                 synced.claim = Some(pack_pos(seg.id, *end));
                 // Every block the data and zeros touched is now durable.

@@ -124,7 +124,8 @@ impl State {
     pub(crate) async fn insert(&self, ns: u32, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_kv(key, value)?;
         let h = self.ctx.hash(ns, key);
-        let shard = &self.shards[self.ctx.shard_of(h)];
+        let si = self.ctx.shard_of(h);
+        let shard = &self.shards[si];
         let len = frame::encoded_len(key.len(), value.len(), false);
         let target = {
             let mut g = shard.lock_for_append(len).await?;
@@ -145,11 +146,10 @@ impl State {
                 .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
             account(segs, Some((loc, len as u32)), old);
             shard.after_append(&g);
-            g.user_lpos
+            shard.user_end()
         };
         if self.write_through() {
-            let s = self.ctx.shard_of(h);
-            self.await_durable(&[(s, target)]).await?;
+            self.await_durable(&[(si, target)]).await?;
         }
         Ok(())
     }
@@ -157,7 +157,8 @@ impl State {
     pub(crate) async fn remove(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
         let h = self.ctx.hash(ns, key);
-        let shard = &self.shards[self.ctx.shard_of(h)];
+        let si = self.ctx.shard_of(h);
+        let shard = &self.shards[si];
         let len = frame::encoded_len(key.len(), 0, false);
         let (old, target) = {
             let mut g = shard.lock_for_append(len).await?;
@@ -183,11 +184,10 @@ impl State {
                 .remove(h, |loc| frame_has_key(segs, loc, ns, key));
             account(segs, None, gone);
             shard.after_append(&g);
-            (old, g.user_lpos)
+            (old, shard.user_end())
         };
         if self.write_through() {
-            let s = self.ctx.shard_of(h);
-            self.await_durable(&[(s, target)]).await?;
+            self.await_durable(&[(si, target)]).await?;
         }
         Ok(Some(old))
     }
@@ -289,7 +289,7 @@ impl State {
             for (s, g) in guards.iter().enumerate() {
                 if let Some(g) = g {
                     self.shards[s].after_append(g);
-                    targets.push((s, g.user_lpos));
+                    targets.push((s, self.shards[s].user_end()));
                 }
             }
             targets
@@ -334,7 +334,7 @@ impl State {
                     .for_each(|_, loc| account(segs, None, Some(loc)));
                 self.shards[s].index.clear();
                 self.shards[s].after_append(g);
-                targets.push((s, g.user_lpos));
+                targets.push((s, self.shards[s].user_end()));
             }
             targets
         };
@@ -352,9 +352,7 @@ impl State {
             // A failed write or sync leaves records whose durability is
             // unknown: no later flush may report success, even when the
             // shard has nothing newer to write.
-            if s.is_poisoned() {
-                s.check_flushable(&s.lock())?;
-            }
+            s.flushable()?;
             targets.push((i, s.user_end()));
         }
         self.await_durable(&targets).await
@@ -372,9 +370,7 @@ impl State {
                 if shard.durable_lpos() >= t {
                     continue;
                 }
-                if shard.is_poisoned() {
-                    shard.check_flushable(&shard.lock())?;
-                }
+                shard.flushable()?;
                 needing.push((s, t));
             }
             if needing.is_empty() {

@@ -46,8 +46,6 @@ pub(crate) struct Inner {
     pub(super) to_seal: Vec<Arc<Segment>>,
     /// Bytes appended in this process's lifetime (a log position).
     pub(super) lpos: u64,
-    /// `lpos` after the last record a user wrote (markers excluded).
-    pub(super) user_lpos: u64,
     /// User records appended in this process's lifetime.
     pub(super) records: u64,
     pub(super) space_waiters: Vec<Waker>,
@@ -87,8 +85,9 @@ pub(crate) struct Shard {
     /// Log position written to the kernel / made durable.
     pub(super) written_lpos: AtomicU64,
     pub(super) durable_lpos: AtomicU64,
-    /// `Inner::user_lpos`, readable without the lock (what a flush waits
-    /// for).
+    /// The log position after the last record a user wrote (markers and
+    /// moved records excluded): what a flush waits for. Written under the
+    /// shard lock, read without it.
     pub(super) user_end: AtomicU64,
     pub(super) poisoned: AtomicBool,
     pub(super) core: OnceLock<Thread>,
@@ -142,7 +141,6 @@ impl Shard {
                 chunks: VecDeque::new(),
                 to_seal: Vec::new(),
                 lpos: 0,
-                user_lpos: 0,
                 records: 0,
                 space_waiters: Vec::new(),
                 poison: None,
@@ -329,7 +327,6 @@ impl Shard {
         g.active.data_end.store(g.reserved, Ordering::Release);
         g.lpos += len as u64;
         if user {
-            g.user_lpos = g.lpos;
             g.records += 1;
             self.user_end.store(g.lpos, Ordering::Release);
         }
@@ -479,6 +476,15 @@ impl Shard {
         // takes a shard lock: safe under this one).
         self.ctx.commit.part_failed(self.id);
         err
+    }
+
+    /// For a flush: `Ok` unless the shard is poisoned (the poison's error,
+    /// see `check_flushable`); the lock is taken only then.
+    pub(crate) fn flushable(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return self.check_flushable(&self.lock());
+        }
+        Ok(())
     }
 
     /// For a flush: the failure that poisoned the shard, as the `Error::Io`

@@ -59,6 +59,14 @@ impl Emdb {
         EmdbBuilder::new()
     }
 
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Emdb {
+        Emdb { engine }
+    }
+
+    pub(crate) fn into_engine(self) -> Arc<Engine> {
+        self.engine
+    }
+
     pub(crate) fn open_with(config: Config) -> Result<Emdb> {
         Ok(Emdb {
             engine: Arc::new(Engine::open(config)?),
@@ -188,6 +196,17 @@ impl Emdb {
     /// runs. An in-memory database is copied to disk the same way.
     pub fn backup_to(&self, path: impl AsRef<Path>) -> Result<()> {
         self.engine.backup_to(path.as_ref())
+    }
+
+    /// Closes this handle and reports what a drop would hide. It makes
+    /// every write accepted so far durable and, on disk, checkpoints (so the
+    /// next open is fast), returning the first error. When this is the last
+    /// handle it also stops the engine and releases the lock before it
+    /// returns; otherwise the engine stays open for the other handles.
+    ///
+    /// Dropping the last handle does the same but can only ignore errors.
+    pub fn close(self) -> Result<()> {
+        crate::engine::close_handle(self.engine)
     }
 
     /// Current figures, engine figures included.

@@ -26,6 +26,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
+mod async_db;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_api;
@@ -46,6 +48,8 @@ mod recovery;
 mod stats;
 mod value;
 
+#[cfg(feature = "async")]
+pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbStream};
 pub use builder::EmdbBuilder;
 pub use config::{
     FlushPolicy, SyncStrategy, DEFAULT_COMPACTION_THRESHOLD, DEFAULT_MAX_BATCH_BYTES,

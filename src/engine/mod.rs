@@ -8,6 +8,7 @@ mod checkpoint;
 mod commit;
 mod compaction;
 mod core_loop;
+pub(crate) mod handoff;
 mod open;
 mod ops;
 pub(crate) mod shard;
@@ -25,6 +26,7 @@ pub(crate) use block_on::block_on;
 use shard::Shard;
 
 use crate::config::Config;
+use crate::error::Result;
 use crate::io::IoBackend;
 use crate::lock::LockFile;
 use crate::log::manifest::Manifest;
@@ -169,6 +171,8 @@ pub(crate) struct Engine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     compactor: Mutex<Option<compaction::Compactor>>,
     path: PathBuf,
+    /// `close()` did the flush and checkpoint; drop only stops the threads.
+    closed: std::sync::atomic::AtomicBool,
     _lock: Option<LockFile>,
 }
 
@@ -200,8 +204,48 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Closes the engine and reports what a drop would hide: stops
+    /// compaction, makes every accepted write durable, checkpoints (on
+    /// disk), stops the cores and releases the lock. On an error the
+    /// engine still closes (as a drop would) and the error is returned.
+    pub(crate) fn close(self) -> Result<()> {
+        self.ctx.closing.store(true, Ordering::Release);
+        if let Some(mut c) = self.compactor.lock().take() {
+            c.stop();
+        }
+        let mut result = block_on(self.flush());
+        if result.is_ok() && self.ctx.config.dir.is_some() {
+            result = block_on(self.checkpoint());
+        }
+        // Drop finishes the close without a second checkpoint.
+        self.closed.store(true, Ordering::Release);
+        drop(self);
+        result
+    }
+}
+
+/// Closes one handle: the engine itself if it is the last one, else a
+/// flush and (on disk) a checkpoint on behalf of this handle.
+pub(crate) fn close_handle(engine: Arc<Engine>) -> Result<()> {
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close(),
+        Err(shared) => {
+            block_on(shared.flush())?;
+            if shared.ctx.config.dir.is_some() {
+                block_on(shared.checkpoint())?;
+            }
+            Ok(())
+        }
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
+        if self.closed.load(Ordering::Acquire) {
+            self.shutdown();
+            return;
+        }
         self.ctx.closing.store(true, Ordering::Release);
         if let Some(mut c) = self.compactor.lock().take() {
             c.stop();

@@ -36,6 +36,12 @@ impl Engine {
                 }
             })?,
         };
+        if let Some(dir) = &config.dir {
+            // A database this process is closing in the background (the
+            // last async handle dropped without `close()`) is reopened
+            // once that close is done, not refused as locked.
+            super::handoff::wait_for_close(dir);
+        }
         let (lock, path) = match &config.dir {
             Some(dir) => (Some(prepare_dir(&config.files(), dir)?), dir.clone()),
             None => (None, PathBuf::new()),
@@ -87,6 +93,7 @@ impl Engine {
             threads: Mutex::new(threads),
             compactor: Mutex::new(None),
             path,
+            closed: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
         if config.background_compaction {

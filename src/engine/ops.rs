@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_epoch as epoch;
+use parking_lot::MutexGuard;
 
+use super::shard::{Inner, Shard};
 use super::{State, MAX_LOOKUP_RETRIES};
 use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
@@ -231,22 +233,8 @@ impl State {
                 max: cfg.max_batch_bytes,
             });
         }
-        // Wait for room in every involved shard without holding any lock;
-        // the backlog may then overshoot by at most one batch.
-        for (s, bytes) in per_shard.iter().enumerate() {
-            if *bytes > 0 {
-                drop(self.shards[s].lock_for_append(*bytes).await?);
-            }
-        }
         let targets = {
-            let mut guards: Vec<_> = (0..n)
-                .map(|s| (per_shard[s] > 0).then(|| self.shards[s].lock()))
-                .collect();
-            for (s, g) in guards.iter().enumerate() {
-                if let Some(g) = g {
-                    self.shards[s].check_poison(g)?;
-                }
-            }
+            let mut guards = self.lock_shards(&per_shard).await?;
             let seq = self.ctx.next_seq();
             // Append every frame first; the index changes only once all are
             // appended, so a failure part-way (say, a segment that cannot be
@@ -303,14 +291,15 @@ impl State {
     /// Removes every record of namespace `ns`: one clear frame per shard,
     /// written as one batch.
     pub(crate) async fn clear(&self, ns: u32) -> Result<()> {
+        let clear_len = frame::encoded_len(0, 0, false);
         let targets = {
-            let mut guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
-            for (s, g) in guards.iter().enumerate() {
-                self.shards[s].check_poison(g)?;
-            }
+            let mut guards = self
+                .lock_shards(&vec![clear_len; self.shards.len()])
+                .await?;
             let seq = self.ctx.next_seq();
             let mut targets = Vec::new();
             for (s, g) in guards.iter_mut().enumerate() {
+                let Some(g) = g else { continue };
                 let spec = FrameSpec {
                     kind: Kind::Clear,
                     seq,
@@ -328,6 +317,7 @@ impl State {
             }
             let guard = epoch::pin();
             for (s, g) in guards.iter().enumerate() {
+                let Some(g) = g else { continue };
                 let segs = self.shards[s].segments(&guard);
                 self.shards[s]
                     .index
@@ -342,6 +332,57 @@ impl State {
             self.await_durable(&targets).await?;
         }
         Ok(())
+    }
+
+    /// Locks every shard with bytes to append (`per_shard`, in shard
+    /// order, so batches never deadlock) once each has room in its tail
+    /// buffer and, where those bytes rotate its active segment, a prepared
+    /// next segment; checks each for poison. No lock is held while
+    /// waiting. The backlog may overshoot by at most one batch. A segment
+    /// waited for once and taken by another writer meanwhile is then
+    /// created inline by the rotation (rare).
+    async fn lock_shards(&self, per_shard: &[usize]) -> Result<Vec<Option<MutexGuard<'_, Inner>>>> {
+        for (s, bytes) in per_shard.iter().enumerate() {
+            if *bytes > 0 {
+                drop(self.shards[s].lock_for_append(*bytes).await?);
+            }
+        }
+        let mut waited = vec![false; per_shard.len()];
+        loop {
+            let unready = match self.try_lock_shards(per_shard, &waited)? {
+                Ok(guards) => return Ok(guards),
+                Err(s) => s,
+            };
+            waited[unready] = true;
+            self.shards[unready].next_segment().await?;
+        }
+    }
+
+    /// The locks of [`lock_shards`](State::lock_shards), or the first
+    /// shard (not waited for yet) that would rotate into a segment not
+    /// prepared yet, with every lock released.
+    #[allow(clippy::type_complexity)]
+    fn try_lock_shards(
+        &self,
+        per_shard: &[usize],
+        waited: &[bool],
+    ) -> Result<std::result::Result<Vec<Option<MutexGuard<'_, Inner>>>, usize>> {
+        let guards: Vec<_> = per_shard
+            .iter()
+            .enumerate()
+            .map(|(s, b)| (*b > 0).then(|| self.shards[s].lock()))
+            .collect();
+        for (s, g) in guards.iter().enumerate() {
+            let Some(g) = g else { continue };
+            self.shards[s].check_poison(g)?;
+            if !waited[s]
+                && Shard::needs_rotation(g, per_shard[s] as u64)
+                && !self.shards[s].next_prepared()
+            {
+                return Ok(Err(s));
+            }
+        }
+        Ok(Ok(guards))
     }
 
     /// Returns once every write this database accepted before the call is

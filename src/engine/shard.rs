@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
@@ -68,6 +68,10 @@ pub(super) struct NextSlot {
     /// keeps failing rotation (with an error naming it) instead of being
     /// skipped.
     pub(super) retry_id: Option<u32>,
+    /// Why the last preparation failed, for the writer waiting on it.
+    pub(super) failed: Option<std::io::Error>,
+    /// Writers waiting for the prepared segment (see `LockForAppend`).
+    pub(super) waiters: Vec<std::task::Waker>,
 }
 
 #[derive(Clone)]
@@ -370,11 +374,19 @@ impl Shard {
                 slot.preparing = false;
                 match made {
                     Ok(seg) => slot.seg = Some(seg),
-                    // Rotation tries again and reports its own error.
-                    Err((_, reusable)) => slot.retry_id = reusable.then_some(id),
+                    // A waiting writer gets the error; rotation without
+                    // one tries again and reports its own.
+                    Err((e, reusable)) => {
+                        slot.retry_id = reusable.then_some(id);
+                        slot.failed = Some(e);
+                    }
                 }
+                let waiters = std::mem::take(&mut slot.waiters);
                 drop(slot);
                 me.next_ready.notify_all();
+                for w in waiters {
+                    w.wake();
+                }
             });
         match spawned {
             Ok(t) => {
@@ -391,6 +403,46 @@ impl Shard {
         }
     }
 
+    /// Whether the next segment is prepared.
+    pub(super) fn next_prepared(&self) -> bool {
+        self.next.lock().seg.is_some()
+    }
+
+    /// Whether appending `bytes` more (in frames within the limits) rotates
+    /// the active segment.
+    pub(super) fn needs_rotation(g: &Inner, bytes: u64) -> bool {
+        g.reserved as u64 + bytes > g.active.cap as u64
+    }
+
+    /// Ready once the next segment is prepared, so that a rotation under
+    /// the lock never waits for a file to be created: starts preparing it
+    /// if nobody is, and registers `cx` to be woken when it is ready.
+    /// A failed preparation fails this append (as creating the file inline
+    /// would); the next one tries again. Without a thread to prepare it,
+    /// the rotation creates the file inline.
+    pub(super) fn poll_next_segment(&self, g: &mut Inner, cx: &Context<'_>) -> Poll<Result<()>> {
+        let mut slot = self.next.lock();
+        if slot.seg.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        if !slot.preparing {
+            if let Some(e) = slot.failed.take() {
+                return Poll::Ready(Err(Error::Io(e)));
+            }
+            drop(slot);
+            self.start_prep(g);
+            slot = self.next.lock();
+            if slot.seg.is_some() || !slot.preparing {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let w = cx.waker();
+        if !w.will_wake(Waker::noop()) && !slot.waiters.iter().any(|x| x.will_wake(w)) {
+            slot.waiters.push(w.clone());
+        }
+        Poll::Pending
+    }
+
     /// Seals the active segment and continues in the next one. If the
     /// prepared segment is not ready the writer waits for it (rare: a burst
     /// faster than preparation); if none is being prepared it creates one.
@@ -405,6 +457,7 @@ impl Shard {
         let next = loop {
             let mut slot = self.next.lock();
             if let Some(seg) = slot.seg.take() {
+                slot.failed = None;
                 break seg;
             }
             if slot.preparing {

@@ -1,0 +1,417 @@
+//! `AsyncEmdb`: the async API (feature `async`).
+//!
+//! The engine is async-native: a write is a future that appends under its
+//! shard's lock on the polling thread and is done; a flush is a future that
+//! joins a commit generation and is woken by the shard core that finishes
+//! the generation's device flush. The blocking [`Emdb`] drives those same
+//! futures with a parking `block_on`; `AsyncEmdb` hands them to your
+//! executor. Nothing here spawns onto a runtime or depends on one, so the
+//! futures run on tokio (multi-thread or current-thread), inside
+//! `tokio_uring::start`, under `futures::executor::block_on`, or on any
+//! other executor.
+//!
+//! # What runs where
+//! - **On the polling thread:** appends (a copy into the shard's tail
+//!   buffer under its lock, a few hundred nanoseconds) and point reads
+//!   (`get`, `contains_key`, tens of nanoseconds from the index and the
+//!   file mapping; a read of a page not in memory faults it in, as a
+//!   synchronous read of a mapped file does). Reads are done when the call
+//!   is made: the returned future is ready at once.
+//! - **On the shard cores:** the log writes and fdatasyncs; they wake the
+//!   futures waiting for room in a tail buffer or for durability.
+//! - **On a thread of its own, awaited:** opening (recovery), `checkpoint`,
+//!   `compact`, `backup_to` and `close`, which do file I/O for
+//!   milliseconds or more; also the creation of a segment file when the log
+//!   rotates (a writer waits for it without holding any lock).
+//!
+//! # Cancellation
+//! Every future owns what it needs (an `Arc` of the engine, owned keys and
+//! values) and is `Send + 'static`. Dropping one at any await point:
+//! - never leaves a shard locked (no lock is held across an await);
+//! - never frees a buffer the kernel may still read (records are copied
+//!   into the engine's tail buffers before the kernel sees them);
+//! - never undoes an acknowledged write.
+//!
+//! A write (`insert`, `insert_many`, `remove`, `clear`) whose future is
+//! dropped is either applied whole or not at all: it is applied by the poll
+//! that finds room for it, in one step under the shard locks, and not at
+//! all if dropped before. An applied write becomes durable with the next
+//! flush like any other, even if its future (waiting for durability under
+//! `FlushPolicy::WriteThrough`) was dropped. A dropped `flush` changes
+//! nothing. A dropped `checkpoint`, `compact`, `backup_to` or `close` runs
+//! to completion on its thread; only its result is lost.
+//!
+//! # Closing
+//! [`AsyncEmdb::close`] flushes, checkpoints and, for the last handle,
+//! stops the engine and releases the lock, all off the polling thread, and
+//! returns the errors. Dropping the last handle without it never blocks the
+//! dropping task: the engine closes on a closer thread. An open of the same
+//! database in this process waits for that close, and the process waits for
+//! it at exit (up to 60 s); another process may see `Error::LockBusy` until
+//! it is done, so prefer `close().await`.
+
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::builder::EmdbBuilder;
+use crate::db::Emdb;
+use crate::engine::{handoff, Engine, DEFAULT_NS};
+use crate::error::Result;
+use crate::iter::{EmdbIter, EmdbKeyIter};
+use crate::stats::EmdbStats;
+
+/// An open database with an async API. `Send + Sync + Clone`; every
+/// clone shares one engine. See the [module documentation](self) for what
+/// runs where and what cancellation means.
+pub struct AsyncEmdb {
+    engine: ManuallyDrop<Arc<Engine>>,
+}
+
+impl Clone for AsyncEmdb {
+    fn clone(&self) -> Self {
+        AsyncEmdb::wrap(Arc::clone(&self.engine))
+    }
+}
+
+impl Drop for AsyncEmdb {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used again.
+        let engine = unsafe { ManuallyDrop::take(&mut self.engine) };
+        if let Some(engine) = Arc::into_inner(engine) {
+            handoff::close_in_background(engine);
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncEmdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncEmdb")
+            .field("path", &self.engine.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncEmdb {
+    fn wrap(engine: Arc<Engine>) -> AsyncEmdb {
+        AsyncEmdb {
+            engine: ManuallyDrop::new(engine),
+        }
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
+    /// Opens or creates the database directory at `path` with every
+    /// default. Recovery runs on a thread of its own. Fails with
+    /// `Error::LockBusy` while another process holds the database.
+    pub fn open(
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = Result<AsyncEmdb>> + Send + 'static {
+        EmdbBuilder::new().path(path).build_async()
+    }
+
+    /// A database in memory only, as [`Emdb::open_in_memory`].
+    ///
+    /// # Panics
+    /// Only if the process cannot map memory or start a thread.
+    pub fn open_in_memory() -> AsyncEmdb {
+        AsyncEmdb::from_sync(Emdb::open_in_memory())
+    }
+
+    /// Wraps a blocking handle: both then share one engine.
+    pub fn from_sync(db: Emdb) -> AsyncEmdb {
+        AsyncEmdb::wrap(db.into_engine())
+    }
+
+    /// A builder; finish it with [`EmdbBuilder::build_async`].
+    pub fn builder() -> EmdbBuilder {
+        EmdbBuilder::new()
+    }
+
+    /// A blocking handle to the same engine (for `get_zerocopy`, the lazy
+    /// iterators, or code that is not async).
+    pub fn sync_handle(&self) -> Arc<Emdb> {
+        Arc::new(Emdb::from_engine(self.engine()))
+    }
+
+    /// The database directory (empty for an in-memory database).
+    pub fn path(&self) -> &Path {
+        self.engine.path()
+    }
+
+    /// Inserts or silently replaces `key`, as [`Emdb::insert`].
+    pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
+        &self,
+        key: K,
+        value: V,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (engine, k, v) = (self.engine(), key.into(), value.into());
+        async move { engine.insert(DEFAULT_NS, &k, &v).await }
+    }
+
+    /// Inserts every pair as one atomic batch, as [`Emdb::insert_many`].
+    pub fn insert_many<I, K, V>(
+        &self,
+        items: I,
+    ) -> impl Future<Output = Result<()>> + Send + 'static
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let engine = self.engine();
+        let items: Vec<(Vec<u8>, Vec<u8>)> = items
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
+            .collect();
+        async move { engine.insert_many(DEFAULT_NS, &items).await }
+    }
+
+    /// The value of `key`, copied. The read is done when this is called.
+    pub fn get<Q: AsRef<[u8]>>(
+        &self,
+        key: Q,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send + 'static {
+        std::future::ready(self.engine.get(DEFAULT_NS, key.as_ref()))
+    }
+
+    /// Removes `key`; resolves to its previous value.
+    pub fn remove<Q: AsRef<[u8]>>(
+        &self,
+        key: Q,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send + 'static {
+        let (engine, k) = (self.engine(), key.as_ref().to_vec());
+        async move { engine.remove(DEFAULT_NS, &k).await }
+    }
+
+    /// Whether `key` has a value. The read is done when this is called.
+    pub fn contains_key<Q: AsRef<[u8]>>(
+        &self,
+        key: Q,
+    ) -> impl Future<Output = Result<bool>> + Send + 'static {
+        std::future::ready(self.engine.contains(DEFAULT_NS, key.as_ref()))
+    }
+
+    /// Live keys in the default namespace.
+    pub fn len(&self) -> impl Future<Output = Result<usize>> + Send + 'static {
+        std::future::ready(Ok(self.engine.len()))
+    }
+
+    /// Whether the default namespace is empty.
+    pub fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send + 'static {
+        std::future::ready(Ok(self.engine.len() == 0))
+    }
+
+    /// Removes every key of the default namespace, as [`Emdb::clear`].
+    pub fn clear(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let engine = self.engine();
+        async move { engine.clear(DEFAULT_NS).await }
+    }
+
+    /// Resolves once every write accepted before the call, by any handle,
+    /// is durable. Concurrent flushes share device flushes; the waiting
+    /// task is woken by the shard core that completes the flush.
+    pub fn flush(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let engine = self.engine();
+        async move { engine.flush().await }
+    }
+
+    /// As [`Emdb::checkpoint`], on a thread of its own.
+    pub fn checkpoint(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let engine = self.engine();
+        handoff::offload("emdb-checkpoint", move || {
+            crate::engine::block_on(engine.checkpoint())
+        })
+    }
+
+    /// As [`Emdb::compact`], on a thread of its own.
+    pub fn compact(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        let db = Emdb::from_engine(self.engine());
+        handoff::offload("emdb-compact", move || db.compact())
+    }
+
+    /// As [`Emdb::backup_to`], on a thread of its own.
+    pub fn backup_to(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (db, dest) = (
+            Emdb::from_engine(self.engine()),
+            path.as_ref().to_path_buf(),
+        );
+        handoff::offload("emdb-backup", move || db.backup_to(dest))
+    }
+
+    /// Current figures, as [`Emdb::stats`].
+    pub fn stats(&self) -> impl Future<Output = Result<EmdbStats>> + Send + 'static {
+        std::future::ready(Ok(self.engine.stats()))
+    }
+
+    /// Every `(key, value)` of a point-in-time snapshot, collected. For a
+    /// large database prefer [`iter_stream`](AsyncEmdb::iter_stream).
+    /// The snapshot is taken and read on a thread of its own.
+    pub fn iter(&self) -> impl Future<Output = Result<Vec<(Vec<u8>, Vec<u8>)>>> + Send + 'static {
+        let engine = self.engine();
+        handoff::offload("emdb-iter", move || {
+            Ok(EmdbIter::new(engine.snapshot(), DEFAULT_NS).collect())
+        })
+    }
+
+    /// Every key of a point-in-time snapshot, collected on a thread of its
+    /// own.
+    pub fn keys(&self) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send + 'static {
+        let engine = self.engine();
+        handoff::offload("emdb-keys", move || {
+            Ok(EmdbKeyIter::new(engine.snapshot(), DEFAULT_NS).collect())
+        })
+    }
+
+    /// Every `(key, value)` of a point-in-time snapshot (taken when this is
+    /// called), as a stream that reads each record when it is polled for
+    /// it: nothing is read ahead, so memory in flight is one record, and
+    /// a consumer that stops polling stops the reading. Dropping the
+    /// stream releases the segments it held. It yields to the executor
+    /// every 64 records.
+    pub fn iter_stream(&self) -> impl Future<Output = Result<EmdbStream>> + Send + 'static {
+        std::future::ready(Ok(self.iter_stream_now()))
+    }
+
+    /// Every key, as [`iter_stream`](AsyncEmdb::iter_stream) does.
+    pub fn keys_stream(&self) -> impl Future<Output = Result<EmdbKeyStream>> + Send + 'static {
+        std::future::ready(Ok(self.keys_stream_now()))
+    }
+
+    fn iter_stream_now(&self) -> EmdbStream {
+        EmdbStream {
+            iter: EmdbIter::new(self.engine.snapshot(), DEFAULT_NS),
+            budget: YIELD_EVERY,
+        }
+    }
+
+    fn keys_stream_now(&self) -> EmdbKeyStream {
+        EmdbKeyStream {
+            iter: EmdbKeyIter::new(self.engine.snapshot(), DEFAULT_NS),
+            budget: YIELD_EVERY,
+        }
+    }
+
+    /// Closes this handle, off the polling thread, and returns what a drop
+    /// would hide, as [`Emdb::close`]: every accepted write durable, a
+    /// checkpoint on disk, and for the last handle the engine stopped and
+    /// the lock released before it resolves.
+    pub fn close(mut self) -> impl Future<Output = Result<()>> + Send + 'static {
+        // SAFETY: taken once; `forget` below keeps Drop from taking it again.
+        let engine = unsafe { ManuallyDrop::take(&mut self.engine) };
+        std::mem::forget(self);
+        handoff::offload("emdb-close", move || crate::engine::close_handle(engine))
+    }
+}
+
+impl EmdbBuilder {
+    /// Opens (or creates) the database as an [`AsyncEmdb`]. Recovery runs
+    /// on a thread of its own; the configuration is checked first.
+    pub fn build_async(self) -> impl Future<Output = Result<AsyncEmdb>> + Send + 'static {
+        let config = self.into_config();
+        async move {
+            let config = config?;
+            let db = handoff::offload("emdb-open", move || Emdb::open_with(config)).await?;
+            Ok(AsyncEmdb::from_sync(db))
+        }
+    }
+}
+
+/// Records a stream yields before it lets the executor run something else.
+const YIELD_EVERY: u32 = 64;
+
+/// Gives the executor a turn every [`YIELD_EVERY`] items: a stream whose
+/// items are always ready would otherwise hold its worker for the whole
+/// scan.
+fn cooperate(budget: &mut u32, cx: &mut Context<'_>) -> bool {
+    if *budget == 0 {
+        *budget = YIELD_EVERY;
+        cx.waker().wake_by_ref();
+        return false;
+    }
+    *budget -= 1;
+    true
+}
+
+/// Stream of `(key, value)` pairs over a point-in-time snapshot, in no
+/// particular order (see [`AsyncEmdb::iter_stream`]).
+pub struct EmdbStream {
+    iter: EmdbIter,
+    budget: u32,
+}
+
+impl futures_core::Stream for EmdbStream {
+    type Item = (Vec<u8>, Vec<u8>);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let me = &mut *self;
+        if !cooperate(&mut me.budget, cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(me.iter.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
+    }
+}
+
+/// Stream of keys over a point-in-time snapshot (see
+/// [`AsyncEmdb::keys_stream`]).
+pub struct EmdbKeyStream {
+    iter: EmdbKeyIter,
+    budget: u32,
+}
+
+impl futures_core::Stream for EmdbKeyStream {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let me = &mut *self;
+        if !cooperate(&mut me.budget, cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(me.iter.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.iter.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    fn send_static<T: Send + 'static>(_: &T) {}
+
+    #[test]
+    fn handles_and_futures_are_send() {
+        send_sync_clone::<AsyncEmdb>();
+        let db = AsyncEmdb::open_in_memory();
+        let key = String::from("k");
+        send_static(&db.insert(key.as_str(), "v"));
+        send_static(&db.insert_many([(key.as_str(), "v")]));
+        send_static(&db.get(&key));
+        send_static(&db.remove(&key));
+        send_static(&db.contains_key(&key));
+        send_static(&db.flush());
+        send_static(&db.clear());
+        send_static(&db.checkpoint());
+        send_static(&db.compact());
+        send_static(&db.backup_to("/nonexistent-emdb-test"));
+        send_static(&db.iter_stream());
+        send_static(&db.keys_stream());
+        send_static(&db.clone().close());
+        send_static(&AsyncEmdb::open("/nonexistent-emdb-test"));
+    }
+}

@@ -1,54 +1,5 @@
-//! `AsyncEmdb`: the async API (feature `async`).
-//!
-//! The engine is async-native: a write is a future that appends under its
-//! shard's lock on the polling thread and is done; a flush is a future that
-//! joins a commit generation and is woken by the shard core that finishes
-//! the generation's device flush. The blocking [`Emdb`] drives those same
-//! futures with a parking `block_on`; `AsyncEmdb` hands them to your
-//! executor. Nothing here spawns onto a runtime or depends on one, so the
-//! futures run on tokio (multi-thread or current-thread), inside
-//! `tokio_uring::start`, under `futures::executor::block_on`, or on any
-//! other executor.
-//!
-//! # What runs where
-//! - **On the polling thread:** appends (a copy into the shard's tail
-//!   buffer under its lock, a few hundred nanoseconds) and point reads
-//!   (`get`, `contains_key`, tens of nanoseconds from the index and the
-//!   file mapping; a read of a page not in memory faults it in, as a
-//!   synchronous read of a mapped file does). Reads are done when the call
-//!   is made: the returned future is ready at once.
-//! - **On the shard cores:** the log writes and fdatasyncs; they wake the
-//!   futures waiting for room in a tail buffer or for durability.
-//! - **On a thread of its own, awaited:** opening (recovery), `checkpoint`,
-//!   `compact`, `backup_to` and `close`, which do file I/O for
-//!   milliseconds or more; also the creation of a segment file when the log
-//!   rotates (a writer waits for it without holding any lock).
-//!
-//! # Cancellation
-//! Every future owns what it needs (an `Arc` of the engine, owned keys and
-//! values) and is `Send + 'static`. Dropping one at any await point:
-//! - never leaves a shard locked (no lock is held across an await);
-//! - never frees a buffer the kernel may still read (records are copied
-//!   into the engine's tail buffers before the kernel sees them);
-//! - never undoes an acknowledged write.
-//!
-//! A write (`insert`, `insert_many`, `remove`, `clear`) whose future is
-//! dropped is either applied whole or not at all: it is applied by the poll
-//! that finds room for it, in one step under the shard locks, and not at
-//! all if dropped before. An applied write becomes durable with the next
-//! flush like any other, even if its future (waiting for durability under
-//! `FlushPolicy::WriteThrough`) was dropped. A dropped `flush` changes
-//! nothing. A dropped `checkpoint`, `compact`, `backup_to` or `close` runs
-//! to completion on its thread; only its result is lost.
-//!
-//! # Closing
-//! [`AsyncEmdb::close`] flushes, checkpoints and, for the last handle,
-//! stops the engine and releases the lock, all off the polling thread, and
-//! returns the errors. Dropping the last handle without it never blocks the
-//! dropping task: the engine closes on a closer thread. An open of the same
-//! database in this process waits for that close, and the process waits for
-//! it at exit (up to 60 s); another process may see `Error::LockBusy` until
-//! it is done, so prefer `close().await`.
+//! `AsyncEmdb`: the async API (feature `async`). The design is in the
+//! documentation of [`AsyncEmdb`] and in ARCHITECTURE.md, "The async API".
 
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -65,8 +16,68 @@ use crate::iter::{EmdbIter, EmdbKeyIter};
 use crate::stats::EmdbStats;
 
 /// An open database with an async API. `Send + Sync + Clone`; every
-/// clone shares one engine. See the [module documentation](self) for what
-/// runs where and what cancellation means.
+/// clone shares one engine.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let db = emdb::AsyncEmdb::open(dir.path().join("db")).await?;
+/// db.insert("user:1", "ada").await?;
+/// db.flush().await?; // durable from here on
+/// assert_eq!(db.get("user:1").await?, Some(b"ada".to_vec()));
+/// db.close().await?; // flush, checkpoint, release the lock
+/// # Ok::<(), emdb::Error>(()) }).unwrap();
+/// ```
+///
+/// The engine is async-native: a write is a future that appends under its
+/// shard's lock on the polling thread and is done; a flush is a future that
+/// joins a commit generation and is woken by the shard core that finishes
+/// the generation's device flush. The blocking [`Emdb`] drives those same
+/// futures with a parking `block_on`; `AsyncEmdb` hands them to your
+/// executor. Nothing here spawns onto a runtime or depends on one, so the
+/// futures run on tokio (multi-thread or current-thread), inside
+/// `tokio_uring::start`, under `futures::executor::block_on`, or on any
+/// other executor.
+///
+/// # What runs where
+/// - **On the polling thread:** appends (a copy into the shard's tail
+///   buffer under its lock, a few hundred nanoseconds) and point reads
+///   (`get`, `contains_key`, tens of nanoseconds from the index and the
+///   file mapping; a read of a page not in memory faults it in, as a
+///   synchronous read of a mapped file does). Reads are done when the call
+///   is made: the returned future is ready at once.
+/// - **On the shard cores:** the log writes and fdatasyncs; they wake the
+///   futures waiting for room in a tail buffer or for durability.
+/// - **On a thread of its own, awaited:** opening (recovery), `checkpoint`,
+///   `compact`, `backup_to` and `close`, which do file I/O for
+///   milliseconds or more; also the creation of a segment file when the log
+///   rotates (a writer waits for it without holding any lock).
+///
+/// # Cancellation
+/// Every future owns what it needs (an `Arc` of the engine, owned keys and
+/// values) and is `Send + 'static`. Dropping one at any await point:
+/// - never leaves a shard locked (no lock is held across an await);
+/// - never frees a buffer the kernel may still read (records are copied
+///   into the engine's tail buffers before the kernel sees them);
+/// - never undoes an acknowledged write.
+///
+/// A write (`insert`, `insert_many`, `remove`, `clear`) whose future is
+/// dropped is either applied whole or not at all: it is applied by the poll
+/// that finds room for it, in one step under the shard locks, and not at
+/// all if dropped before. An applied write becomes durable with the next
+/// flush like any other, even if its future (waiting for durability under
+/// `FlushPolicy::WriteThrough`) was dropped. A dropped `flush` changes
+/// nothing. A dropped `checkpoint`, `compact`, `backup_to` or `close` runs
+/// to completion on its thread; only its result is lost.
+///
+/// # Closing
+/// [`AsyncEmdb::close`] flushes, checkpoints and, for the last handle,
+/// stops the engine and releases the lock, all off the polling thread, and
+/// returns the errors. Dropping the last handle without it never blocks the
+/// dropping task: the engine closes on a closer thread. An open of the same
+/// database in this process waits for that close, and the process waits for
+/// it at exit (up to 60 s); another process may see `Error::LockBusy` until
+/// it is done, so prefer `close().await`.
 pub struct AsyncEmdb {
     engine: ManuallyDrop<Arc<Engine>>,
 }

@@ -21,6 +21,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With the `async` feature, `AsyncEmdb` hands the same
+//! engine futures to any executor (tokio, tokio-uring,
+//! `futures::executor`), with no `spawn_blocking`: see its
+//! documentation for what runs where and what cancellation means.
+//!
 //! See ARCHITECTURE.md for the design, the on-disk format and the measured
 //! figures, and docs/API.md for a table of every call.
 

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 use emdb::{AsyncEmdb, Emdb, FlushPolicy};
 use futures::{Stream, StreamExt};
@@ -199,7 +199,7 @@ fn poll_then_drop<F: Future>(fut: F, polls: u32) -> bool {
     let mut cx = Context::from_waker(&waker);
     let mut fut = Box::pin(fut);
     for _ in 0..polls {
-        if let Poll::Ready(_) = Pin::as_mut(&mut fut).poll(&mut cx) {
+        if Pin::as_mut(&mut fut).poll(&mut cx).is_ready() {
             return true;
         }
     }
@@ -218,13 +218,12 @@ fn check_whole(db: &Emdb, attempts: &[Attempt], ctx: &str) -> BTreeSet<String> {
     let mut applied = BTreeSet::new();
     for a in attempts {
         match a {
-            Attempt::One(k, v) => match db.get(k).unwrap() {
-                Some(got) => {
+            Attempt::One(k, v) => {
+                if let Some(got) = db.get(k).unwrap() {
                     assert_eq!(&got, v, "{ctx}: {k} has a value it was never given");
                     applied.insert(k.clone());
                 }
-                None => {}
-            },
+            }
             Attempt::Batch(pairs) => {
                 let present: Vec<bool> = pairs
                     .iter()

@@ -54,7 +54,7 @@ use crate::stats::EmdbStats;
 ///   rotates (a writer waits for it without holding any lock).
 ///
 /// # Cancellation
-/// Every future owns what it needs (an `Arc` of the engine, owned keys and
+/// Every future owns what it needs (a clone of the handle, owned keys and
 /// values) and is `Send + 'static`. Dropping one at any await point:
 /// - never leaves a shard locked (no lock is held across an await);
 /// - never frees a buffer the kernel may still read (records are copied
@@ -113,10 +113,6 @@ impl AsyncEmdb {
         }
     }
 
-    fn engine(&self) -> Arc<Engine> {
-        Arc::clone(&self.engine)
-    }
-
     /// Opens or creates the database directory at `path` with every
     /// default. Recovery runs on a thread of its own. Fails with
     /// `Error::LockBusy` while another process holds the database.
@@ -147,7 +143,7 @@ impl AsyncEmdb {
     /// A blocking handle to the same engine (for `get_zerocopy`, the lazy
     /// iterators, or code that is not async).
     pub fn sync_handle(&self) -> Arc<Emdb> {
-        Arc::new(Emdb::from_engine(self.engine()))
+        Arc::new(Emdb::from_engine(Arc::clone(&self.engine)))
     }
 
     /// The database directory (empty for an in-memory database).
@@ -161,8 +157,8 @@ impl AsyncEmdb {
         key: K,
         value: V,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let (engine, k, v) = (self.engine(), key.into(), value.into());
-        async move { engine.insert(DEFAULT_NS, &k, &v).await }
+        let (db, k, v) = (self.clone(), key.into(), value.into());
+        async move { db.engine.insert(DEFAULT_NS, &k, &v).await }
     }
 
     /// Inserts every pair as one atomic batch, as [`Emdb::insert_many`].
@@ -175,12 +171,12 @@ impl AsyncEmdb {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let engine = self.engine();
+        let db = self.clone();
         let items: Vec<(Vec<u8>, Vec<u8>)> = items
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
             .collect();
-        async move { engine.insert_many(DEFAULT_NS, &items).await }
+        async move { db.engine.insert_many(DEFAULT_NS, &items).await }
     }
 
     /// The value of `key`, copied. The read is done when this is called.
@@ -196,8 +192,8 @@ impl AsyncEmdb {
         &self,
         key: Q,
     ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send + 'static {
-        let (engine, k) = (self.engine(), key.as_ref().to_vec());
-        async move { engine.remove(DEFAULT_NS, &k).await }
+        let (db, k) = (self.clone(), key.as_ref().to_vec());
+        async move { db.engine.remove(DEFAULT_NS, &k).await }
     }
 
     /// Whether `key` has a value. The read is done when this is called.
@@ -220,30 +216,33 @@ impl AsyncEmdb {
 
     /// Removes every key of the default namespace, as [`Emdb::clear`].
     pub fn clear(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let engine = self.engine();
-        async move { engine.clear(DEFAULT_NS).await }
+        let db = self.clone();
+        async move { db.engine.clear(DEFAULT_NS).await }
     }
 
     /// Resolves once every write accepted before the call, by any handle,
     /// is durable. Concurrent flushes share device flushes; the waiting
     /// task is woken by the shard core that completes the flush.
     pub fn flush(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let engine = self.engine();
-        async move { engine.flush().await }
+        let db = self.clone();
+        async move { db.engine.flush().await }
     }
 
     /// As [`Emdb::checkpoint`], on a thread of its own.
     pub fn checkpoint(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let engine = self.engine();
+        let db = self.clone();
         handoff::offload("emdb-checkpoint", move || {
-            crate::engine::block_on(engine.checkpoint())
+            crate::engine::block_on(db.engine.checkpoint())
         })
     }
 
     /// As [`Emdb::compact`], on a thread of its own.
     pub fn compact(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let db = Emdb::from_engine(self.engine());
-        handoff::offload("emdb-compact", move || db.compact())
+        let db = self.clone();
+        handoff::offload("emdb-compact", move || {
+            let threshold = db.engine.ctx.config.compaction_threshold;
+            db.engine.compact_with(threshold, true).map(|_| ())
+        })
     }
 
     /// As [`Emdb::backup_to`], on a thread of its own.
@@ -251,11 +250,8 @@ impl AsyncEmdb {
         &self,
         path: impl AsRef<Path>,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let (db, dest) = (
-            Emdb::from_engine(self.engine()),
-            path.as_ref().to_path_buf(),
-        );
-        handoff::offload("emdb-backup", move || db.backup_to(dest))
+        let (db, dest) = (self.clone(), path.as_ref().to_path_buf());
+        handoff::offload("emdb-backup", move || db.engine.backup_to(&dest))
     }
 
     /// Current figures, as [`Emdb::stats`].
@@ -267,18 +263,18 @@ impl AsyncEmdb {
     /// large database prefer [`iter_stream`](AsyncEmdb::iter_stream).
     /// The snapshot is taken and read on a thread of its own.
     pub fn iter(&self) -> impl Future<Output = Result<Vec<(Vec<u8>, Vec<u8>)>>> + Send + 'static {
-        let engine = self.engine();
+        let db = self.clone();
         handoff::offload("emdb-iter", move || {
-            Ok(EmdbIter::new(engine.snapshot(), DEFAULT_NS).collect())
+            Ok(EmdbIter::new(db.engine.snapshot(), DEFAULT_NS).collect())
         })
     }
 
     /// Every key of a point-in-time snapshot, collected on a thread of its
     /// own.
     pub fn keys(&self) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send + 'static {
-        let engine = self.engine();
+        let db = self.clone();
         handoff::offload("emdb-keys", move || {
-            Ok(EmdbKeyIter::new(engine.snapshot(), DEFAULT_NS).collect())
+            Ok(EmdbKeyIter::new(db.engine.snapshot(), DEFAULT_NS).collect())
         })
     }
 

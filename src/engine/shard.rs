@@ -68,8 +68,11 @@ pub(super) struct NextSlot {
     /// keeps failing rotation (with an error naming it) instead of being
     /// skipped.
     pub(super) retry_id: Option<u32>,
-    /// Why the last preparation failed, for the writer waiting on it.
+    /// Why the last preparation failed, and how many failed in a row: a
+    /// waiting writer has a failed preparation retried once before it
+    /// reports the error.
     pub(super) failed: Option<std::io::Error>,
+    pub(super) failures: u32,
     /// Writers waiting for the prepared segment (see `LockForAppend`).
     pub(super) waiters: Vec<std::task::Waker>,
 }
@@ -373,12 +376,17 @@ impl Shard {
                 let mut slot = me.next.lock();
                 slot.preparing = false;
                 match made {
-                    Ok(seg) => slot.seg = Some(seg),
-                    // A waiting writer gets the error; rotation without
-                    // one tries again and reports its own.
+                    Ok(seg) => {
+                        slot.seg = Some(seg);
+                        slot.failures = 0;
+                    }
+                    // A waiting writer has it retried, then gets the
+                    // error; rotation without one tries again inline and
+                    // reports its own.
                     Err((e, reusable)) => {
                         slot.retry_id = reusable.then_some(id);
                         slot.failed = Some(e);
+                        slot.failures += 1;
                     }
                 }
                 let waiters = std::mem::take(&mut slot.waiters);
@@ -417,8 +425,9 @@ impl Shard {
     /// Ready once the next segment is prepared, so that a rotation under
     /// the lock never waits for a file to be created: starts preparing it
     /// if nobody is, and registers `cx` to be woken when it is ready.
-    /// A failed preparation fails this append (as creating the file inline
-    /// would); the next one tries again. Without a thread to prepare it,
+    /// A failed preparation is retried once in the background; a second
+    /// failure in a row fails this append (as creating the file inline
+    /// would), and the next append tries again. Without a thread to prepare it,
     /// the rotation creates the file inline.
     pub(super) fn poll_next_segment(&self, g: &mut Inner, cx: &Context<'_>) -> Poll<Result<()>> {
         let mut slot = self.next.lock();
@@ -426,9 +435,14 @@ impl Shard {
             return Poll::Ready(Ok(()));
         }
         if !slot.preparing {
-            if let Some(e) = slot.failed.take() {
-                return Poll::Ready(Err(Error::Io(e)));
+            if slot.failures >= 2 {
+                if let Some(e) = slot.failed.take() {
+                    // Reported once; the next append starts afresh.
+                    slot.failures = 0;
+                    return Poll::Ready(Err(Error::Io(e)));
+                }
             }
+            slot.failed = None;
             drop(slot);
             self.start_prep(g);
             slot = self.next.lock();
@@ -458,6 +472,7 @@ impl Shard {
             let mut slot = self.next.lock();
             if let Some(seg) = slot.seg.take() {
                 slot.failed = None;
+                slot.failures = 0;
                 break seg;
             }
             if slot.preparing {

@@ -1,8 +1,9 @@
 //! emdb-compare: one workload against emdb and the stores users would pick
-//! instead, in one process run, printed as one table (plus CSV and a plot).
+//! instead, in one process run, printed as tables (plus CSV and plots).
 //!
 //! `cargo run --release -p emdb-compare -- --records 1000000`
 
+mod async_writers;
 #[path = "../../common/devstat.rs"]
 mod devstat;
 mod output;
@@ -11,6 +12,7 @@ mod sys;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -45,18 +47,24 @@ struct Args {
     stores: String,
     /// Phases to run: comma-separated numbers or ranges, e.g. `1-12` or `1,6,13`.
     /// Phases 2-12 need the bulk load, so phase 1 is added when any of them is asked.
-    #[arg(long, default_value = "1-13")]
+    /// Phase 14 (async durable writers, emdb and emdb 1.0.3 only) runs on its own
+    /// databases after the stores' phases.
+    #[arg(long, default_value = "1-14")]
     phases: String,
     /// Thread counts of the concurrent durable writers phase (13).
     #[arg(long, default_value = "1,2,4,8,16,32,64", value_delimiter = ',')]
     threads: Vec<usize>,
+    /// Writer counts (tasks; threads for the sync rows, up to 1,000) of the async
+    /// durable writers phase (14).
+    #[arg(long, default_value = "1,16,256,1000,10000", value_delimiter = ',')]
+    tasks: Vec<usize>,
     /// Thread counts of the multi-threaded reads phase (7).
     #[arg(long, default_value = "2,4,8", value_delimiter = ',')]
     read_threads: Vec<usize>,
     /// Thread counts of the raw-device reference row.
     #[arg(long, default_value = "1,16", value_delimiter = ',')]
     raw_threads: Vec<usize>,
-    /// Seconds each (store, T) pair of phase 13 runs.
+    /// Seconds each (store, T) pair of phase 13, and each row of phase 14, runs.
     #[arg(long, default_value_t = 2.0)]
     writer_secs: f64,
     /// Where the stores keep their files (must be on the disk under test).
@@ -82,8 +90,8 @@ fn parse_phases(spec: &str) -> Result<Vec<u32>, String> {
             .trim()
             .parse()
             .map_err(|_| format!("bad phase {part:?}"))?;
-        if a < 1 || b > 13 || a > b {
-            return Err(format!("phase out of 1-13: {part:?}"));
+        if a < 1 || b > 14 || a > b {
+            return Err(format!("phase out of 1-14: {part:?}"));
         }
         out.extend(a..=b);
     }
@@ -101,7 +109,8 @@ struct Workload {
     individual: Vec<Rec>,
     batches: Vec<Rec>,
     nosync: Vec<Rec>,
-    writers: Vec<Rec>,
+    /// The pool of phases 13 and 14 (shared with phase 14's tasks).
+    writers: Arc<[Rec]>,
     reads: Vec<u32>,
 }
 
@@ -123,7 +132,7 @@ impl Workload {
         let individual = gen(INDIVIDUAL_WRITES);
         let batches = gen(BATCHES * BATCH_LEN);
         let nosync = gen(NOSYNC_WRITES);
-        let writers = gen(WRITER_POOL);
+        let writers = gen(WRITER_POOL).into();
         let reads = (0..reads).map(|_| rng.u32(0..n.max(1) as u32)).collect();
         Workload {
             load,
@@ -465,6 +474,46 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
     Ok(())
 }
 
+/// Phase 14: for every N of `--tasks`, every configuration of the wanted
+/// stores, so that the rows compared at one N run seconds apart.
+fn async_phase(
+    args: &Args,
+    wanted: &[&stores::Kind],
+    w: &Workload,
+    dev: Option<&sys::Device>,
+    res: &mut Results,
+) {
+    let configs: Vec<async_writers::Config> = async_writers::Config::ALL
+        .into_iter()
+        .filter(|c| wanted.iter().any(|k| k.name == c.store()))
+        .collect();
+    for c in &configs {
+        res.async_configs
+            .push((c.name().to_string(), c.settings().to_string()));
+    }
+    for &n in &args.tasks {
+        for &c in configs.iter().filter(|c| c.runs_at(n)) {
+            eprintln!("== 14 {}, N={n}", c.name());
+            let outcome =
+                async_writers::run(c, n, &args.data_dir, &w.writers, args.writer_secs, dev);
+            match &outcome {
+                Ok(f) => eprintln!(
+                    "   {:.0} records/s, {} records, {:?} device flushes",
+                    f.records as f64 / f.secs,
+                    f.records,
+                    f.device_flushes
+                ),
+                Err(e) => eprintln!("   failed: {e}"),
+            }
+            res.async_rows.push(output::AsyncRow {
+                config: c.name(),
+                n,
+                outcome: outcome.map_err(|e| e.to_string()),
+            });
+        }
+    }
+}
+
 fn main() -> Res<()> {
     let args = Args::parse();
     let phases = parse_phases(&args.phases)?;
@@ -524,7 +573,7 @@ fn main() -> Res<()> {
             .push((k.name.to_string(), k.settings.to_string()));
     }
 
-    if phases.contains(&13) {
+    if phases.contains(&13) || phases.contains(&14) {
         if let Some(d) = dev.as_ref() {
             // Device flushes other work on the machine issues while we idle:
             // the noise floor of every flush count below.
@@ -532,6 +581,8 @@ fn main() -> Res<()> {
             std::thread::sleep(Duration::from_secs(2));
             res.idle_flushes_per_sec = Some(d.flushes().saturating_sub(before) as f64 / 2.0);
         }
+    }
+    if phases.contains(&13) {
         for &t in &args.raw_threads {
             eprintln!("== raw device, {t} thread(s)");
             let r = sys::raw_device_loop(
@@ -545,7 +596,10 @@ fn main() -> Res<()> {
         }
     }
 
-    for kind in &wanted {
+    // Phase 14 opens databases of its own: asked alone, it leaves the stores'
+    // loop nothing to do.
+    let store_phases = phases.iter().any(|&p| p <= 13);
+    for kind in wanted.iter().filter(|_| store_phases) {
         let dir = args.data_dir.join(kind.name.replace([' ', '.'], "_"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cx = Ctx {
@@ -567,23 +621,28 @@ fn main() -> Res<()> {
         let _ = std::fs::remove_dir_all(&dir);
         malloc_trim();
     }
+    if phases.contains(&14) {
+        async_phase(&args, &wanted, &w, dev.as_ref(), &mut res);
+    }
     res.total_secs = total.elapsed().as_secs_f64();
 
     let md = res.markdown();
     println!("{md}");
     std::fs::write(args.out_dir.join("results.md"), &md)?;
     std::fs::write(args.out_dir.join("results.csv"), res.csv())?;
+    let mut written = vec!["results.md", "results.csv"];
     if phases.contains(&13) {
         output::plot(&res, &args.out_dir.join("writers.svg"))?;
+        written.push("writers.svg");
+    }
+    if phases.contains(&14) {
+        output::plot_async(&res, &args.out_dir.join("async-writers.svg"))?;
+        written.push("async-writers.svg");
     }
     eprintln!(
-        "wrote {}/results.md, results.csv{}; total {:.1} s",
+        "wrote {} to {}; total {:.1} s",
+        written.join(", "),
         args.out_dir.display(),
-        if phases.contains(&13) {
-            ", writers.svg"
-        } else {
-            ""
-        },
         res.total_secs
     );
     Ok(())

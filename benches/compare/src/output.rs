@@ -1,5 +1,6 @@
-//! Results: the markdown table (best store per row in bold), the CSV and the
-//! plot of the concurrent durable writers phase.
+//! Results: the markdown table (best store per row in bold), the table of
+//! the async durable writers phase, the CSV and the plots of the concurrent
+//! durable writers phases.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +29,51 @@ struct Row {
     higher_better: bool,
 }
 
+/// Figures of one phase-14 row (a configuration at N writers).
+pub struct AsyncFigures {
+    /// Records made durable in the window.
+    pub records: u64,
+    pub secs: f64,
+    /// Device flushes in the window; `None` without a device to count on.
+    pub device_flushes: Option<u64>,
+    /// The fdatasyncs the store issued in the window, where it counts them
+    /// (emdb): unlike the device's count, not shared with other processes.
+    pub store_fdatasyncs: Option<u64>,
+    /// Process CPU time (every thread) over the window, per record.
+    pub cpu_us_per_record: f64,
+    /// Latency of one insert + flush.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl AsyncFigures {
+    fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+
+    /// `None` without a device, or when no device flush was counted.
+    fn records_per_flush(&self) -> Option<f64> {
+        self.device_flushes
+            .filter(|&f| f > 0)
+            .map(|f| self.records as f64 / f as f64)
+    }
+
+    /// `None` where the store does not count, or issued none.
+    fn records_per_fdatasync(&self) -> Option<f64> {
+        self.store_fdatasyncs
+            .filter(|&f| f > 0)
+            .map(|f| self.records as f64 / f as f64)
+    }
+}
+
+/// One phase-14 row.
+pub struct AsyncRow {
+    pub config: &'static str,
+    pub n: usize,
+    /// The figures, or why the row failed.
+    pub outcome: Result<AsyncFigures, String>,
+}
+
 #[derive(Default)]
 pub struct Env {
     pub date: String,
@@ -52,6 +98,9 @@ pub struct Results {
     pub total_secs: f64,
     /// Device flushes per second measured while this process idled.
     pub idle_flushes_per_sec: Option<f64>,
+    /// Phase 14: (configuration, settings) in run order, and the rows.
+    pub async_configs: Vec<(String, String)>,
+    pub async_rows: Vec<AsyncRow>,
     threads: Vec<usize>,
 }
 
@@ -155,6 +204,8 @@ impl Results {
             env: Env::default(),
             total_secs: 0.0,
             idle_flushes_per_sec: None,
+            async_configs: Vec::new(),
+            async_rows: Vec::new(),
             threads: threads.to_vec(),
         }
     }
@@ -241,23 +292,8 @@ impl Results {
         )
     }
 
-    pub fn markdown(&self) -> String {
-        let e = &self.env;
-        let mut o = String::new();
-        let _ = writeln!(o, "## emdb-compare results\n");
-        let _ = writeln!(o, "- date: {}", e.date);
-        let _ = writeln!(o, "- kernel: {}", e.kernel);
-        let _ = writeln!(o, "- CPU: {}", e.cpu);
-        let _ = writeln!(o, "- disk: {}", e.disk);
-        let _ = writeln!(o, "- filesystem: {}", e.filesystem);
-        let _ = writeln!(o, "- command: `{}`", e.command);
-        let _ = writeln!(
-            o,
-            "- workload: N = {} records, 24-byte random keys, 150-byte random values, fastrand seed 3, generated before any store runs; phases {:?}",
-            e.records, e.phases
-        );
-        let _ = writeln!(o, "- total run time: {:.1} s\n", self.total_secs);
-
+    /// The table of phases 1-13: a row per measurement, a column per store.
+    fn store_table(&self, o: &mut String) {
         let has_raw = !self.raw.is_empty();
         let _ = write!(o, "| # | operation | unit |");
         for (s, _) in &self.stores {
@@ -322,6 +358,162 @@ impl Results {
                 skipped.join(", ")
             );
         }
+    }
+
+    /// Records/s of `config` at `n` writers, if that row ran and succeeded.
+    fn async_rate(&self, config: &str, n: usize) -> Option<f64> {
+        self.async_rows
+            .iter()
+            .find(|r| r.config == config && r.n == n)?
+            .outcome
+            .as_ref()
+            .ok()
+            .map(AsyncFigures::records_per_sec)
+    }
+
+    /// The configuration with the most records/s at `n` writers.
+    fn async_best(&self, n: usize) -> Option<&'static str> {
+        self.async_rows
+            .iter()
+            .filter(|r| r.n == n)
+            .filter_map(|r| Some((r.config, r.outcome.as_ref().ok()?.records_per_sec())))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c)
+    }
+
+    /// The phase-14 table: a row per (N, configuration), the most records/s
+    /// of each N in bold, and each row's records/s as a multiple of emdb
+    /// 1.0.3's at the same N; then the configurations' settings.
+    fn async_table(&self, o: &mut String) {
+        let base = crate::async_writers::Config::UpstreamMultiThread.name();
+        let _ = writeln!(o, "\n### Async durable writers (phase 14)\n");
+        let _ = writeln!(
+            o,
+            "N writers each loop {{insert one record; flush}} for --writer-secs, on a fresh database \
+             (and runtime) per row. Latency: one insert + flush as its writer sees it. CPU: \
+             getrusage(RUSAGE_SELF), every thread of the process, over the window, per record.\n"
+        );
+        let _ = writeln!(
+            o,
+            "| N | configuration | records/s | x {base} | records per device flush | records per fdatasync (store's count) | p50 µs | p99 µs | CPU µs/record |"
+        );
+        let _ = writeln!(o, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.async_rows {
+            let n = thousands(r.n as u64);
+            let f = match &r.outcome {
+                Ok(f) => f,
+                Err(why) => {
+                    let _ = writeln!(o, "| {n} | {} | failed: {why} | | | | | | |", r.config);
+                    continue;
+                }
+            };
+            let mut rate = fmt(f.records_per_sec(), "records/s");
+            if self.async_best(r.n) == Some(r.config) {
+                rate = format!("**{rate}**");
+            }
+            let ratio = self
+                .async_rate(base, r.n)
+                .map(|b| format!("{:.2}", f.records_per_sec() / b))
+                .unwrap_or_else(|| "-".into());
+            let per = |v: Option<f64>| v.map(|v| fmt(v, "records")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "| {n} | {} | {rate} | {ratio} | {} | {} | {} | {} | {} |",
+                r.config,
+                per(f.records_per_flush()),
+                per(f.records_per_fdatasync()),
+                fmt(f.p50_us, "µs"),
+                fmt(f.p99_us, "µs"),
+                fmt(f.cpu_us_per_record, "µs"),
+            );
+        }
+        let _ = writeln!(o);
+        for (c, set) in &self.async_configs {
+            let _ = writeln!(o, "- **{c}**: {set}");
+        }
+    }
+
+    /// Phase 14 in the CSV's shape: six measurements per row, the
+    /// configuration in the store column.
+    fn async_csv(&self, o: &mut String) {
+        for r in &self.async_rows {
+            let n = r.n;
+            let f = r.outcome.as_ref().ok();
+            let measurements = [
+                (
+                    "14",
+                    format!("async durable writers N={n}"),
+                    "records/s",
+                    f.map(AsyncFigures::records_per_sec),
+                ),
+                (
+                    "14f",
+                    format!("records per device flush, N={n}"),
+                    "records",
+                    f.and_then(AsyncFigures::records_per_flush),
+                ),
+                (
+                    "14s",
+                    format!("records per fdatasync (store's count), N={n}"),
+                    "records",
+                    f.and_then(AsyncFigures::records_per_fdatasync),
+                ),
+                (
+                    "14p50",
+                    format!("insert + flush latency p50, N={n}"),
+                    "µs",
+                    f.map(|f| f.p50_us),
+                ),
+                (
+                    "14p99",
+                    format!("insert + flush latency p99, N={n}"),
+                    "µs",
+                    f.map(|f| f.p99_us),
+                ),
+                (
+                    "14cpu",
+                    format!("CPU time per record, N={n}"),
+                    "µs",
+                    f.map(|f| f.cpu_us_per_record),
+                ),
+            ];
+            for (id, label, unit, v) in measurements {
+                let best = id == "14" && self.async_best(n) == Some(r.config);
+                let (v, note) = match (&r.outcome, v) {
+                    (Err(why), _) => (String::new(), format!("N/A: {why}")),
+                    (Ok(_), Some(v)) => (format!("{v:.3}"), String::new()),
+                    (Ok(_), None) => (String::new(), "N/A: not counted".into()),
+                };
+                let _ = writeln!(
+                    o,
+                    "{id}/{n},14,\"{label}\",{unit},{},{v},{best},\"{}\"",
+                    r.config,
+                    note.replace('"', "'")
+                );
+            }
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let e = &self.env;
+        let mut o = String::new();
+        let _ = writeln!(o, "## emdb-compare results\n");
+        let _ = writeln!(o, "- date: {}", e.date);
+        let _ = writeln!(o, "- kernel: {}", e.kernel);
+        let _ = writeln!(o, "- CPU: {}", e.cpu);
+        let _ = writeln!(o, "- disk: {}", e.disk);
+        let _ = writeln!(o, "- filesystem: {}", e.filesystem);
+        let _ = writeln!(o, "- command: `{}`", e.command);
+        let _ = writeln!(
+            o,
+            "- workload: N = {} records, 24-byte random keys, 150-byte random values, fastrand seed 3, generated before any store runs; phases {:?}",
+            e.records, e.phases
+        );
+        let _ = writeln!(o, "- total run time: {:.1} s\n", self.total_secs);
+
+        if self.visible_rows().next().is_some() {
+            self.store_table(&mut o);
+        }
         if let Some(idle) = self.idle_flushes_per_sec {
             let _ = writeln!(
                 o,
@@ -329,11 +521,10 @@ impl Results {
                  (other work on the machine); flush counts include it."
             );
         }
-        let _ = writeln!(
-            o,
-            "\nAsync writers (1,000 and 10,000 tokio tasks on emdb): left out until emdb's async API exists."
-        );
-        if has_raw {
+        if !self.async_rows.is_empty() {
+            self.async_table(&mut o);
+        }
+        if !self.raw.is_empty() {
             let _ = writeln!(o, "\nRaw-device reference, a loop of {{pwrite 4 KiB; fdatasync}} per thread on one preallocated file:\n");
             for (t, rate, ops, fl) in &self.raw {
                 let _ = writeln!(
@@ -394,6 +585,7 @@ impl Results {
                 );
             }
         }
+        self.async_csv(&mut o);
         o
     }
 }
@@ -417,6 +609,7 @@ fn fmt(v: f64, unit: &str) -> String {
         "MiB" => format!("{v:.1}"),
         "records" if v < 10.0 => format!("{v:.2}"),
         "records" => format!("{v:.1}"),
+        "µs" if v < 100.0 => format!("{v:.1}"),
         _ => thousands(v.round() as u64),
     }
 }
@@ -440,19 +633,24 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Line colours of the plots, one per store or configuration.
+const COLORS: [plotters::style::RGBColor; 7] = [
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+    plotters::style::RGBColor(227, 119, 194),
+];
+
+/// Named series of (x, y) points.
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
 /// Two panels against T (log-log): records/s, and records per device flush.
 pub fn plot(res: &Results, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let colors = [
-        RGBColor(214, 39, 40),
-        RGBColor(31, 119, 180),
-        RGBColor(44, 160, 44),
-        RGBColor(255, 127, 14),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-    ];
-    let series = |prefix: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+    let series = |prefix: &str| -> Series {
         res.stores
             .iter()
             .map(|(s, _)| {
@@ -480,88 +678,157 @@ pub fn plot(res: &Results, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(700);
-    let panels = [
-        (
-            left,
-            "durable writers: records/s",
-            "records/s",
-            series("13"),
-            raw_rate,
-        ),
-        (
-            right,
-            "records per device flush",
-            "records / device flush",
-            series("13f"),
-            raw_per,
-        ),
-    ];
-    for (area, title, ydesc, data, raw) in panels {
-        let all: Vec<f64> = data
+    let x_desc = "writer threads T";
+    panel(
+        &left,
+        "durable writers: records/s",
+        x_desc,
+        max_t,
+        "records/s",
+        &series("13"),
+        &raw_rate,
+    )?;
+    panel(
+        &right,
+        "records per device flush",
+        x_desc,
+        max_t,
+        "records / device flush",
+        &series("13f"),
+        &raw_per,
+    )?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Phase 14, two panels against N (log-log): records/s, and records per
+/// device flush; a line per configuration.
+pub fn plot_async(res: &Results, path: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    let series = |figure: fn(&AsyncFigures) -> Option<f64>| -> Series {
+        res.async_configs
             .iter()
-            .flat_map(|(_, p)| p.iter().map(|q| q.1))
-            .chain(raw.iter().map(|q| q.1))
-            .collect();
-        let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = all.iter().copied().fold(0.0, f64::max);
-        let (lo, hi) = if all.is_empty() {
-            (0.1, 10.0)
-        } else {
-            (lo / 1.5, hi * 1.5)
-        };
-        let mut chart = ChartBuilder::on(&area)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d((1f64..max_t * 1.2).log_scale(), (lo..hi).log_scale())
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("writer threads T")
-            .y_desc(ydesc)
-            .x_label_formatter(&|x| tick(*x))
-            .y_label_formatter(&|y| tick(*y))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        for (i, (name, pts)) in data.iter().enumerate() {
-            if pts.is_empty() {
-                continue;
-            }
-            let c = colors[i % colors.len()];
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-                .map_err(|e| e.to_string())?;
+            .map(|(c, _)| {
+                let pts = res
+                    .async_rows
+                    .iter()
+                    .filter(|r| r.config == c)
+                    .filter_map(|r| {
+                        let v = figure(r.outcome.as_ref().ok()?)?;
+                        (v > 0.0).then_some((r.n as f64, v))
+                    })
+                    .collect();
+                (c.clone(), pts)
+            })
+            .collect()
+    };
+    let max_n = res.async_rows.iter().map(|r| r.n).max().unwrap_or(1).max(2) as f64;
+
+    let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(700);
+    let x_desc = "writers N (tasks, or threads for the sync rows)";
+    panel(
+        &left,
+        "async durable writers: records/s",
+        x_desc,
+        max_n,
+        "records/s",
+        &series(|f| Some(f.records_per_sec())),
+        &[],
+    )?;
+    panel(
+        &right,
+        "records per device flush",
+        x_desc,
+        max_n,
+        "records / device flush",
+        &series(AsyncFigures::records_per_flush),
+        &[],
+    )?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One log-log panel, x from 1 to `max_x`: a line per series and, unless
+/// `raw` is empty, the raw-device reference as crosses.
+fn panel(
+    area: &plotters::prelude::DrawingArea<
+        plotters::prelude::SVGBackend<'_>,
+        plotters::coord::Shift,
+    >,
+    title: &str,
+    x_desc: &str,
+    max_x: f64,
+    y_desc: &str,
+    data: &Series,
+    raw: &[(f64, f64)],
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let all: Vec<f64> = data
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .chain(raw.iter().map(|q| q.1))
+        .collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = all.iter().copied().fold(0.0, f64::max);
+    let (lo, hi) = if all.is_empty() {
+        (0.1, 10.0)
+    } else {
+        (lo / 1.5, hi * 1.5)
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d((1f64..max_x * 1.2).log_scale(), (lo..hi).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| tick(*x))
+        .y_label_formatter(&|y| tick(*y))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, pts)) in data.iter().enumerate() {
+        if pts.is_empty() {
+            continue;
         }
-        if !raw.is_empty() {
-            chart
-                .draw_series(raw.iter().map(|p| Cross::new(*p, 6, BLACK.stroke_width(2))))
-                .map_err(|e| e.to_string())?
-                .label("raw device {pwrite 4K; fdatasync}")
-                .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
-        }
+        let c = COLORS[i % COLORS.len()];
         chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(|e| e.to_string())?;
     }
-    root.present().map_err(|e| e.to_string())?;
+    if !raw.is_empty() {
+        chart
+            .draw_series(raw.iter().map(|p| Cross::new(*p, 6, BLACK.stroke_width(2))))
+            .map_err(|e| e.to_string())?
+            .label("raw device {pwrite 4K; fdatasync}")
+            .legend(|(x, y)| Cross::new((x + 10, y), 5, BLACK.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// A tick label with three significant digits, so that distinct ticks of a
 /// log axis never print alike (rounding 9.6 and 10.4 both to "10" did).
 fn tick(v: f64) -> String {
+    if v >= 1e6 {
+        return format!("{}M", tick(v / 1e6));
+    }
     if v >= 1000.0 {
         return format!("{}k", tick(v / 1000.0));
     }
@@ -594,5 +861,7 @@ mod tests {
         assert_eq!(tick(25_500.0), "25.5k");
         assert_eq!(tick(0.25), "0.25");
         assert_eq!(tick(64.0), "64");
+        assert_eq!(tick(1_000_000.0), "1M");
+        assert_eq!(tick(2_500_000.0), "2.5M");
     }
 }

@@ -42,6 +42,17 @@ pub fn rss_bytes() -> u64 {
     pages * page
 }
 
+/// User plus system CPU time of the whole process (every thread, the
+/// stores' own threads and tokio's pools included), from `getrusage`.
+pub fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain old data, so all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out pointer; it cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Bytes allocated on disk under `path` (st_blocks * 512, like `du`).
 pub fn disk_usage(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {

@@ -13,6 +13,7 @@ use crate::db::Emdb;
 use crate::engine::{handoff, Engine, DEFAULT_NS};
 use crate::error::Result;
 use crate::iter::{EmdbIter, EmdbKeyIter};
+use crate::namespace::AsyncNamespace;
 use crate::stats::EmdbStats;
 
 /// An open database with an async API. `Send + Sync + Clone`; every
@@ -106,7 +107,68 @@ impl std::fmt::Debug for AsyncEmdb {
     }
 }
 
+crate::kv::async_key_value_api!(AsyncEmdb, "the default namespace");
+
 impl AsyncEmdb {
+    #[inline]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn engine_arc(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
+    }
+
+    /// An owning handle for a future.
+    #[inline]
+    fn owner(&self) -> AsyncEmdb {
+        self.clone()
+    }
+
+    #[inline]
+    const fn ns(&self) -> u32 {
+        DEFAULT_NS
+    }
+
+    /// As [`Emdb::namespace`]. A namespace that exists resolves at once;
+    /// creating one stores the manifest, on a thread of its own.
+    pub fn namespace(
+        &self,
+        name: impl AsRef<str>,
+    ) -> impl Future<Output = Result<AsyncNamespace>> + Send + 'static {
+        let (db, name) = (self.clone(), name.as_ref().to_string());
+        let existing = self.engine.ctx.find_namespace(&name);
+        async move {
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    let owner = db.clone();
+                    let n = name.clone();
+                    handoff::offload("emdb-namespace", move || owner.engine.ctx.namespace_id(&n))
+                        .await?
+                }
+            };
+            Ok(AsyncNamespace::new(db, id, &name))
+        }
+    }
+
+    /// As [`Emdb::drop_namespace`], on a thread of its own (it stores the
+    /// manifest).
+    pub fn drop_namespace(
+        &self,
+        name: impl AsRef<str>,
+    ) -> impl Future<Output = Result<bool>> + Send + 'static {
+        let (db, name) = (self.clone(), name.as_ref().to_string());
+        handoff::offload("emdb-drop-namespace", move || {
+            db.engine.drop_namespace(&name)
+        })
+    }
+
+    /// As [`Emdb::list_namespaces`].
+    pub fn list_namespaces(&self) -> impl Future<Output = Result<Vec<String>>> + Send + 'static {
+        std::future::ready(Ok(self.engine.ctx.namespace_names()))
+    }
+
     fn wrap(engine: Arc<Engine>) -> AsyncEmdb {
         AsyncEmdb {
             engine: ManuallyDrop::new(engine),
@@ -151,75 +213,6 @@ impl AsyncEmdb {
         self.engine.path()
     }
 
-    /// Inserts or silently replaces `key`, as [`Emdb::insert`].
-    pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
-        &self,
-        key: K,
-        value: V,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let (db, k, v) = (self.clone(), key.into(), value.into());
-        async move { db.engine.insert(DEFAULT_NS, &k, &v).await }
-    }
-
-    /// Inserts every pair as one atomic batch, as [`Emdb::insert_many`].
-    pub fn insert_many<I, K, V>(
-        &self,
-        items: I,
-    ) -> impl Future<Output = Result<()>> + Send + 'static
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        let db = self.clone();
-        let items: Vec<(Vec<u8>, Vec<u8>)> = items
-            .into_iter()
-            .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
-            .collect();
-        async move { db.engine.insert_many(DEFAULT_NS, &items).await }
-    }
-
-    /// The value of `key`, copied. The read is done when this is called.
-    pub fn get<Q: AsRef<[u8]>>(
-        &self,
-        key: Q,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send + 'static {
-        std::future::ready(self.engine.get(DEFAULT_NS, key.as_ref()))
-    }
-
-    /// Removes `key`; resolves to its previous value.
-    pub fn remove<Q: AsRef<[u8]>>(
-        &self,
-        key: Q,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send + 'static {
-        let (db, k) = (self.clone(), key.as_ref().to_vec());
-        async move { db.engine.remove(DEFAULT_NS, &k).await }
-    }
-
-    /// Whether `key` has a value. The read is done when this is called.
-    pub fn contains_key<Q: AsRef<[u8]>>(
-        &self,
-        key: Q,
-    ) -> impl Future<Output = Result<bool>> + Send + 'static {
-        std::future::ready(self.engine.contains(DEFAULT_NS, key.as_ref()))
-    }
-
-    /// Live keys in the default namespace.
-    pub fn len(&self) -> impl Future<Output = Result<usize>> + Send + 'static {
-        std::future::ready(Ok(self.engine.len()))
-    }
-
-    /// Whether the default namespace is empty.
-    pub fn is_empty(&self) -> impl Future<Output = Result<bool>> + Send + 'static {
-        std::future::ready(Ok(self.engine.len() == 0))
-    }
-
-    /// Removes every key of the default namespace, as [`Emdb::clear`].
-    pub fn clear(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        let db = self.clone();
-        async move { db.engine.clear(DEFAULT_NS).await }
-    }
-
     /// Resolves once every write accepted before the call, by any handle,
     /// is durable. Concurrent flushes share device flushes; the waiting
     /// task is woken by the shard core that completes the flush.
@@ -257,54 +250,6 @@ impl AsyncEmdb {
     /// Current figures, as [`Emdb::stats`].
     pub fn stats(&self) -> impl Future<Output = Result<EmdbStats>> + Send + 'static {
         std::future::ready(Ok(self.engine.stats()))
-    }
-
-    /// Every `(key, value)` of a point-in-time snapshot, collected. For a
-    /// large database prefer [`iter_stream`](AsyncEmdb::iter_stream).
-    /// The snapshot is taken and read on a thread of its own.
-    pub fn iter(&self) -> impl Future<Output = Result<Vec<(Vec<u8>, Vec<u8>)>>> + Send + 'static {
-        let db = self.clone();
-        handoff::offload("emdb-iter", move || {
-            Ok(EmdbIter::new(db.engine.snapshot(), DEFAULT_NS).collect())
-        })
-    }
-
-    /// Every key of a point-in-time snapshot, collected on a thread of its
-    /// own.
-    pub fn keys(&self) -> impl Future<Output = Result<Vec<Vec<u8>>>> + Send + 'static {
-        let db = self.clone();
-        handoff::offload("emdb-keys", move || {
-            Ok(EmdbKeyIter::new(db.engine.snapshot(), DEFAULT_NS).collect())
-        })
-    }
-
-    /// Every `(key, value)` of a point-in-time snapshot (taken when this is
-    /// called), as a stream that reads each record when it is polled for
-    /// it: nothing is read ahead, so memory in flight is one record, and
-    /// a consumer that stops polling stops the reading. Dropping the
-    /// stream releases the segments it held. It yields to the executor
-    /// every 64 records.
-    pub fn iter_stream(&self) -> impl Future<Output = Result<EmdbStream>> + Send + 'static {
-        std::future::ready(Ok(self.iter_stream_now()))
-    }
-
-    /// Every key, as [`iter_stream`](AsyncEmdb::iter_stream) does.
-    pub fn keys_stream(&self) -> impl Future<Output = Result<EmdbKeyStream>> + Send + 'static {
-        std::future::ready(Ok(self.keys_stream_now()))
-    }
-
-    fn iter_stream_now(&self) -> EmdbStream {
-        EmdbStream {
-            iter: EmdbIter::new(self.engine.snapshot(), DEFAULT_NS),
-            budget: YIELD_EVERY,
-        }
-    }
-
-    fn keys_stream_now(&self) -> EmdbKeyStream {
-        EmdbKeyStream {
-            iter: EmdbKeyIter::new(self.engine.snapshot(), DEFAULT_NS),
-            budget: YIELD_EVERY,
-        }
     }
 
     /// Closes this handle, off the polling thread, and returns what a drop
@@ -355,6 +300,15 @@ pub struct EmdbStream {
     budget: u32,
 }
 
+impl EmdbStream {
+    pub(crate) fn new(iter: EmdbIter) -> EmdbStream {
+        EmdbStream {
+            iter,
+            budget: YIELD_EVERY,
+        }
+    }
+}
+
 impl futures_core::Stream for EmdbStream {
     type Item = (Vec<u8>, Vec<u8>);
 
@@ -376,6 +330,15 @@ impl futures_core::Stream for EmdbStream {
 pub struct EmdbKeyStream {
     iter: EmdbKeyIter,
     budget: u32,
+}
+
+impl EmdbKeyStream {
+    pub(crate) fn new(iter: EmdbKeyIter) -> EmdbKeyStream {
+        EmdbKeyStream {
+            iter,
+            budget: YIELD_EVERY,
+        }
+    }
 }
 
 impl futures_core::Stream for EmdbKeyStream {

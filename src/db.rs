@@ -9,10 +9,9 @@ use crate::builder::EmdbBuilder;
 use crate::config::Config;
 use crate::engine::{block_on, Engine, DEFAULT_NS};
 use crate::error::Result;
-use crate::iter::{EmdbIter, EmdbKeyIter};
 use crate::lock::{self, LockHolder};
+use crate::namespace::Namespace;
 use crate::stats::EmdbStats;
-use crate::value::ValueRef;
 
 /// An open database. `Send + Sync`; share it across threads by reference or
 /// with [`Emdb::clone_handle`]. The engine closes when the last handle drops:
@@ -30,7 +29,46 @@ impl std::fmt::Debug for Emdb {
     }
 }
 
+crate::kv::key_value_api!(Emdb, "the default namespace");
+
 impl Emdb {
+    #[inline]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    #[inline]
+    pub(crate) const fn ns(&self) -> u32 {
+        DEFAULT_NS
+    }
+
+    /// The namespace `name`, created (durably) on first use. Each namespace
+    /// has its own key space and index; records flushed into it survive a
+    /// crash like any other. A name is 1 to 255 bytes without control
+    /// characters; a database holds at most 4,096 named namespaces.
+    pub fn namespace(&self, name: impl AsRef<str>) -> Result<Namespace> {
+        let name = name.as_ref();
+        let id = self.engine.ctx.namespace_id(name)?;
+        Ok(Namespace::new(self.clone_handle(), id, name))
+    }
+
+    /// Drops namespace `name` and every record in it, durably and
+    /// atomically: after a crash it is either whole or gone. A later
+    /// [`namespace`](Emdb::namespace) of the same name starts empty; the
+    /// old records never come back. Handles of the dropped namespace then
+    /// read nothing and refuse writes. Returns false if no namespace has
+    /// that name. The default namespace cannot be dropped (`""` is not a
+    /// name).
+    pub fn drop_namespace(&self, name: impl AsRef<str>) -> Result<bool> {
+        self.engine.drop_namespace(name.as_ref())
+    }
+
+    /// Every namespace name: `""` (the default namespace) first, then the
+    /// named ones in byte order.
+    pub fn list_namespaces(&self) -> Result<Vec<String>> {
+        Ok(self.engine.ctx.namespace_names())
+    }
+
     /// Opens or creates the database directory at `path` with every default.
     /// Fails with `Error::LockBusy` while another handle holds it.
     pub fn open(path: impl AsRef<Path>) -> Result<Emdb> {
@@ -83,73 +121,6 @@ impl Emdb {
     /// The database directory (empty for an in-memory database).
     pub fn path(&self) -> &Path {
         self.engine.path()
-    }
-
-    /// Inserts or silently replaces `key`. Returns once the record is in the
-    /// shard's tail buffer (durable with `FlushPolicy::WriteThrough`); call
-    /// [`flush`](Emdb::flush) to make it durable.
-    pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(&self, key: K, value: V) -> Result<()> {
-        let (k, v) = (key.into(), value.into());
-        block_on(self.engine.insert(DEFAULT_NS, &k, &v))
-    }
-
-    /// Inserts every pair as one atomic batch: after a crash it is all there
-    /// or not there. Later pairs with the same key win.
-    pub fn insert_many<I, K, V>(&self, items: I) -> Result<()>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        let items: Vec<(K, V)> = items.into_iter().collect();
-        block_on(self.engine.insert_many(DEFAULT_NS, &items))
-    }
-
-    /// The value of `key`, copied.
-    pub fn get<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<Vec<u8>>> {
-        self.engine.get(DEFAULT_NS, key.as_ref())
-    }
-
-    /// The value of `key` without copying it out of the file mapping.
-    pub fn get_zerocopy<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<ValueRef<'_>>> {
-        self.engine.get_ref(DEFAULT_NS, key.as_ref())
-    }
-
-    /// Removes `key`; returns its previous value.
-    pub fn remove<Q: AsRef<[u8]>>(&self, key: Q) -> Result<Option<Vec<u8>>> {
-        block_on(self.engine.remove(DEFAULT_NS, key.as_ref()))
-    }
-
-    /// Whether `key` has a value.
-    pub fn contains_key<Q: AsRef<[u8]>>(&self, key: Q) -> Result<bool> {
-        self.engine.contains(DEFAULT_NS, key.as_ref())
-    }
-
-    /// Live keys in the default namespace.
-    pub fn len(&self) -> Result<usize> {
-        Ok(self.engine.len())
-    }
-
-    /// Whether the default namespace is empty.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.engine.len() == 0)
-    }
-
-    /// Removes every key of the default namespace (atomically, and durably
-    /// after the next flush).
-    pub fn clear(&self) -> Result<()> {
-        block_on(self.engine.clear(DEFAULT_NS))
-    }
-
-    /// Every `(key, value)`, lazily, as of this call (a point-in-time
-    /// snapshot), in no particular order.
-    pub fn iter(&self) -> Result<EmdbIter> {
-        Ok(EmdbIter::new(self.engine.snapshot(), DEFAULT_NS))
-    }
-
-    /// Every key, as [`iter`](Emdb::iter) does.
-    pub fn keys(&self) -> Result<EmdbKeyIter> {
-        Ok(EmdbKeyIter::new(self.engine.snapshot(), DEFAULT_NS))
     }
 
     /// Returns once every write accepted before the call, by any handle of
@@ -243,6 +214,6 @@ mod tests {
     #[test]
     fn handles_are_send_and_sync() {
         assert_send_sync::<Emdb>();
-        assert_send_sync::<ValueRef<'static>>();
+        assert_send_sync::<crate::value::ValueRef<'static>>();
     }
 }

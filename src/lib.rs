@@ -47,8 +47,12 @@ pub mod fuzz_api;
 mod index;
 mod io;
 mod iter;
+#[macro_use]
+mod kv;
 mod lock;
 mod log;
+mod namespace;
+mod nsindex;
 mod recovery;
 mod stats;
 mod value;
@@ -66,6 +70,9 @@ pub use error::{Error, Result};
 pub use io::IoBackend;
 pub use iter::{EmdbIter, EmdbKeyIter};
 pub use lock::LockHolder;
+#[cfg(feature = "async")]
+pub use namespace::AsyncNamespace;
+pub use namespace::{Namespace, NamespaceIter, NamespaceKeyIter};
 pub use stats::EmdbStats;
 pub use value::ValueRef;
 

@@ -100,6 +100,7 @@ impl State {
                 checkpoint_pos: 0,
             });
         }
+        let (namespaces, next_namespace) = self.ctx.namespace_registry();
         let m = Manifest {
             shard_count: self.ctx.shard_count as u32,
             hash_seed: self.ctx.hash_seed,
@@ -108,6 +109,8 @@ impl State {
             batch_floor,
             aborted,
             shards,
+            namespaces,
+            next_namespace,
         };
         // The manifest's store syncs the directory: every segment's entry
         // and its own are durable after it.

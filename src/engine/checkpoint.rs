@@ -30,10 +30,11 @@ impl State {
             gen = self.ctx.checkpoint_gen.fetch_add(1, Ordering::AcqRel) + 1;
             for (s, g) in guards.iter().enumerate() {
                 self.shards[s].check_poison(g)?;
-                let mut entries = Vec::with_capacity(self.shards[s].index.len());
-                self.shards[s]
-                    .index
-                    .for_each(|h, loc| entries.push((h, loc)));
+                let mut entries = Vec::with_capacity(self.shards[s].indexes.total_len());
+                let guard = crossbeam_epoch::pin();
+                self.shards[s].indexes.for_each(&guard, |ns, ix| {
+                    ix.for_each(|h, loc| entries.push((h, loc, ns)));
+                });
                 snaps.push((pack_pos(g.active.id, g.reserved), g.lpos, entries));
             }
             // Under every shard lock: all frames so far have a lower number.
@@ -57,7 +58,7 @@ impl State {
         let mut positions = Vec::with_capacity(snaps.len());
         for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
             let (cut_seg, cut_off) = unpack_pos(pos);
-            let mut by_seg: std::collections::BTreeMap<u32, (u32, Vec<(u64, u32)>)> =
+            let mut by_seg: std::collections::BTreeMap<u32, (u32, Vec<hint::Entry>)> =
                 Default::default();
             for seg in self.shards[s].segment_list() {
                 if seg.id < cut_seg {
@@ -67,14 +68,14 @@ impl State {
                     by_seg.insert(seg.id, (cut_off, Vec::new()));
                 }
             }
-            for (h, loc) in entries {
+            for (h, loc, ns) in entries {
                 let (sid, off) = unpack_pos(loc);
                 if let Some((_, v)) = by_seg.get_mut(&sid) {
-                    v.push((h, off));
+                    v.push(hint::Entry { hash: h, off, ns });
                 }
             }
             for (sid, (data_end, mut list)) in by_seg {
-                list.sort_unstable_by_key(|e| e.1);
+                list.sort_unstable_by_key(|e| e.off);
                 hint::write(
                     &files,
                     &dir.join(segment::hint_name(s as u32, sid)),

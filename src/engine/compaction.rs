@@ -224,12 +224,18 @@ impl State {
                 Kind::Put => {
                     let h = crate::index::key_hash(seed, f.namespace, f.key);
                     // Checked again under the lock; this skips the dead.
-                    if shard.index.points_at(h, loc) {
-                        batch.push(Move::Record { h, loc, raw });
+                    if shard.points_at(f.namespace, h, loc) {
+                        batch.push(Move::Record {
+                            h,
+                            ns: f.namespace,
+                            loc,
+                            raw,
+                        });
                     }
                 }
                 Kind::Remove => {
-                    if !shard.is_oldest(v.id) {
+                    // A dropped namespace's tombstones are dropped with it.
+                    if !shard.is_oldest(v.id) && self.ctx.namespace_live(f.namespace) {
                         let h = crate::index::key_hash(seed, f.namespace, f.key);
                         batch.push(Move::Tombstone {
                             h,
@@ -241,7 +247,9 @@ impl State {
                 }
                 // A clear cannot move: the segment waits until it is the
                 // oldest of its shard.
-                Kind::Clear if !shard.is_oldest(v.id) => return Ok(()),
+                Kind::Clear if !shard.is_oldest(v.id) && self.ctx.namespace_live(f.namespace) => {
+                    return Ok(())
+                }
                 Kind::Clear | Kind::Sync => {}
             }
             if batch.full() || off >= bytes.len() {
@@ -279,7 +287,12 @@ impl State {
 /// A record or tombstone to move to the tail.
 enum Move<'a> {
     /// A put, moved if the index still points at `loc`.
-    Record { h: u64, loc: u64, raw: &'a [u8] },
+    Record {
+        h: u64,
+        ns: u32,
+        loc: u64,
+        raw: &'a [u8],
+    },
     /// A tombstone, kept while its key has no live record.
     Tombstone {
         h: u64,
@@ -327,12 +340,16 @@ impl<'a> Batch<'a> {
         let mut moved = 0u64;
         for m in self.moves.drain(..) {
             match m {
-                Move::Record { h, loc, raw } => {
-                    if !shard.index.points_at(h, loc) {
+                Move::Record { h, ns, loc, raw } => {
+                    if !shard.points_at(ns, h, loc) {
                         continue;
                     }
                     let new = shard.append_raw(&mut g, raw)?;
-                    if shard.index.replace(h, loc, new) {
+                    let moved_entry = shard
+                        .indexes
+                        .get(ns, &guard)
+                        .is_some_and(|ix| ix.replace(h, loc, new));
+                    if moved_entry {
                         account(
                             shard.segments(&guard),
                             Some((new, raw.len() as u32)),
@@ -342,12 +359,12 @@ impl<'a> Batch<'a> {
                     moved += raw.len() as u64;
                 }
                 Move::Tombstone { h, ns, key, raw } => {
-                    let live = shard
-                        .index
-                        .find_map(h, &guard, |loc| {
+                    let live = shard.indexes.get(ns, &guard).is_some_and(|ix| {
+                        ix.find_map(h, &guard, |loc| {
                             frame_has_key(shard.segments(&guard), loc, ns, key).then_some(())
                         })
-                        .is_some();
+                        .is_some()
+                    });
                     if !live {
                         shard.append_raw(&mut g, raw)?;
                         moved += raw.len() as u64;

@@ -31,8 +31,7 @@ use crate::io::IoBackend;
 use crate::lock::LockFile;
 use crate::log::manifest::Manifest;
 
-/// Namespace id of the default namespace.
-pub(crate) const DEFAULT_NS: u32 = 0;
+pub(crate) use crate::nsindex::DEFAULT_NS;
 /// Lookups that met a slot pointing at a segment no longer in the table
 /// (retired after the slot moved on) look again this many times.
 const MAX_LOOKUP_RETRIES: u32 = 16;
@@ -66,7 +65,23 @@ pub(crate) struct Ctx {
     pub bytes_reclaimed: AtomicU64,
     /// Bytes of records compaction moved.
     pub bytes_moved: AtomicU64,
+    /// The named namespaces (a copy of the manifest's list, changed only
+    /// after the manifest holding the change is durable).
+    namespaces: parking_lot::RwLock<Registry>,
+    /// Serializes namespace creation and drops.
+    namespace_change: Mutex<()>,
 }
+
+/// Named namespaces by ascending id, and the next id.
+struct Registry {
+    names: Vec<(u32, String)>,
+    next: u32,
+}
+
+/// Most named namespaces a database holds.
+pub(crate) const MAX_NAMESPACES: usize = 4096;
+/// Longest namespace name, in bytes.
+pub(crate) const MAX_NAMESPACE_NAME: usize = 255;
 
 impl Ctx {
     /// Adds a new segment to the manifest, durably, before any write to it
@@ -106,6 +121,137 @@ impl Ctx {
         }
     }
 
+    /// Whether namespace `ns` exists (the default always does).
+    #[inline]
+    pub(crate) fn namespace_live(&self, ns: u32) -> bool {
+        ns == DEFAULT_NS
+            || self
+                .namespaces
+                .read()
+                .names
+                .binary_search_by_key(&ns, |(id, _)| *id)
+                .is_ok()
+    }
+
+    /// A write to a dropped namespace is refused.
+    pub(crate) fn check_namespace(&self, ns: u32) -> Result<()> {
+        if self.namespace_live(ns) {
+            Ok(())
+        } else {
+            Err(crate::error::Error::InvalidInput(
+                "the namespace was dropped; open it again with namespace(name)",
+            ))
+        }
+    }
+
+    /// Namespaces, the default one included.
+    pub(crate) fn namespace_count(&self) -> usize {
+        self.namespaces.read().names.len() + 1
+    }
+
+    /// Every namespace name, the default (`""`) first, then by name.
+    pub(crate) fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .namespaces
+            .read()
+            .names
+            .iter()
+            .map(|(_, n)| n.clone())
+            .collect();
+        names.sort_unstable();
+        names.insert(0, String::new());
+        names
+    }
+
+    /// The named namespaces, for a backup's manifest: the list and the next id.
+    pub(crate) fn namespace_registry(&self) -> (Vec<(u32, String)>, u32) {
+        let r = self.namespaces.read();
+        (r.names.clone(), r.next)
+    }
+
+    /// The id of namespace `name`, created (durably, before this returns)
+    /// if it does not exist.
+    pub(crate) fn namespace_id(&self, name: &str) -> Result<u32> {
+        validate_namespace_name(name)?;
+        if let Some(id) = self.find_namespace(name) {
+            return Ok(id);
+        }
+        let _one = self.namespace_change.lock();
+        if let Some(id) = self.find_namespace(name) {
+            return Ok(id);
+        }
+        let (count, id) = {
+            let r = self.namespaces.read();
+            (r.names.len(), r.next)
+        };
+        if count >= MAX_NAMESPACES {
+            return Err(crate::error::Error::LimitExceeded {
+                what: "namespace count",
+                len: count + 1,
+                max: MAX_NAMESPACES,
+            });
+        }
+        let next = id.checked_add(1).ok_or(crate::error::Error::InvalidInput(
+            "namespace ids are exhausted",
+        ))?;
+        self.store_namespaces(|list, n| {
+            list.push((id, name.to_string()));
+            *n = next;
+        })?;
+        let mut r = self.namespaces.write();
+        r.names.push((id, name.to_string()));
+        r.next = next;
+        Ok(id)
+    }
+
+    /// Removes namespace `name` from the registry, durably; its id, if it
+    /// existed. Its records are ignored from then on.
+    pub(crate) fn unregister_namespace(&self, name: &str) -> Result<Option<u32>> {
+        let _one = self.namespace_change.lock();
+        let Some(id) = self.find_namespace(name) else {
+            return Ok(None);
+        };
+        self.store_namespaces(|list, _| list.retain(|(i, _)| *i != id))?;
+        self.namespaces.write().names.retain(|(i, _)| *i != id);
+        Ok(Some(id))
+    }
+
+    /// The id of namespace `name`, if it exists.
+    pub(crate) fn find_namespace(&self, name: &str) -> Option<u32> {
+        self.namespaces
+            .read()
+            .names
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// Applies `change` to the manifest's namespace list and stores the
+    /// manifest (disk databases); on failure the manifest in memory is as
+    /// before.
+    fn store_namespaces(
+        &self,
+        change: impl FnOnce(&mut Vec<(u32, String)>, &mut u32),
+    ) -> Result<()> {
+        let (Some(m), Some(dir)) = (&self.manifest, &self.config.dir) else {
+            return Ok(());
+        };
+        self.config
+            .files()
+            .fault_point(crate::io::FaultPoint::Metadata)?;
+        let mut m = m.lock();
+        let before = (m.namespaces.clone(), m.next_namespace);
+        {
+            let m = &mut *m;
+            change(&mut m.namespaces, &mut m.next_namespace);
+        }
+        if let Err(e) = m.store(&self.config.files(), dir) {
+            (m.namespaces, m.next_namespace) = before;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     #[inline]
     pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
         crate::index::key_hash(self.hash_seed, ns, key)
@@ -137,6 +283,16 @@ impl Ctx {
         gen: u64,
         manifest: Option<Manifest>,
     ) -> Ctx {
+        let registry = match &manifest {
+            Some(m) => Registry {
+                names: m.namespaces.clone(),
+                next: m.next_namespace,
+            },
+            None => Registry {
+                names: Vec::new(),
+                next: 1,
+            },
+        };
         Ctx {
             config: config.clone(),
             shard_count,
@@ -153,8 +309,35 @@ impl Ctx {
             compactions: AtomicU64::new(0),
             bytes_reclaimed: AtomicU64::new(0),
             bytes_moved: AtomicU64::new(0),
+            namespaces: parking_lot::RwLock::new(registry),
+            namespace_change: Mutex::new(()),
         }
     }
+}
+
+/// A namespace name must be 1 to 255 bytes of UTF-8 without control
+/// characters. (The default namespace has no name and is not opened by
+/// name.)
+fn validate_namespace_name(name: &str) -> Result<()> {
+    use crate::error::Error;
+    if name.is_empty() {
+        return Err(Error::InvalidInput(
+            "a namespace name must not be empty (the default namespace is the database itself)",
+        ));
+    }
+    if name.len() > MAX_NAMESPACE_NAME {
+        return Err(Error::LimitExceeded {
+            what: "namespace name length",
+            len: name.len(),
+            max: MAX_NAMESPACE_NAME,
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(
+            "a namespace name must not contain control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// What every operation needs: the shared context and the shards. The

@@ -19,6 +19,7 @@ use crate::lock::LockFile;
 use crate::log::frame::{self, SegmentHeader};
 use crate::log::manifest::{self, Manifest, ShardEntry};
 use crate::log::segment::{self, Segment};
+use crate::nsindex::Indexes;
 use crate::recovery;
 
 impl Engine {
@@ -69,7 +70,7 @@ impl Engine {
                     parts.push(recovery::RecoveredShard {
                         segs: vec![seg],
                         append_at: frame::SEGMENT_HEADER_LEN as u32,
-                        index: Index::new(),
+                        indexes: Indexes::new(Index::new(), Vec::new()),
                     });
                 }
                 (ctx, parts)
@@ -79,7 +80,7 @@ impl Engine {
         let shards: Vec<Arc<Shard>> = parts
             .into_iter()
             .enumerate()
-            .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.index)))
+            .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.indexes)))
             .collect();
         for s in &shards {
             s.set_self();
@@ -191,6 +192,8 @@ fn open_dir(
                 batch_floor: 0,
                 aborted: Vec::new(),
                 shards: vec![ShardEntry::default(); config.shards],
+                namespaces: Vec::new(),
+                next_namespace: 1,
             };
             // The manifest comes first: a crash before the segments are
             // created and listed leaves a database that opens (recovery
@@ -210,7 +213,7 @@ fn open_dir(
                 parts.push(recovery::RecoveredShard {
                     segs: vec![seg],
                     append_at: frame::SEGMENT_HEADER_LEN as u32,
-                    index: Index::new(),
+                    indexes: Indexes::new(Index::new(), Vec::new()),
                 });
             }
             m.store(&files, dir)?;

@@ -62,10 +62,13 @@ impl State {
         let h = self.ctx.hash(ns, key);
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
+        let Some(index) = shard.indexes.get(ns, &guard) else {
+            return Ok(None);
+        };
         let mut tries = 0;
         loop {
             let mut missing = false;
-            let found = shard.index.find_map(h, &guard, |loc| {
+            let found = index.find_map(h, &guard, |loc| {
                 let (sid, off) = unpack_pos(loc);
                 // The table is loaded after the slot: a segment is published
                 // before any slot points into it, so a table loaded first
@@ -119,8 +122,13 @@ impl State {
         Ok(self.lookup(ns, key, false, |_, _, _| ())?.is_some())
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.index.len()).sum()
+    /// Live keys of namespace `ns`.
+    pub(crate) fn len(&self, ns: u32) -> usize {
+        let guard = epoch::pin();
+        self.shards
+            .iter()
+            .map(|s| s.indexes.get(ns, &guard).map_or(0, |ix| ix.len()))
+            .sum()
     }
 
     pub(crate) async fn insert(&self, ns: u32, key: &[u8], value: &[u8]) -> Result<()> {
@@ -131,6 +139,7 @@ impl State {
         let len = frame::encoded_len(key.len(), value.len(), false);
         let target = {
             let mut g = shard.lock_for_append(len).await?;
+            self.ctx.check_namespace(ns)?;
             let spec = FrameSpec {
                 kind: Kind::Put,
                 seq: self.ctx.next_seq(),
@@ -144,7 +153,8 @@ impl State {
             let guard = epoch::pin();
             let segs = shard.segments(&guard);
             let old = shard
-                .index
+                .indexes
+                .get_or_create(ns, &guard)
                 .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
             account(segs, Some((loc, len as u32)), old);
             shard.after_append(&g);
@@ -182,8 +192,9 @@ impl State {
             let guard = epoch::pin();
             let segs = shard.segments(&guard);
             let gone = shard
-                .index
-                .remove(h, |loc| frame_has_key(segs, loc, ns, key));
+                .indexes
+                .get(ns, &guard)
+                .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
             account(segs, None, gone);
             shard.after_append(&g);
             (old, shard.user_end())
@@ -235,6 +246,7 @@ impl State {
         }
         let targets = {
             let mut guards = self.lock_shards(&per_shard).await?;
+            self.ctx.check_namespace(ns)?;
             let seq = self.ctx.next_seq();
             // Append every frame first; the index changes only once all are
             // appended, so a failure part-way (say, a segment that cannot be
@@ -268,7 +280,8 @@ impl State {
                 let shard = &self.shards[*s];
                 let segs = shard.segments(&guard);
                 let old = shard
-                    .index
+                    .indexes
+                    .get_or_create(ns, &guard)
                     .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
                 let len = frame::encoded_len(k.len(), v.as_ref().len(), false);
                 account(segs, Some((loc, len as u32)), old);
@@ -296,6 +309,7 @@ impl State {
             let mut guards = self
                 .lock_shards(&vec![clear_len; self.shards.len()])
                 .await?;
+            self.ctx.check_namespace(ns)?;
             let seq = self.ctx.next_seq();
             let mut targets = Vec::new();
             for (s, g) in guards.iter_mut().enumerate() {
@@ -319,10 +333,10 @@ impl State {
             for (s, g) in guards.iter().enumerate() {
                 let Some(g) = g else { continue };
                 let segs = self.shards[s].segments(&guard);
-                self.shards[s]
-                    .index
-                    .for_each(|_, loc| account(segs, None, Some(loc)));
-                self.shards[s].index.clear();
+                if let Some(ix) = self.shards[s].indexes.get(ns, &guard) {
+                    ix.for_each(|_, loc| account(segs, None, Some(loc)));
+                    ix.clear();
+                }
                 self.shards[s].after_append(g);
                 targets.push((s, self.shards[s].user_end()));
             }
@@ -385,6 +399,25 @@ impl State {
         Ok(Ok(guards))
     }
 
+    /// Drops namespace `name`: one durable manifest store makes it gone,
+    /// atomically (records are ignored by recovery and dropped by
+    /// compaction once their namespace is not listed); then each shard
+    /// lets go of its index. False if no namespace has that name.
+    pub(crate) fn drop_namespace(&self, name: &str) -> Result<bool> {
+        let Some(id) = self.ctx.unregister_namespace(name)? else {
+            return Ok(false);
+        };
+        for shard in &self.shards {
+            let _g = shard.lock();
+            let guard = epoch::pin();
+            if let Some(ix) = shard.indexes.remove(id, &guard) {
+                let segs = shard.segments(&guard);
+                ix.for_each(|_, loc| account(segs, None, Some(loc)));
+            }
+        }
+        Ok(true)
+    }
+
     /// Returns once every write this database accepted before the call is
     /// durable, in every shard.
     pub(crate) async fn flush(&self) -> Result<()> {
@@ -421,16 +454,20 @@ impl State {
         }
     }
 
-    /// A point-in-time snapshot of every live location, taken under all
-    /// shard locks at once.
-    pub(crate) fn snapshot(&self) -> Vec<(Vec<Arc<Segment>>, Vec<u64>)> {
+    /// A point-in-time snapshot of every live location of namespace `ns`,
+    /// taken under all shard locks at once.
+    pub(crate) fn snapshot(&self, ns: u32) -> Vec<(Vec<Arc<Segment>>, Vec<u64>)> {
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let guard = epoch::pin();
         let out = self
             .shards
             .iter()
             .map(|s| {
-                let mut locs = Vec::with_capacity(s.index.len());
-                s.index.for_each(|_, loc| locs.push(loc));
+                let mut locs = Vec::new();
+                if let Some(ix) = s.indexes.get(ns, &guard) {
+                    locs.reserve(ix.len());
+                    ix.for_each(|_, loc| locs.push(loc));
+                }
                 (s.segment_list(), locs)
             })
             .collect();
@@ -440,8 +477,7 @@ impl State {
 
     pub(crate) fn stats(&self) -> EmdbStats {
         let mut st = EmdbStats::empty(self.ctx.backend, self.shards.len());
-        st.live_records = self.len() as u64;
-        st.namespace_count = 1;
+        st.namespace_count = self.ctx.namespace_count();
         for s in &self.shards {
             for g in s.segment_list() {
                 st.logical_size_bytes += g.data_end.load(Ordering::Acquire) as u64;
@@ -455,7 +491,8 @@ impl State {
             st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
 
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
-            st.index_bytes += s.index.memory_bytes() as u64;
+            st.live_records += s.indexes.total_len() as u64;
+            st.index_bytes += s.indexes.memory_bytes() as u64;
         }
         st.compactions = self.ctx.compactions.load(Ordering::Relaxed);
         st.bytes_reclaimed = self.ctx.bytes_reclaimed.load(Ordering::Relaxed);

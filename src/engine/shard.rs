@@ -21,10 +21,10 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
 use crate::log::segtable::SegTable;
+use crate::nsindex::Indexes;
 
 /// Unwritten bytes past which an appender wakes a lingering core early.
 pub(super) const WAKE_BYTES: u64 = 1 << 20;
@@ -86,7 +86,8 @@ pub(super) struct Poison {
 
 pub(crate) struct Shard {
     pub(super) id: usize,
-    pub(super) index: Index,
+    /// One index per namespace.
+    pub(super) indexes: Indexes,
     pub(super) segs: Atomic<SegTable>,
     pub(super) inner: Mutex<Inner>,
     /// Log position written to the kernel / made durable.
@@ -133,14 +134,14 @@ impl Shard {
         id: usize,
         segs: Vec<Arc<Segment>>,
         append_at: u32,
-        index: Index,
+        indexes: Indexes,
     ) -> Shard {
         let active = segs.last().cloned().expect("a shard always has a segment");
         let next_segment_id = active.id + 1;
 
         Shard {
             id,
-            index,
+            indexes,
             segs: Atomic::new(SegTable::new(segs)),
             inner: Mutex::new(Inner {
                 active,
@@ -409,6 +410,14 @@ impl Shard {
                 self.next.lock().preparing = false;
             }
         }
+    }
+
+    /// Whether namespace `ns`'s index points at `loc` for hash `h`.
+    pub(crate) fn points_at(&self, ns: u32, h: u64, loc: u64) -> bool {
+        let guard = epoch::pin();
+        self.indexes
+            .get(ns, &guard)
+            .is_some_and(|ix| ix.points_at(h, loc))
     }
 
     /// Whether the next segment is prepared.

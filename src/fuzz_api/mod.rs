@@ -178,7 +178,7 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
         );
     }
     let (entries, data_end) = entries?;
-    assert_eq!(bytes.len(), 44 + entries.len() * 12, "hint length");
+    assert_eq!(bytes.len(), 44 + entries.len() * 16, "hint length");
     assert_eq!(data_end, u32_at(20), "hint data end");
     let again = dir.path().join("again.hint");
     hint::write(
@@ -288,12 +288,18 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                 batch_floor: 0,
                 aborted: Vec::new(),
                 shards,
+                namespaces: Vec::new(),
+                next_namespace: 1,
             }
             .encode()
         }
         SampleKind::Hint => {
-            let entries: Vec<(u64, u32)> = (0..r.u8() % 16)
-                .map(|_| (r.u64(), r.u16() as u32))
+            let entries: Vec<hint::Entry> = (0..r.u8() % 16)
+                .map(|_| hint::Entry {
+                    hash: r.u64(),
+                    off: r.u16() as u32,
+                    ns: r.u8() as u32 % 3,
+                })
                 .collect();
             let dir = Scratch::new("sample");
             let path = dir.path().join("h.hint");

@@ -62,7 +62,7 @@ pub(super) fn gen_frames(
     segment_id: u32,
     seq: &mut u64,
     seg: &mut Vec<u8>,
-    live: &mut BTreeMap<u64, (u32, u32)>,
+    live: &mut BTreeMap<u64, (u32, u32, u32)>,
 ) {
     for _ in 0..r.u8() % 12 {
         let t = r.u8();
@@ -116,12 +116,13 @@ pub(super) fn gen_frames(
         let h = crate::index::key_hash(RECOVER_SEED, spec.namespace, key);
         match kind {
             Kind::Put => {
-                live.insert(h, (segment_id, off));
+                live.insert(h, (segment_id, off, ns));
             }
             Kind::Remove => {
                 live.remove(&h);
             }
-            Kind::Clear => live.clear(),
+            // A clear empties its own namespace only.
+            Kind::Clear => live.retain(|_, e| e.2 != ns),
             Kind::Sync => {}
         }
         seg.extend_from_slice(&buf);
@@ -198,16 +199,20 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
         }
         // A checkpoint's hints list the live puts, each in its segment.
         for (id, gen, moved) in hints {
-            let mut entries: Vec<(u64, u32)> = live
+            let mut entries: Vec<hint::Entry> = live
                 .iter()
-                .filter(|(_, (sid, _))| *sid == id)
-                .map(|(h, (_, off))| (*h, *off))
+                .filter(|(_, (sid, _, _))| *sid == id)
+                .map(|(h, (_, off, ns))| hint::Entry {
+                    hash: *h,
+                    off: *off,
+                    ns: *ns,
+                })
                 .collect();
             if let (false, Some((i, to))) = (entries.is_empty(), moved) {
                 let n = entries.len();
-                entries[i % n].1 = to;
+                entries[i % n].off = to;
             }
-            entries.sort_unstable_by_key(|e| e.1);
+            entries.sort_unstable_by_key(|e| e.off);
             let path = dir.join(segment::hint_name(s, id));
             let seg_len =
                 fs::metadata(dir.join(segment::file_name(s, id))).map_or(0, |m| m.len() as u32);
@@ -234,6 +239,9 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
         seq_floor: if with_hints { seq + 1 } else { 0 },
         batch_floor: 0,
         aborted: Vec::new(),
+        // The fuzzed frames use the default namespace and namespace 1.
+        namespaces: vec![(1, "fuzz".to_string())],
+        next_namespace: 2,
         shards: checkpoint
             .into_iter()
             .map(|checkpoint_pos| ShardEntry {

@@ -52,11 +52,12 @@ pub(crate) const SEGMENT_HEADER_LEN: usize = 64;
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"EMDBSEG\0";
 /// Version of every file format this build writes (segments, hints, manifest).
 /// Version 2 added the manifest's batch floor and aborted batches, and the
-/// data end of a segment in its hint file; frames and segment headers are
-/// unchanged.
-pub(crate) const FORMAT_VERSION: u32 = 2;
-/// The oldest version this build opens (version 1 hint files are ignored:
-/// the log is replayed instead).
+/// data end of a segment in its hint file. Version 3 added the namespace
+/// registry to the manifest and each entry's namespace to hint files.
+/// Frames and segment headers are unchanged since version 1.
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The oldest version this build opens (hint files of an older version are
+/// ignored: the log is replayed instead).
 pub(crate) const OLDEST_READ_VERSION: u32 = 1;
 
 const _: () = assert!(HEADER_LEN == 32 && MIN_FRAME == 36);

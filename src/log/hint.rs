@@ -1,7 +1,9 @@
 //! Hint files: a per-segment snapshot of the index written by `checkpoint()`.
 //! The hint of segment S lists, for every key whose live record at the
-//! checkpoint was in S, the key's hash and the record's offset. Reopening
-//! loads the hints instead of replaying the frames they cover.
+//! checkpoint was in S, the key's hash, the record's offset and its
+//! namespace (each namespace has an index of its own). Reopening loads the
+//! hints instead of replaying the frames they cover. A hint of another
+//! format version is ignored (the segment is replayed instead).
 //!
 //! | field | size |
 //! |---|---|
@@ -12,7 +14,7 @@
 //! | data end: where the segment's frames ended at the checkpoint (version 2) | 4 |
 //! | checkpoint generation | 8 |
 //! | entry count | 8 |
-//! | entries: hash (u64), offset (u32) | 12 each |
+//! | entries: hash (u64), offset (u32), namespace id (u32; version 3) | 16 each |
 //! | CRC32C of everything before | 4 |
 
 use std::fs;
@@ -24,7 +26,15 @@ use crate::io::Files;
 
 const MAGIC: [u8; 8] = *b"EMDBHNT\0";
 const HEAD: usize = 40;
-const ENTRY: usize = 12;
+const ENTRY: usize = 16;
+
+/// One live record of a segment at the checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub hash: u64,
+    pub off: u32,
+    pub ns: u32,
+}
 
 /// Writes a hint file durably under a temporary name (`<path>.tmp`,
 /// exclusive, 0600) and renames it over `path`, which keeps its permission
@@ -37,7 +47,7 @@ pub(crate) fn write(
     segment: u32,
     gen: u64,
     data_end: u32,
-    entries: &[(u64, u32)],
+    entries: &[Entry],
 ) -> io::Result<()> {
     let mut b = Vec::with_capacity(HEAD + entries.len() * ENTRY + 4);
     b.extend_from_slice(&MAGIC);
@@ -47,9 +57,10 @@ pub(crate) fn write(
     b.extend_from_slice(&data_end.to_le_bytes());
     b.extend_from_slice(&gen.to_le_bytes());
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for (h, off) in entries {
-        b.extend_from_slice(&h.to_le_bytes());
-        b.extend_from_slice(&off.to_le_bytes());
+    for e in entries {
+        b.extend_from_slice(&e.hash.to_le_bytes());
+        b.extend_from_slice(&e.off.to_le_bytes());
+        b.extend_from_slice(&e.ns.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -65,7 +76,7 @@ pub(crate) fn write(
 }
 
 /// What a hint file holds: its entries and the segment's data end.
-pub(crate) type Hint = (Vec<(u64, u32)>, u32);
+pub(crate) type Hint = (Vec<Entry>, u32);
 
 /// Reads a hint file. `None` if it is missing, damaged, of another format
 /// version, or not of this shard, segment and generation: the caller then
@@ -99,8 +110,14 @@ pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Hi
             let mut h = [0u8; 8];
             h.copy_from_slice(&c[..8]);
             let mut o = [0u8; 4];
-            o.copy_from_slice(&c[8..]);
-            (u64::from_le_bytes(h), u32::from_le_bytes(o))
+            o.copy_from_slice(&c[8..12]);
+            let mut n = [0u8; 4];
+            n.copy_from_slice(&c[12..]);
+            Entry {
+                hash: u64::from_le_bytes(h),
+                off: u32::from_le_bytes(o),
+                ns: u32::from_le_bytes(n),
+            }
         })
         .collect();
     Some((entries, data_end))
@@ -114,7 +131,18 @@ mod tests {
     fn roundtrip_and_rejects() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h");
-        let entries = vec![(1u64, 64u32), (u64::MAX, 1000)];
+        let entries = vec![
+            Entry {
+                hash: 1,
+                off: 64,
+                ns: 0,
+            },
+            Entry {
+                hash: u64::MAX,
+                off: 1000,
+                ns: 7,
+            },
+        ];
         write(&Files::default(), &p, 1, 2, 3, 900, &entries).unwrap();
         assert_eq!(read(&p, 1, 2, 3), Some((entries, 900)));
         assert_eq!(read(&p, 1, 2, 4), None, "other generation");

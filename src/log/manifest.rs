@@ -16,10 +16,17 @@
 //! | batch floor: every batch with a lower sequence number is whole on disk, but those listed next (version 2) | 8 |
 //! | aborted batches: count (u32), sequence numbers (u64 each) of batches known incomplete (version 2) | .. |
 //! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each, ascending) | .. |
+//! | namespaces (version 3): next id (u32), count (u32), then per namespace its id (u32, ascending), name length (u16) and name (UTF-8) | .. |
 //! | CRC32C of everything before | 4 |
 //!
 //! Version 1 manifests (no batch floor, no aborted list) are read as a batch
-//! floor of 0; every store writes version 2.
+//! floor of 0; manifests before version 3 have no named namespace. Every
+//! store writes the current version.
+//!
+//! The namespace list is the registry: a record whose namespace id is
+//! neither 0 (the default) nor listed belongs to a dropped namespace and is
+//! ignored by recovery and dropped by compaction. Ids are never reused, so a
+//! namespace re-created under an old name never sees the old records.
 
 use std::fs;
 use std::io;
@@ -49,6 +56,10 @@ pub(crate) struct Manifest {
     /// theirs failed part-way): never applied, whatever the floor.
     pub aborted: Vec<u64>,
     pub shards: Vec<ShardEntry>,
+    /// Named namespaces, by ascending id.
+    pub namespaces: Vec<(u32, String)>,
+    /// The id the next namespace gets (ids start at 1).
+    pub next_namespace: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,6 +92,13 @@ impl Manifest {
             for id in &s.segments {
                 b.extend_from_slice(&id.to_le_bytes());
             }
+        }
+        b.extend_from_slice(&self.next_namespace.to_le_bytes());
+        b.extend_from_slice(&(self.namespaces.len() as u32).to_le_bytes());
+        for (id, name) in &self.namespaces {
+            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            b.extend_from_slice(name.as_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -157,6 +175,32 @@ impl Manifest {
                 checkpoint_pos,
             });
         }
+        let (next_namespace, namespaces) = if version >= 3 {
+            let next = r.u32().ok_or(bad(r.at, "manifest truncated"))?;
+            let n = r.u32().ok_or(bad(r.at, "manifest truncated"))? as usize;
+            if n > r.remaining() / 6 {
+                return Err(bad(r.at, "manifest namespace count out of range"));
+            }
+            let mut list: Vec<(u32, String)> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = r.u32().ok_or(bad(r.at, "manifest truncated"))?;
+                let len = r.u16().ok_or(bad(r.at, "manifest truncated"))? as usize;
+                let name = r
+                    .bytes(len)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .ok_or(bad(r.at, "manifest namespace name damaged"))?;
+                if id == 0 || id >= next || list.last().is_some_and(|(p, _)| *p >= id) {
+                    return Err(bad(r.at, "manifest namespace ids out of order"));
+                }
+                if list.iter().any(|(_, other)| other == name) {
+                    return Err(bad(r.at, "manifest lists a namespace name twice"));
+                }
+                list.push((id, name.to_string()));
+            }
+            (next, list)
+        } else {
+            (1, Vec::new())
+        };
         if r.remaining() != 0 {
             return Err(bad(r.at, "manifest has trailing bytes"));
         }
@@ -168,6 +212,8 @@ impl Manifest {
             batch_floor,
             aborted,
             shards,
+            namespaces,
+            next_namespace,
         })
     }
 
@@ -205,9 +251,19 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.b.len() - self.at
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let v = u16::from_le_bytes(self.b.get(self.at..self.at + 2)?.try_into().ok()?);
+        self.at += 2;
+        Some(v)
+    }
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let v = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(v)
     }
     fn u32(&mut self) -> Option<u32> {
         let v = u32::from_le_bytes(self.b.get(self.at..self.at + 4)?.try_into().ok()?);
@@ -244,6 +300,8 @@ mod tests {
                     checkpoint_pos: 0,
                 },
             ],
+            namespaces: vec![(1, "users".into()), (4, "sessions ü".into())],
+            next_namespace: 6,
         };
         let b = m.encode();
         let p = Path::new("MANIFEST");

@@ -21,7 +21,7 @@ mod scan;
 
 use scan::{pass1, zero_tail, Scan};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ use crate::log::frame::{
 use crate::log::manifest::{self, Manifest};
 use crate::log::segment::{self, Segment};
 use crate::log::segtable::{account, frame_has_key, SegTable};
+use crate::nsindex::Indexes;
 
 /// The sequence number of the put at `loc`, if it holds `f`'s key.
 fn seq_of_same_key(table: &SegTable, loc: u64, f: &Frame<'_>) -> Option<u64> {
@@ -68,7 +69,32 @@ impl Batches {
 pub(crate) struct RecoveredShard {
     pub segs: Vec<Arc<Segment>>,
     pub append_at: u32,
-    pub index: Index,
+    pub indexes: Indexes,
+}
+
+/// The indexes of one shard while it is rebuilt: namespaces the manifest
+/// does not list were dropped, and their records are skipped.
+struct Building<'a> {
+    default: Index,
+    others: HashMap<u32, Index>,
+    live: &'a HashSet<u32>,
+}
+
+impl Building<'_> {
+    /// The index of `ns`, or `None` for a dropped namespace.
+    fn index(&mut self, ns: u32) -> Option<&Index> {
+        if ns == crate::nsindex::DEFAULT_NS {
+            return Some(&self.default);
+        }
+        if !self.live.contains(&ns) {
+            return None;
+        }
+        Some(self.others.entry(ns).or_insert_with(Index::new))
+    }
+
+    fn finish(self) -> Indexes {
+        Indexes::new(self.default, self.others.into_iter().collect())
+    }
 }
 
 pub(crate) struct Recovered {
@@ -140,15 +166,16 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     let mut to_zero: Vec<(Arc<Segment>, u32)> = Vec::new();
     // Each shard's index is built on a thread of its own: hint entries and
     // replayed frames touch every live record, and shards share nothing.
-    let indexes: Vec<Result<Index>> = std::thread::scope(|sc| {
+    let live: HashSet<u32> = m.namespaces.iter().map(|(id, _)| *id).collect();
+    let indexes: Vec<Result<Indexes>> = std::thread::scope(|sc| {
         let handles: Vec<_> = all_segs
             .iter()
             .zip(&scans)
             .enumerate()
             .map(|(s, (segs, scan))| {
                 let batches = &batches;
-                let m = &*m;
-                sc.spawn(move || build_index(dir, m, s, segs, scan, batches))
+                let (m, live) = (&*m, &live);
+                sc.spawn(move || build_index(dir, m, live, s, segs, scan, batches))
             })
             .collect();
         handles
@@ -159,8 +186,8 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             })
             .collect()
     });
-    for (s, ((segs, scan), index)) in all_segs.into_iter().zip(scans).zip(indexes).enumerate() {
-        let index = index?;
+    for (s, ((segs, scan), indexes)) in all_segs.into_iter().zip(scans).zip(indexes).enumerate() {
+        let indexes = indexes?;
         let (segs, append_at) = match scan.cut {
             Some((si, off)) => {
                 // Drop later segments from the manifest now; the damaged
@@ -221,7 +248,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         shards.push(RecoveredShard {
             segs,
             append_at,
-            index,
+            indexes,
         });
     }
     if manifest_changed {
@@ -243,17 +270,22 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
 fn build_index(
     dir: &Path,
     m: &Manifest,
+    live: &HashSet<u32>,
     s: usize,
     segs: &[Arc<Segment>],
     scan: &Scan,
     batches: &Batches,
-) -> Result<Index> {
+) -> Result<Indexes> {
     let shard_count = m.shard_count as usize;
     let hinted: usize = scan
         .hints
         .as_ref()
         .map_or(0, |h| h.iter().map(|x| x.entries.len()).sum());
-    let index = Index::with_capacity(hinted);
+    let mut index = Building {
+        default: Index::with_capacity(hinted),
+        others: HashMap::new(),
+        live,
+    };
     let table = shard_table(segs);
     if let Some(h) = &scan.hints {
         for x in h {
@@ -278,12 +310,17 @@ fn build_index(
                 .verify_below
                 .store(below, std::sync::atomic::Ordering::Relaxed);
             let bytes = segs[*si].file_bytes();
-            for (hash, off) in entries {
+            for e in entries {
+                let off = e.off;
                 let same_key = |old: u64| {
-                    frame::decode_unchecked(&bytes[*off as usize..])
+                    frame::decode_unchecked(&bytes[off as usize..])
                         .is_ok_and(|f| frame_has_key(&table, old, f.namespace, f.key))
                 };
-                if !index.insert_unique(*hash, pack_pos(id, *off), same_key) {
+                // A dropped namespace's entries: its records are dead.
+                let Some(ix) = index.index(e.ns) else {
+                    continue;
+                };
+                if !ix.insert_unique(e.hash, pack_pos(id, off), same_key) {
                     // Checkpoints list each live key once: these hint
                     // files were not written by emdb as they are.
                     return Err(Error::corrupted(
@@ -311,7 +348,7 @@ fn build_index(
                 break;
             };
             if !apply(
-                &index,
+                &mut index,
                 &table,
                 batches,
                 &f,
@@ -327,7 +364,7 @@ fn build_index(
             off += f.len as u32;
         }
     }
-    Ok(index)
+    Ok(index.finish())
 }
 
 fn shard_table(segs: &[Arc<Segment>]) -> SegTable {
@@ -337,7 +374,7 @@ fn shard_table(segs: &[Arc<Segment>]) -> SegTable {
 /// Replays one frame of shard `shard` into its index. False if the frame's
 /// key belongs to another shard (a file that emdb did not write so).
 fn apply(
-    index: &Index,
+    indexes: &mut Building<'_>,
     table: &SegTable,
     batches: &Batches,
     f: &Frame<'_>,
@@ -352,6 +389,10 @@ fn apply(
     if f.batch_count > 0 && !batches.applies(f.seq) {
         return true;
     }
+    let Some(index) = indexes.index(f.namespace) else {
+        // A dropped namespace: nothing of it is live.
+        return true;
+    };
     match f.kind {
         // The newest record of a key by sequence number wins. In a log this
         // engine wrote that is also the last one (compaction moves a record

@@ -17,7 +17,7 @@ pub(super) struct Hinted {
     /// The segment's index in the shard's list.
     pub(super) si: usize,
     /// `(hash, offset)` of each live record at the checkpoint.
-    pub(super) entries: Vec<(u64, u32)>,
+    pub(super) entries: Vec<hint::Entry>,
     /// Bytes of the frames the entries name.
     pub(super) live: u64,
     /// Where the segment's frames ended at the checkpoint.
@@ -109,13 +109,14 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
         }
         let limit = data_end as usize;
         let mut live = 0u64;
-        let valid = entries.iter().all(|(h, off)| {
-            let off = *off as usize;
+        let valid = entries.iter().all(|e| {
+            let (h, off) = (&e.hash, e.off as usize);
             off >= SEGMENT_HEADER_LEN
                 && off < limit
                 && frame::decode_unchecked(&bytes[off..]).is_ok_and(|f| {
                     live += f.len as u64;
                     f.kind == Kind::Put
+                        && f.namespace == e.ns
                         && off + f.len <= limit
                         && crate::index::key_hash(m.hash_seed, f.namespace, f.key) == *h
                         && crate::index::shard_for(*h, m.shard_count as usize) == s

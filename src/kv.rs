@@ -1,0 +1,245 @@
+//! The key/value surface shared by [`Emdb`](crate::Emdb) and
+//! [`Namespace`](crate::Namespace) (and, with `async`, by `AsyncEmdb` and
+//! `AsyncNamespace`): written once, instantiated for each handle. A handle
+//! provides `engine()` and `ns()` (its namespace id); for `Emdb` the id is
+//! the constant 0, so its calls cost what they did before namespaces.
+
+/// The blocking key/value calls for `$ty`, whose key space `$what` names.
+macro_rules! key_value_api {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("Inserts or silently replaces `key` in ", $what, ". Returns once the")]
+            /// record is in the shard's tail buffer (durable with
+            /// `FlushPolicy::WriteThrough`); call `flush` to make it durable.
+            pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
+                &self,
+                key: K,
+                value: V,
+            ) -> $crate::error::Result<()> {
+                let (k, v) = (key.into(), value.into());
+                $crate::engine::block_on(self.engine().insert(self.ns(), &k, &v))
+            }
+
+            /// Inserts every pair as one atomic batch: after a crash it is
+            /// all there or not there. Later pairs with the same key win.
+            pub fn insert_many<I, K, V>(&self, items: I) -> $crate::error::Result<()>
+            where
+                I: IntoIterator<Item = (K, V)>,
+                K: AsRef<[u8]>,
+                V: AsRef<[u8]>,
+            {
+                let items: Vec<(K, V)> = items.into_iter().collect();
+                $crate::engine::block_on(self.engine().insert_many(self.ns(), &items))
+            }
+
+            /// The value of `key`, copied.
+            pub fn get<Q: AsRef<[u8]>>(&self, key: Q) -> $crate::error::Result<Option<Vec<u8>>> {
+                self.engine().get(self.ns(), key.as_ref())
+            }
+
+            /// The value of `key` without copying it out of the file mapping.
+            pub fn get_zerocopy<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> $crate::error::Result<Option<$crate::value::ValueRef<'_>>> {
+                self.engine().get_ref(self.ns(), key.as_ref())
+            }
+
+            /// Removes `key`; returns its previous value.
+            pub fn remove<Q: AsRef<[u8]>>(&self, key: Q) -> $crate::error::Result<Option<Vec<u8>>> {
+                $crate::engine::block_on(self.engine().remove(self.ns(), key.as_ref()))
+            }
+
+            /// Whether `key` has a value.
+            pub fn contains_key<Q: AsRef<[u8]>>(&self, key: Q) -> $crate::error::Result<bool> {
+                self.engine().contains(self.ns(), key.as_ref())
+            }
+
+            #[doc = concat!("Live keys in ", $what, ".")]
+            pub fn len(&self) -> $crate::error::Result<usize> {
+                Ok(self.engine().len(self.ns()))
+            }
+
+            #[doc = concat!("Whether ", $what, " is empty.")]
+            pub fn is_empty(&self) -> $crate::error::Result<bool> {
+                Ok(self.engine().len(self.ns()) == 0)
+            }
+
+            #[doc = concat!("Removes every key of ", $what, " (atomically, and durably after")]
+            /// the next flush), in time proportional to its size.
+            pub fn clear(&self) -> $crate::error::Result<()> {
+                $crate::engine::block_on(self.engine().clear(self.ns()))
+            }
+
+            #[doc = concat!("Every `(key, value)` of ", $what, ", lazily, as of this call (a")]
+            /// point-in-time snapshot), in no particular order.
+            pub fn iter(&self) -> $crate::error::Result<$crate::iter::EmdbIter> {
+                let ns = self.ns();
+                Ok($crate::iter::EmdbIter::new(self.engine().snapshot(ns), ns))
+            }
+
+            /// Every key, as `iter` does.
+            pub fn keys(&self) -> $crate::error::Result<$crate::iter::EmdbKeyIter> {
+                let ns = self.ns();
+                Ok($crate::iter::EmdbKeyIter::new(
+                    self.engine().snapshot(ns),
+                    ns,
+                ))
+            }
+        }
+    };
+}
+
+pub(crate) use key_value_api;
+
+/// The async key/value calls for `$ty` (feature `async`), whose key space
+/// `$what` names. `$ty` provides `engine()`, `ns()` and `owner()`, an
+/// owning `AsyncEmdb` handle that each future keeps.
+#[cfg(feature = "async")]
+macro_rules! async_key_value_api {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("Inserts or silently replaces `key` in ", $what, ", as `Emdb::insert`.")]
+            pub fn insert<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
+                &self,
+                key: K,
+                value: V,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<()>> + Send + 'static
+            {
+                let (db, ns, k, v) = (self.owner(), self.ns(), key.into(), value.into());
+                async move { db.engine().insert(ns, &k, &v).await }
+            }
+
+            /// Inserts every pair as one atomic batch, as `Emdb::insert_many`.
+            pub fn insert_many<I, K, V>(
+                &self,
+                items: I,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<()>> + Send + 'static
+            where
+                I: IntoIterator<Item = (K, V)>,
+                K: AsRef<[u8]>,
+                V: AsRef<[u8]>,
+            {
+                let (db, ns) = (self.owner(), self.ns());
+                let items: Vec<(Vec<u8>, Vec<u8>)> = items
+                    .into_iter()
+                    .map(|(k, v)| (k.as_ref().to_vec(), v.as_ref().to_vec()))
+                    .collect();
+                async move { db.engine().insert_many(ns, &items).await }
+            }
+
+            /// The value of `key`, copied. The read is done when this is called.
+            pub fn get<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<Option<Vec<u8>>>>
+                   + Send
+                   + 'static {
+                ::std::future::ready(self.engine().get(self.ns(), key.as_ref()))
+            }
+
+            /// Removes `key`; resolves to its previous value.
+            pub fn remove<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<Option<Vec<u8>>>>
+                   + Send
+                   + 'static {
+                let (db, ns, k) = (self.owner(), self.ns(), key.as_ref().to_vec());
+                async move { db.engine().remove(ns, &k).await }
+            }
+
+            /// Whether `key` has a value. The read is done when this is called.
+            pub fn contains_key<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<bool>> + Send + 'static
+            {
+                ::std::future::ready(self.engine().contains(self.ns(), key.as_ref()))
+            }
+
+            #[doc = concat!("Live keys in ", $what, ".")]
+            pub fn len(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<usize>> + Send + 'static
+            {
+                ::std::future::ready(Ok(self.engine().len(self.ns())))
+            }
+
+            #[doc = concat!("Whether ", $what, " is empty.")]
+            pub fn is_empty(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<bool>> + Send + 'static
+            {
+                ::std::future::ready(Ok(self.engine().len(self.ns()) == 0))
+            }
+
+            #[doc = concat!("Removes every key of ", $what, ", as `Emdb::clear`.")]
+            pub fn clear(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<()>> + Send + 'static
+            {
+                let (db, ns) = (self.owner(), self.ns());
+                async move { db.engine().clear(ns).await }
+            }
+
+            #[doc = concat!("Every `(key, value)` of a point-in-time snapshot of ", $what, ",")]
+            /// collected on a thread of its own. For a large key space prefer
+            /// `iter_stream`.
+            pub fn iter(
+                &self,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                let (db, ns) = (self.owner(), self.ns());
+                $crate::engine::handoff::offload("emdb-iter", move || {
+                    Ok($crate::iter::EmdbIter::new(db.engine().snapshot(ns), ns).collect())
+                })
+            }
+
+            /// Every key of a point-in-time snapshot, collected on a thread
+            /// of its own.
+            pub fn keys(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<Vec<Vec<u8>>>>
+                   + Send
+                   + 'static {
+                let (db, ns) = (self.owner(), self.ns());
+                $crate::engine::handoff::offload("emdb-keys", move || {
+                    Ok($crate::iter::EmdbKeyIter::new(db.engine().snapshot(ns), ns).collect())
+                })
+            }
+
+            #[doc = concat!("Every `(key, value)` of a point-in-time snapshot of ", $what)]
+            /// (taken when this is called), as a stream that reads each
+            /// record when it is polled for it: nothing is read ahead, so
+            /// memory in flight is one record, and a consumer that stops
+            /// polling stops the reading. Dropping the stream releases the
+            /// segments it held. It yields to the executor every 64 records.
+            pub fn iter_stream(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbStream>>
+                   + Send
+                   + 'static {
+                let ns = self.ns();
+                let it = $crate::iter::EmdbIter::new(self.engine().snapshot(ns), ns);
+                ::std::future::ready(Ok($crate::EmdbStream::new(it)))
+            }
+
+            /// Every key, as `iter_stream` does.
+            pub fn keys_stream(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbKeyStream>>
+                   + Send
+                   + 'static {
+                let ns = self.ns();
+                let it = $crate::iter::EmdbKeyIter::new(self.engine().snapshot(ns), ns);
+                ::std::future::ready(Ok($crate::EmdbKeyStream::new(it)))
+            }
+        }
+    };
+}
+
+#[cfg(feature = "async")]
+pub(crate) use async_key_value_api;

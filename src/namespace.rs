@@ -1,0 +1,130 @@
+//! `Namespace`: a key space of its own inside one database.
+
+use std::sync::Arc;
+
+use crate::db::Emdb;
+use crate::engine::Engine;
+
+/// A named key space of a database, from [`Emdb::namespace`]. It has the
+/// whole key/value and iteration surface of [`Emdb`], over its own keys and
+/// its own index (so `len`, `clear` and `iter` cost the size of this
+/// namespace, not of the database). Cheap to clone; `Send + Sync`.
+///
+/// After [`Emdb::drop_namespace`], a handle of the dropped namespace reads
+/// nothing and its writes fail with `Error::InvalidInput`; a namespace
+/// re-created under the same name is a new, empty one.
+pub struct Namespace {
+    db: Emdb,
+    id: u32,
+    name: Arc<str>,
+}
+
+impl Clone for Namespace {
+    fn clone(&self) -> Self {
+        Namespace {
+            db: self.db.clone_handle(),
+            id: self.id,
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator of [`Namespace::iter`].
+pub type NamespaceIter = crate::iter::EmdbIter;
+/// The iterator of [`Namespace::keys`].
+pub type NamespaceKeyIter = crate::iter::EmdbKeyIter;
+
+crate::kv::key_value_api!(Namespace, "this namespace");
+
+impl Namespace {
+    pub(crate) fn new(db: Emdb, id: u32, name: &str) -> Namespace {
+        Namespace {
+            db,
+            id,
+            name: name.into(),
+        }
+    }
+
+    #[inline]
+    fn engine(&self) -> &Engine {
+        self.db.engine()
+    }
+
+    #[inline]
+    pub(crate) fn ns(&self) -> u32 {
+        self.id
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The async twin of [`Namespace`] (feature `async`), from
+/// [`AsyncEmdb::namespace`](crate::AsyncEmdb::namespace): the same calls as
+/// `AsyncEmdb`'s key/value and stream calls, over this namespace, with
+/// futures that are `Send + 'static`. `Send + Sync + Clone`.
+#[cfg(feature = "async")]
+#[derive(Clone)]
+pub struct AsyncNamespace {
+    db: crate::AsyncEmdb,
+    id: u32,
+    name: Arc<str>,
+}
+
+#[cfg(feature = "async")]
+impl std::fmt::Debug for AsyncNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncNamespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "async")]
+crate::kv::async_key_value_api!(AsyncNamespace, "this namespace");
+
+#[cfg(feature = "async")]
+impl AsyncNamespace {
+    pub(crate) fn new(db: crate::AsyncEmdb, id: u32, name: &str) -> AsyncNamespace {
+        AsyncNamespace {
+            db,
+            id,
+            name: name.into(),
+        }
+    }
+
+    #[inline]
+    fn engine(&self) -> &Engine {
+        self.db.engine()
+    }
+
+    #[inline]
+    fn owner(&self) -> crate::AsyncEmdb {
+        self.db.clone()
+    }
+
+    #[inline]
+    fn ns(&self) -> u32 {
+        self.id
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A blocking handle to the same namespace.
+    pub fn sync_handle(&self) -> Namespace {
+        Namespace::new(Emdb::from_engine(self.db.engine_arc()), self.id, &self.name)
+    }
+}

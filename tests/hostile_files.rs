@@ -169,10 +169,11 @@ fn read_hint(p: &Path) -> Vec<(u64, u32)> {
     let n = u64::from_le_bytes(b[32..40].try_into().expect("count")) as usize;
     (0..n)
         .map(|i| {
-            let e = &b[40 + 12 * i..52 + 12 * i];
+            // hash u64, offset u32, namespace u32 (0 here: the default)
+            let e = &b[40 + 16 * i..56 + 16 * i];
             (
                 u64::from_le_bytes(e[..8].try_into().expect("hash")),
-                u32::from_le_bytes(e[8..].try_into().expect("offset")),
+                u32::from_le_bytes(e[8..12].try_into().expect("offset")),
             )
         })
         .collect()
@@ -185,6 +186,7 @@ fn write_hint(p: &Path, entries: &[(u64, u32)]) {
     for (h, o) in entries {
         b.extend_from_slice(&h.to_le_bytes());
         b.extend_from_slice(&o.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());

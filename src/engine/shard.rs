@@ -68,10 +68,9 @@ pub(super) struct NextSlot {
     /// keeps failing rotation (with an error naming it) instead of being
     /// skipped.
     pub(super) retry_id: Option<u32>,
-    /// Why the last preparation failed, and how many failed in a row: a
-    /// waiting writer has a failed preparation retried once before it
-    /// reports the error.
-    pub(super) failed: Option<std::io::Error>,
+    /// Preparations that failed in a row: a waiting writer has a failed
+    /// one retried in the background once, then lets the rotation create
+    /// the file itself (and report its own, current error).
     pub(super) failures: u32,
     /// Writers waiting for the prepared segment (see `LockForAppend`).
     pub(super) waiters: Vec<std::task::Waker>,
@@ -381,12 +380,9 @@ impl Shard {
                         slot.seg = Some(seg);
                         slot.failures = 0;
                     }
-                    // A waiting writer has it retried, then gets the
-                    // error; rotation without one tries again inline and
-                    // reports its own.
-                    Err((e, reusable)) => {
+                    // Retried; rotation reports its own error.
+                    Err((_, reusable)) => {
                         slot.retry_id = reusable.then_some(id);
-                        slot.failed = Some(e);
                         slot.failures += 1;
                     }
                 }
@@ -434,9 +430,9 @@ impl Shard {
     /// Ready once the next segment is prepared, so that a rotation under
     /// the lock never waits for a file to be created: starts preparing it
     /// if nobody is, and registers `cx` to be woken when it is ready.
-    /// A failed preparation is retried once in the background; a second
-    /// failure in a row fails this append (as creating the file inline
-    /// would), and the next append tries again. Without a thread to prepare it,
+    /// A failed preparation is retried once in the background; after a
+    /// second failure in a row the rotation creates the file inline and
+    /// reports its own error (failing this append only). Without a thread to prepare it,
     /// the rotation creates the file inline.
     pub(super) fn poll_next_segment(&self, g: &mut Inner, cx: &Context<'_>) -> Poll<Result<()>> {
         let mut slot = self.next.lock();
@@ -445,13 +441,13 @@ impl Shard {
         }
         if !slot.preparing {
             if slot.failures >= 2 {
-                if let Some(e) = slot.failed.take() {
-                    // Reported once; the next append starts afresh.
-                    slot.failures = 0;
-                    return Poll::Ready(Err(Error::Io(e)));
-                }
+                // Two failed in a row: the rotation creates the file inline
+                // and reports what fails now (an error kept from a
+                // preparation could be stale: say, an entry at the path
+                // removed since). Rare: only while files cannot be made.
+                slot.failures = 0;
+                return Poll::Ready(Ok(()));
             }
-            slot.failed = None;
             drop(slot);
             self.start_prep(g);
             slot = self.next.lock();
@@ -480,7 +476,6 @@ impl Shard {
         let next = loop {
             let mut slot = self.next.lock();
             if let Some(seg) = slot.seg.take() {
-                slot.failed = None;
                 slot.failures = 0;
                 break seg;
             }

@@ -331,8 +331,8 @@ fn dropped_futures_apply_writes_whole_or_not_at_all() {
 }
 
 /// A consumer that reads 10 of 1,000,000 records and stalls: the stream
-/// has read nothing ahead (its snapshot still holds the rest), and memory
-/// does not grow while it stalls.
+/// has read nothing ahead (its snapshot still holds the rest: memory in
+/// flight is the one record handed out), and reads nothing while it stalls.
 #[test]
 fn a_stalled_stream_reads_nothing_ahead() {
     const N: usize = 1_000_000;
@@ -366,30 +366,18 @@ fn a_stalled_stream_reads_nothing_ahead() {
             Some(N - 10),
             "read ahead of the consumer"
         );
-        let rss_before = rss_bytes();
+        // Stall while the database takes other writes: a stream with a
+        // producer would fill its buffer now; this one reads nothing until
+        // it is polled. (Process memory is no measure here: the other tests
+        // of this binary run beside it.)
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         db.insert("during the stall", "x").await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(stream.size_hint().1, Some(N - 10), "read while stalled");
-        let grown = rss_bytes().saturating_sub(rss_before);
-        assert!(
-            grown < 4 << 20,
-            "memory grew by {grown} bytes while the consumer stalled"
-        );
         // The snapshot is of the moment the stream was made.
         let rest = stream.count().await;
         assert_eq!(rest, N - 10);
     });
-}
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 fn seg_files(dir: &Path) -> BTreeSet<PathBuf> {

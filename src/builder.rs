@@ -33,6 +33,7 @@ pub struct EmdbBuilder {
     tail_buffer_bytes: Option<usize>,
     compaction_threshold: Option<f64>,
     background_compaction: Option<bool>,
+    default_ttl: Option<std::time::Duration>,
     in_memory: bool,
     #[cfg(feature = "fault-injection")]
     fault_plan: Option<crate::io::fault::FaultPlan>,
@@ -174,6 +175,15 @@ impl EmdbBuilder {
         self
     }
 
+    /// The expiry of every write that names none (`insert`, `insert_many`,
+    /// and `Ttl::Default`): records then live this long unless written
+    /// with `Ttl::Never` or persisted. Default: no expiry.
+    #[cfg(feature = "ttl")]
+    pub fn default_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config> {
         let dir = if self.in_memory {
             None
@@ -220,6 +230,7 @@ impl EmdbBuilder {
             background_compaction: self.background_compaction.unwrap_or(true),
             #[cfg(feature = "fault-injection")]
             fault_plan: self.fault_plan,
+            default_ttl: self.default_ttl,
         };
         validate(&config)?;
         Ok(config)

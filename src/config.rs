@@ -86,6 +86,8 @@ pub(crate) struct Config {
     pub compaction_threshold: f64,
     /// Whether a background thread compacts on its own.
     pub background_compaction: bool,
+    /// The expiry of a write that names none (`Ttl::Default`).
+    pub default_ttl: Option<std::time::Duration>,
     #[cfg(feature = "fault-injection")]
     pub fault_plan: Option<crate::io::fault::FaultPlan>,
 }
@@ -153,3 +155,16 @@ pub(crate) fn validate(c: &Config) -> Result<()> {
 /// full-size record and a sync marker fit one segment. Appends reserve
 /// nothing: a frame that does not fit rotates to the next segment.
 pub(crate) const SYNC_RESERVE: usize = frame::MIN_FRAME + 8;
+
+/// How long a record lives (feature `ttl`).
+#[cfg(feature = "ttl")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ttl {
+    /// The database's `default_ttl`, or no expiry if it has none.
+    #[default]
+    Default,
+    /// No expiry.
+    Never,
+    /// Expires this long after the write (wall clock).
+    After(std::time::Duration),
+}

@@ -44,6 +44,9 @@ pub enum Error {
     },
     /// An argument is not acceptable, for example an empty key.
     InvalidInput(&'static str),
+    /// A TTL so long that the expiry time does not fit in Unix
+    /// milliseconds (`ttl` feature).
+    TtlOverflow,
     /// A key, value or batch is over a limit set in the configuration.
     LimitExceeded {
         /// Which limit.
@@ -91,6 +94,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::InvalidInput(why) => write!(f, "invalid input: {why}"),
+            Error::TtlOverflow => write!(
+                f,
+                "the TTL is too long: now plus the TTL does not fit in Unix milliseconds; \
+                 use Ttl::Never for a record that does not expire"
+            ),
             Error::LimitExceeded { what, len, max } => write!(
                 f,
                 "{what} is {len}, over the configured limit of {max}; raise the limit in the builder \

@@ -5,7 +5,8 @@
 //! see exactly the database as it was at that moment: later writes are
 //! invisible, and the records they point to stay readable because the
 //! iterator holds their segments. Each record's checksum is verified; a
-//! damaged record is skipped (`get` reports it as `Error::Corrupted`).
+//! damaged record is skipped (`get` reports it as `Error::Corrupted`). A
+//! record that has expired by the time the iterator reaches it is skipped.
 
 use std::sync::Arc;
 
@@ -62,8 +63,12 @@ impl Cursor {
                     let fr = frame::decode_unchecked(b).ok()?;
                     // A record whose checksum fails is skipped: an iterator
                     // never yields bytes that were not written.
-                    (fr.kind == Kind::Put && fr.namespace == ns && frame::crc_ok(b))
-                        .then(|| f(fr.key, fr.value))
+                    // Expired records are invisible here too.
+                    (fr.kind == Kind::Put
+                        && fr.namespace == ns
+                        && !crate::engine::ttl::is_expired(fr.expires_at)
+                        && frame::crc_ok(b))
+                    .then(|| f(fr.key, fr.value))
                 })
                 .flatten();
             if r.is_some() {

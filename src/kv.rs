@@ -86,6 +86,59 @@ macro_rules! key_value_api {
                     ns,
                 ))
             }
+
+            #[doc = concat!("Inserts `key` in ", $what, " with an expiry: `Ttl::After(d)` from now")]
+            /// (wall clock), `Ttl::Never`, or `Ttl::Default` (the builder's
+            /// `default_ttl`, else none). An expired record is invisible to
+            /// every read. `Error::TtlOverflow` if the expiry does not fit.
+            #[cfg(feature = "ttl")]
+            pub fn insert_with_ttl<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
+                &self,
+                key: K,
+                value: V,
+                ttl: $crate::Ttl,
+            ) -> $crate::error::Result<()> {
+                let (k, v) = (key.into(), value.into());
+                let exp = self.engine().expiry_of(ttl)?;
+                $crate::engine::block_on(self.engine().insert_expiring(self.ns(), &k, &v, exp))
+            }
+
+            /// When `key` expires, in Unix milliseconds; `None` if it does
+            /// not expire or is absent (an expired key is absent).
+            #[cfg(feature = "ttl")]
+            pub fn expires_at<Q: AsRef<[u8]>>(&self, key: Q) -> $crate::error::Result<Option<u64>> {
+                self.engine().expires_at(self.ns(), key.as_ref())
+            }
+
+            /// How long `key` has left; `None` if it does not expire or is
+            /// absent.
+            #[cfg(feature = "ttl")]
+            pub fn ttl<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> $crate::error::Result<Option<::std::time::Duration>> {
+                let at = self.engine().expires_at(self.ns(), key.as_ref())?;
+                let now = $crate::engine::ttl::now_ms();
+                Ok(at.map(|t| ::std::time::Duration::from_millis(t.saturating_sub(now))))
+            }
+
+            /// Removes the expiry of `key` (the record is written again
+            /// without one; durable like any write). False if `key` is
+            /// absent, expired, or has no expiry.
+            #[cfg(feature = "ttl")]
+            pub fn persist<Q: AsRef<[u8]>>(&self, key: Q) -> $crate::error::Result<bool> {
+                $crate::engine::block_on(self.engine().persist(self.ns(), key.as_ref()))
+            }
+
+            #[doc = concat!("Writes a tombstone for every expired record of ", $what, " and returns")]
+            /// how many. It finds them in the in-memory expiry list, without
+            /// reading the log. Best effort, as in emdb: an error (a full
+            /// disk) stops it early and is not returned; the next flush
+            /// reports it.
+            #[cfg(feature = "ttl")]
+            pub fn sweep_expired(&self) -> usize {
+                $crate::engine::block_on(self.engine().sweep_expired(self.ns())).0
+            }
         }
     };
 }
@@ -236,6 +289,71 @@ macro_rules! async_key_value_api {
                 let ns = self.ns();
                 let it = $crate::iter::EmdbKeyIter::new(self.engine().snapshot(ns), ns);
                 ::std::future::ready(Ok($crate::EmdbKeyStream::new(it)))
+            }
+
+            #[doc = concat!("Inserts `key` in ", $what, " with an expiry, as `Emdb::insert_with_ttl`.")]
+            #[cfg(feature = "ttl")]
+            pub fn insert_with_ttl<K: Into<Vec<u8>>, V: Into<Vec<u8>>>(
+                &self,
+                key: K,
+                value: V,
+                ttl: $crate::Ttl,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<()>> + Send + 'static
+            {
+                let (db, ns, k, v) = (self.owner(), self.ns(), key.into(), value.into());
+                let exp = self.engine().expiry_of(ttl);
+                async move { db.engine().insert_expiring(ns, &k, &v, exp?).await }
+            }
+
+            /// When `key` expires (Unix ms), as `Emdb::expires_at`. Done
+            /// when called.
+            #[cfg(feature = "ttl")]
+            pub fn expires_at<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<Option<u64>>>
+                   + Send
+                   + 'static {
+                ::std::future::ready(self.engine().expires_at(self.ns(), key.as_ref()))
+            }
+
+            /// How long `key` has left, as `Emdb::ttl`. Done when called.
+            #[cfg(feature = "ttl")]
+            pub fn ttl<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Option<::std::time::Duration>>,
+            > + Send
+                   + 'static {
+                let at = self.engine().expires_at(self.ns(), key.as_ref());
+                let now = $crate::engine::ttl::now_ms();
+                ::std::future::ready(at.map(|at| {
+                    at.map(|t| ::std::time::Duration::from_millis(t.saturating_sub(now)))
+                }))
+            }
+
+            /// Removes the expiry of `key`, as `Emdb::persist`.
+            #[cfg(feature = "ttl")]
+            pub fn persist<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<bool>> + Send + 'static
+            {
+                let (db, ns, k) = (self.owner(), self.ns(), key.as_ref().to_vec());
+                async move { db.engine().persist(ns, &k).await }
+            }
+
+            #[doc = concat!("Writes a tombstone for every expired record of ", $what, ", as")]
+            /// `Emdb::sweep_expired`; resolves to the count (an error that
+            /// stops it early is not returned, as in emdb).
+            #[cfg(feature = "ttl")]
+            pub fn sweep_expired(
+                &self,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<usize>> + Send + 'static
+            {
+                let (db, ns) = (self.owner(), self.ns());
+                async move { Ok(db.engine().sweep_expired(ns).await.0) }
             }
         }
     };

@@ -60,6 +60,8 @@ mod value;
 #[cfg(feature = "async")]
 pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbStream};
 pub use builder::EmdbBuilder;
+#[cfg(feature = "ttl")]
+pub use config::Ttl;
 pub use config::{
     FlushPolicy, SyncStrategy, DEFAULT_COMPACTION_THRESHOLD, DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_BATCH_RECORDS, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE,

@@ -169,8 +169,9 @@ fn read_hint(p: &Path) -> Vec<(u64, u32)> {
     let n = u64::from_le_bytes(b[32..40].try_into().expect("count")) as usize;
     (0..n)
         .map(|i| {
-            // hash u64, offset u32, namespace u32 (0 here: the default)
-            let e = &b[40 + 16 * i..56 + 16 * i];
+            // hash u64, offset u32, namespace u32 (0 here: the default),
+            // expiry u64 (0: none)
+            let e = &b[40 + 24 * i..64 + 24 * i];
             (
                 u64::from_le_bytes(e[..8].try_into().expect("hash")),
                 u32::from_le_bytes(e[8..12].try_into().expect("offset")),
@@ -187,6 +188,7 @@ fn write_hint(p: &Path, entries: &[(u64, u32)]) {
         b.extend_from_slice(&h.to_le_bytes());
         b.extend_from_slice(&o.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());

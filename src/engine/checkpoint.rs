@@ -32,8 +32,11 @@ impl State {
                 self.shards[s].check_poison(g)?;
                 let mut entries = Vec::with_capacity(self.shards[s].indexes.total_len());
                 let guard = crossbeam_epoch::pin();
+                let expiry = g.expiring.by_location();
                 self.shards[s].indexes.for_each(&guard, |ns, ix| {
-                    ix.for_each(|h, loc| entries.push((h, loc, ns)));
+                    ix.for_each(|h, loc| {
+                        entries.push((h, loc, ns, expiry.get(&loc).copied().unwrap_or(0)))
+                    });
                 });
                 snaps.push((pack_pos(g.active.id, g.reserved), g.lpos, entries));
             }
@@ -68,10 +71,15 @@ impl State {
                     by_seg.insert(seg.id, (cut_off, Vec::new()));
                 }
             }
-            for (h, loc, ns) in entries {
+            for (h, loc, ns, expires_at) in entries {
                 let (sid, off) = unpack_pos(loc);
                 if let Some((_, v)) = by_seg.get_mut(&sid) {
-                    v.push(hint::Entry { hash: h, off, ns });
+                    v.push(hint::Entry {
+                        hash: h,
+                        off,
+                        ns,
+                        expires_at,
+                    });
                 }
             }
             for (sid, (data_end, mut list)) in by_seg {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use super::shard::Shard;
 use super::{block_on, State};
 use crate::error::{Error, Result};
-use crate::log::frame::{self, pack_pos, Kind, SEGMENT_HEADER_LEN};
+use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
 use crate::log::segtable::{account, frame_has_key};
 
@@ -68,6 +68,9 @@ impl State {
         } else {
             self.ctx.compaction.lock()
         };
+        // Expired records first become tombstoned (dead), so that the
+        // segments holding them count as what they are: reclaimable.
+        block_on(self.sweep_all_expired())?;
         if seal_active {
             for s in &self.shards {
                 s.seal_active(threshold)?;
@@ -224,11 +227,24 @@ impl State {
                 Kind::Put => {
                     let h = crate::index::key_hash(seed, f.namespace, f.key);
                     // Checked again under the lock; this skips the dead.
-                    if shard.points_at(f.namespace, h, loc) {
+                    if !shard.points_at(f.namespace, h, loc) {
+                        // Dead: dropped with the segment.
+                    } else if super::ttl::is_expired(f.expires_at) {
+                        // Expired: dropped, with a tombstone unless nothing
+                        // older can be under it.
+                        batch.push(Move::Expired {
+                            h,
+                            ns: f.namespace,
+                            loc,
+                            key: f.key,
+                            tombstone: !shard.is_oldest(v.id),
+                        });
+                    } else {
                         batch.push(Move::Record {
                             h,
                             ns: f.namespace,
                             loc,
+                            expires_at: f.expires_at,
                             raw,
                         });
                     }
@@ -291,7 +307,18 @@ enum Move<'a> {
         h: u64,
         ns: u32,
         loc: u64,
+        expires_at: Option<u64>,
         raw: &'a [u8],
+    },
+    /// An expired put, dropped (and its key's index entry with it) if the
+    /// index still points at `loc`; a tombstone takes its place in the log
+    /// when an older record of the key may lie in an older segment.
+    Expired {
+        h: u64,
+        ns: u32,
+        loc: u64,
+        key: &'a [u8],
+        tombstone: bool,
     },
     /// A tombstone, kept while its key has no live record.
     Tombstone {
@@ -319,6 +346,7 @@ impl<'a> Batch<'a> {
     fn push(&mut self, m: Move<'a>) {
         self.bytes += match &m {
             Move::Record { raw, .. } | Move::Tombstone { raw, .. } => raw.len(),
+            Move::Expired { key, .. } => frame::encoded_len(key.len(), 0, false),
         };
         self.moves.push(m);
     }
@@ -340,7 +368,13 @@ impl<'a> Batch<'a> {
         let mut moved = 0u64;
         for m in self.moves.drain(..) {
             match m {
-                Move::Record { h, ns, loc, raw } => {
+                Move::Record {
+                    h,
+                    ns,
+                    loc,
+                    expires_at,
+                    raw,
+                } => {
                     if !shard.points_at(ns, h, loc) {
                         continue;
                     }
@@ -355,8 +389,42 @@ impl<'a> Batch<'a> {
                             Some((new, raw.len() as u32)),
                             Some(loc),
                         );
+                        if let Some(t) = expires_at {
+                            g.expiring.moved(t, loc, new);
+                        }
                     }
                     moved += raw.len() as u64;
+                }
+                Move::Expired {
+                    h,
+                    ns,
+                    loc,
+                    key,
+                    tombstone,
+                } => {
+                    let Some(ix) = shard.indexes.get(ns, &guard) else {
+                        continue;
+                    };
+                    if !ix.points_at(h, loc) {
+                        continue;
+                    }
+                    if tombstone {
+                        let spec = FrameSpec {
+                            kind: Kind::Remove,
+                            seq: shard.ctx.next_seq(),
+                            namespace: ns,
+                            batch_count: 0,
+                            expires_at: None,
+                            key,
+                            value: &[],
+                        };
+                        shard.append(&mut g, &spec, false)?;
+                        moved += spec.encoded_len() as u64;
+                    }
+                    let segs = shard.segments(&guard);
+                    g.expiring.forget(segs, loc);
+                    let gone = ix.remove(h, |l| l == loc);
+                    account(segs, None, gone);
                 }
                 Move::Tombstone { h, ns, key, raw } => {
                     let live = shard.indexes.get(ns, &guard).is_some_and(|ix| {
@@ -373,6 +441,7 @@ impl<'a> Batch<'a> {
             }
         }
         self.bytes = 0;
+        shard.note_expiring(&g);
         shard.after_append(&g);
         Ok(moved)
     }

@@ -8,10 +8,12 @@ mod checkpoint;
 mod commit;
 mod compaction;
 mod core_loop;
+mod expiry;
 pub(crate) mod handoff;
 mod open;
 mod ops;
 pub(crate) mod shard;
+pub(crate) mod ttl;
 mod wait;
 
 use std::io;

@@ -71,6 +71,7 @@ impl Engine {
                         segs: vec![seg],
                         append_at: frame::SEGMENT_HEADER_LEN as u32,
                         indexes: Indexes::new(Index::new(), Vec::new()),
+                        expiring: Default::default(),
                     });
                 }
                 (ctx, parts)
@@ -80,7 +81,16 @@ impl Engine {
         let shards: Vec<Arc<Shard>> = parts
             .into_iter()
             .enumerate()
-            .map(|(i, p)| Arc::new(Shard::new(ctx.clone(), i, p.segs, p.append_at, p.indexes)))
+            .map(|(i, p)| {
+                Arc::new(Shard::new(
+                    ctx.clone(),
+                    i,
+                    p.segs,
+                    p.append_at,
+                    p.indexes,
+                    p.expiring,
+                ))
+            })
             .collect();
         for s in &shards {
             s.set_self();
@@ -214,6 +224,7 @@ fn open_dir(
                     segs: vec![seg],
                     append_at: frame::SEGMENT_HEADER_LEN as u32,
                     indexes: Indexes::new(Index::new(), Vec::new()),
+                    expiring: Default::default(),
                 });
             }
             m.store(&files, dir)?;

@@ -18,7 +18,7 @@ use crate::stats::EmdbStats;
 use crate::value::ValueRef;
 
 impl State {
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    pub(super) fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.len() > self.ctx.config.max_key_len {
             return Err(Error::LimitExceeded {
                 what: "key length",
@@ -41,7 +41,7 @@ impl State {
         Ok(())
     }
 
-    fn write_through(&self) -> bool {
+    pub(super) fn write_through(&self) -> bool {
         self.ctx.config.flush_policy == FlushPolicy::WriteThrough
     }
 
@@ -52,7 +52,7 @@ impl State {
     /// returned from damaged bytes. Frames replayed at open or written by
     /// this process were verified already.
     #[inline]
-    fn lookup<R>(
+    pub(super) fn lookup<R>(
         &self,
         ns: u32,
         key: &[u8],
@@ -82,6 +82,11 @@ impl State {
                 seg.with_frame(off, |b| {
                     let fr = frame::decode_unchecked(b).ok()?;
                     if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
+                        return None;
+                    }
+                    // Expired: invisible (the clock is read only for a
+                    // record that has an expiry).
+                    if super::ttl::is_expired(fr.expires_at) {
                         return None;
                     }
                     if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b)
@@ -122,47 +127,97 @@ impl State {
         Ok(self.lookup(ns, key, false, |_, _, _| ())?.is_some())
     }
 
-    /// Live keys of namespace `ns`.
+    /// Live keys of namespace `ns`, expired ones left out.
     pub(crate) fn len(&self, ns: u32) -> usize {
         let guard = epoch::pin();
         self.shards
             .iter()
-            .map(|s| s.indexes.get(ns, &guard).map_or(0, |ix| ix.len()))
+            .map(|s| {
+                let n = s.indexes.get(ns, &guard).map_or(0, |ix| ix.len());
+                if s.expiring_len.load(Ordering::Relaxed) == 0 {
+                    return n;
+                }
+                let expired = s.lock().expiring.expired_in(ns, super::ttl::now_ms());
+                n.saturating_sub(expired)
+            })
             .sum()
     }
 
+    /// The expiry of a write that names none: the configured default.
+    pub(crate) fn default_expiry(&self) -> Result<Option<u64>> {
+        match self.ctx.config.default_ttl {
+            None => Ok(None),
+            Some(d) => super::ttl::deadline(d).map(Some).ok_or(Error::TtlOverflow),
+        }
+    }
+
+    /// Inserts with the default expiry (none unless `default_ttl` is set).
     pub(crate) async fn insert(&self, ns: u32, key: &[u8], value: &[u8]) -> Result<()> {
+        let expires_at = self.default_expiry()?;
+        self.insert_expiring(ns, key, value, expires_at).await
+    }
+
+    /// Inserts `key` expiring at `expires_at` (Unix ms), or never.
+    pub(crate) async fn insert_expiring(
+        &self,
+        ns: u32,
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<u64>,
+    ) -> Result<()> {
         self.check_kv(key, value)?;
         let h = self.ctx.hash(ns, key);
         let si = self.ctx.shard_of(h);
         let shard = &self.shards[si];
-        let len = frame::encoded_len(key.len(), value.len(), false);
+        let len = frame::encoded_len(key.len(), value.len(), expires_at.is_some());
         let target = {
             let mut g = shard.lock_for_append(len).await?;
             self.ctx.check_namespace(ns)?;
-            let spec = FrameSpec {
-                kind: Kind::Put,
-                seq: self.ctx.next_seq(),
-                namespace: ns,
-                batch_count: 0,
-                expires_at: None,
-                key,
-                value,
-            };
-            let loc = shard.append(&mut g, &spec, true)?;
-            let guard = epoch::pin();
-            let segs = shard.segments(&guard);
-            let old = shard
-                .indexes
-                .get_or_create(ns, &guard)
-                .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
-            account(segs, Some((loc, len as u32)), old);
+            self.put_locked(shard, &mut g, (ns, h), key, value, expires_at)?;
             shard.after_append(&g);
             shard.user_end()
         };
         if self.write_through() {
             self.await_durable(&[(si, target)]).await?;
         }
+        Ok(())
+    }
+
+    /// Appends a put under the shard lock and points the index at it,
+    /// keeping the live-byte accounting and the expiry list.
+    pub(super) fn put_locked(
+        &self,
+        shard: &Shard,
+        g: &mut Inner,
+        (ns, h): (u32, u64),
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<u64>,
+    ) -> Result<()> {
+        let spec = FrameSpec {
+            kind: Kind::Put,
+            seq: self.ctx.next_seq(),
+            namespace: ns,
+            batch_count: 0,
+            expires_at,
+            key,
+            value,
+        };
+        let loc = shard.append(g, &spec, true)?;
+        let guard = epoch::pin();
+        let segs = shard.segments(&guard);
+        let old = shard
+            .indexes
+            .get_or_create(ns, &guard)
+            .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+        if let Some(old) = old {
+            g.expiring.forget(segs, old);
+        }
+        if let Some(t) = expires_at {
+            g.expiring.add(t, loc, ns, h);
+        }
+        shard.note_expiring(g);
+        account(segs, Some((loc, spec.encoded_len() as u32)), old);
         Ok(())
     }
 
@@ -195,6 +250,10 @@ impl State {
                 .indexes
                 .get(ns, &guard)
                 .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
+            if let Some(old) = gone {
+                g.expiring.forget(segs, old);
+                shard.note_expiring(&g);
+            }
             account(segs, None, gone);
             shard.after_append(&g);
             (old, shard.user_end())
@@ -223,6 +282,7 @@ impl State {
                 max: cfg.max_batch_records,
             });
         }
+        let expires_at = self.default_expiry()?;
         let n = self.shards.len();
         let mut per_shard = vec![0usize; n];
         let mut routed = Vec::with_capacity(items.len());
@@ -232,7 +292,7 @@ impl State {
             self.check_kv(k, v)?;
             let h = self.ctx.hash(ns, k);
             let s = self.ctx.shard_of(h);
-            let len = frame::encoded_len(k.len(), v.len(), false);
+            let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
             per_shard[s] += len;
             total += len;
             routed.push((h, s));
@@ -262,7 +322,7 @@ impl State {
                     seq,
                     namespace: ns,
                     batch_count: items.len() as u32,
-                    expires_at: None,
+                    expires_at,
                     key: k.as_ref(),
                     value: v.as_ref(),
                 };
@@ -283,12 +343,21 @@ impl State {
                     .indexes
                     .get_or_create(ns, &guard)
                     .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
-                let len = frame::encoded_len(k.len(), v.as_ref().len(), false);
+                if let Some(g) = guards[*s].as_mut() {
+                    if let Some(old) = old {
+                        g.expiring.forget(segs, old);
+                    }
+                    if let Some(t) = expires_at {
+                        g.expiring.add(t, loc, ns, *h);
+                    }
+                }
+                let len = frame::encoded_len(k.len(), v.as_ref().len(), expires_at.is_some());
                 account(segs, Some((loc, len as u32)), old);
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {
                 if let Some(g) = g {
+                    self.shards[s].note_expiring(g);
                     self.shards[s].after_append(g);
                     targets.push((s, self.shards[s].user_end()));
                 }
@@ -330,13 +399,15 @@ impl State {
                 }
             }
             let guard = epoch::pin();
-            for (s, g) in guards.iter().enumerate() {
+            for (s, g) in guards.iter_mut().enumerate() {
                 let Some(g) = g else { continue };
                 let segs = self.shards[s].segments(&guard);
                 if let Some(ix) = self.shards[s].indexes.get(ns, &guard) {
                     ix.for_each(|_, loc| account(segs, None, Some(loc)));
                     ix.clear();
                 }
+                g.expiring.forget_namespace(ns);
+                self.shards[s].note_expiring(g);
                 self.shards[s].after_append(g);
                 targets.push((s, self.shards[s].user_end()));
             }
@@ -408,12 +479,14 @@ impl State {
             return Ok(false);
         };
         for shard in &self.shards {
-            let _g = shard.lock();
+            let mut g = shard.lock();
             let guard = epoch::pin();
             if let Some(ix) = shard.indexes.remove(id, &guard) {
                 let segs = shard.segments(&guard);
                 ix.for_each(|_, loc| account(segs, None, Some(loc)));
             }
+            g.expiring.forget_namespace(id);
+            shard.note_expiring(&g);
         }
         Ok(true)
     }

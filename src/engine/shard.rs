@@ -19,6 +19,7 @@ use std::thread::Thread;
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use super::ttl::Expiring;
 use super::Ctx;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader, SEGMENT_HEADER_LEN};
@@ -56,6 +57,8 @@ pub(crate) struct Inner {
     pub(super) next_segment_id: u32,
     /// Preparation of the next segment was asked for since the last rotation.
     pub(super) prep_started: bool,
+    /// The live records that have an expiry.
+    pub(super) expiring: Expiring,
 }
 
 /// The segment to rotate into, prepared ahead of need.
@@ -102,6 +105,9 @@ pub(crate) struct Shard {
     pub(super) device_flushes: AtomicU64,
     /// User records made durable (monotone).
     pub(super) durable_records: AtomicU64,
+    /// `Inner::expiring`'s length, readable without the lock (so `len`
+    /// pays nothing while no record has an expiry).
+    pub(super) expiring_len: std::sync::atomic::AtomicUsize,
     /// The thread preparing the next segment, if one ran.
     pub(super) prep: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(super) next: Mutex<NextSlot>,
@@ -134,9 +140,11 @@ impl Shard {
         segs: Vec<Arc<Segment>>,
         append_at: u32,
         indexes: Indexes,
+        expiring: Expiring,
     ) -> Shard {
         let active = segs.last().cloned().expect("a shard always has a segment");
         let next_segment_id = active.id + 1;
+        let expiring_len = expiring.len();
 
         Shard {
             id,
@@ -155,6 +163,7 @@ impl Shard {
                 marker_due: None,
                 next_segment_id,
                 prep_started: false,
+                expiring,
             }),
             written_lpos: AtomicU64::new(0),
             durable_lpos: AtomicU64::new(0),
@@ -164,6 +173,7 @@ impl Shard {
             core_idle: AtomicBool::new(false),
             device_flushes: AtomicU64::new(0),
             durable_records: AtomicU64::new(0),
+            expiring_len: std::sync::atomic::AtomicUsize::new(expiring_len),
             prep: Mutex::new(None),
             next: Mutex::new(NextSlot::default()),
             next_ready: Condvar::new(),
@@ -406,6 +416,11 @@ impl Shard {
                 self.next.lock().preparing = false;
             }
         }
+    }
+
+    /// Publishes the expiry list's length after a change (under the lock).
+    pub(super) fn note_expiring(&self, g: &Inner) {
+        self.expiring_len.store(g.expiring.len(), Ordering::Relaxed);
     }
 
     /// Whether namespace `ns`'s index points at `loc` for hash `h`.

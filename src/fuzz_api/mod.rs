@@ -178,7 +178,7 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
         );
     }
     let (entries, data_end) = entries?;
-    assert_eq!(bytes.len(), 44 + entries.len() * 16, "hint length");
+    assert_eq!(bytes.len(), 44 + entries.len() * 24, "hint length");
     assert_eq!(data_end, u32_at(20), "hint data end");
     let again = dir.path().join("again.hint");
     hint::write(
@@ -299,6 +299,7 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                     hash: r.u64(),
                     off: r.u16() as u32,
                     ns: r.u8() as u32 % 3,
+                    expires_at: r.u64() % 3,
                 })
                 .collect();
             let dir = Scratch::new("sample");

@@ -62,7 +62,7 @@ pub(super) fn gen_frames(
     segment_id: u32,
     seq: &mut u64,
     seg: &mut Vec<u8>,
-    live: &mut BTreeMap<u64, (u32, u32, u32)>,
+    live: &mut BTreeMap<u64, (u32, u32, u32, u64)>,
 ) {
     for _ in 0..r.u8() % 12 {
         let t = r.u8();
@@ -116,7 +116,7 @@ pub(super) fn gen_frames(
         let h = crate::index::key_hash(RECOVER_SEED, spec.namespace, key);
         match kind {
             Kind::Put => {
-                live.insert(h, (segment_id, off, ns));
+                live.insert(h, (segment_id, off, ns, spec.expires_at.unwrap_or(0)));
             }
             Kind::Remove => {
                 live.remove(&h);
@@ -201,11 +201,12 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
         for (id, gen, moved) in hints {
             let mut entries: Vec<hint::Entry> = live
                 .iter()
-                .filter(|(_, (sid, _, _))| *sid == id)
-                .map(|(h, (_, off, ns))| hint::Entry {
+                .filter(|(_, (sid, _, _, _))| *sid == id)
+                .map(|(h, (_, off, ns, exp))| hint::Entry {
                     hash: *h,
                     off: *off,
                     ns: *ns,
+                    expires_at: *exp,
                 })
                 .collect();
             if let (false, Some((i, to))) = (entries.is_empty(), moved) {

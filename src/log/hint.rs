@@ -1,7 +1,8 @@
 //! Hint files: a per-segment snapshot of the index written by `checkpoint()`.
 //! The hint of segment S lists, for every key whose live record at the
-//! checkpoint was in S, the key's hash, the record's offset and its
-//! namespace (each namespace has an index of its own). Reopening loads the
+//! checkpoint was in S, the key's hash, the record's offset, its namespace
+//! (each namespace has an index of its own) and its expiry (so a
+//! checkpointed reopen rebuilds the expiry list without reading frames). Reopening loads the
 //! hints instead of replaying the frames they cover. A hint of another
 //! format version is ignored (the segment is replayed instead).
 //!
@@ -14,7 +15,7 @@
 //! | data end: where the segment's frames ended at the checkpoint (version 2) | 4 |
 //! | checkpoint generation | 8 |
 //! | entry count | 8 |
-//! | entries: hash (u64), offset (u32), namespace id (u32; version 3) | 16 each |
+//! | entries: hash (u64), offset (u32), namespace id (u32), expiry in Unix ms (u64, 0 for none); namespace and expiry since version 3 | 24 each |
 //! | CRC32C of everything before | 4 |
 
 use std::fs;
@@ -26,7 +27,7 @@ use crate::io::Files;
 
 const MAGIC: [u8; 8] = *b"EMDBHNT\0";
 const HEAD: usize = 40;
-const ENTRY: usize = 16;
+const ENTRY: usize = 24;
 
 /// One live record of a segment at the checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub(crate) struct Entry {
     pub hash: u64,
     pub off: u32,
     pub ns: u32,
+    /// Unix ms; 0 for a record without expiry.
+    pub expires_at: u64,
 }
 
 /// Writes a hint file durably under a temporary name (`<path>.tmp`,
@@ -61,6 +64,7 @@ pub(crate) fn write(
         b.extend_from_slice(&e.hash.to_le_bytes());
         b.extend_from_slice(&e.off.to_le_bytes());
         b.extend_from_slice(&e.ns.to_le_bytes());
+        b.extend_from_slice(&e.expires_at.to_le_bytes());
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -112,11 +116,14 @@ pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Hi
             let mut o = [0u8; 4];
             o.copy_from_slice(&c[8..12]);
             let mut n = [0u8; 4];
-            n.copy_from_slice(&c[12..]);
+            n.copy_from_slice(&c[12..16]);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&c[16..]);
             Entry {
                 hash: u64::from_le_bytes(h),
                 off: u32::from_le_bytes(o),
                 ns: u32::from_le_bytes(n),
+                expires_at: u64::from_le_bytes(t),
             }
         })
         .collect();
@@ -136,11 +143,13 @@ mod tests {
                 hash: 1,
                 off: 64,
                 ns: 0,
+                expires_at: 0,
             },
             Entry {
                 hash: u64::MAX,
                 off: 1000,
                 ns: 7,
+                expires_at: 1_900_000_000_000,
             },
         ];
         write(&Files::default(), &p, 1, 2, 3, 900, &entries).unwrap();

@@ -27,6 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::engine::ttl::Expiring;
 use crate::error::{Error, Result};
 use crate::index::{Entry, Index, Upserted};
 use crate::log::frame::{
@@ -70,6 +71,7 @@ pub(crate) struct RecoveredShard {
     pub segs: Vec<Arc<Segment>>,
     pub append_at: u32,
     pub indexes: Indexes,
+    pub expiring: Expiring,
 }
 
 /// The indexes of one shard while it is rebuilt: namespaces the manifest
@@ -78,6 +80,8 @@ struct Building<'a> {
     default: Index,
     others: HashMap<u32, Index>,
     live: &'a HashSet<u32>,
+    /// The live records that have an expiry.
+    expiring: Expiring,
 }
 
 impl Building<'_> {
@@ -92,8 +96,11 @@ impl Building<'_> {
         Some(self.others.entry(ns).or_insert_with(Index::new))
     }
 
-    fn finish(self) -> Indexes {
-        Indexes::new(self.default, self.others.into_iter().collect())
+    fn finish(self) -> (Indexes, Expiring) {
+        (
+            Indexes::new(self.default, self.others.into_iter().collect()),
+            self.expiring,
+        )
     }
 }
 
@@ -167,7 +174,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
     // Each shard's index is built on a thread of its own: hint entries and
     // replayed frames touch every live record, and shards share nothing.
     let live: HashSet<u32> = m.namespaces.iter().map(|(id, _)| *id).collect();
-    let indexes: Vec<Result<Indexes>> = std::thread::scope(|sc| {
+    let indexes: Vec<Result<(Indexes, Expiring)>> = std::thread::scope(|sc| {
         let handles: Vec<_> = all_segs
             .iter()
             .zip(&scans)
@@ -187,7 +194,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             .collect()
     });
     for (s, ((segs, scan), indexes)) in all_segs.into_iter().zip(scans).zip(indexes).enumerate() {
-        let indexes = indexes?;
+        let (indexes, expiring) = indexes?;
         let (segs, append_at) = match scan.cut {
             Some((si, off)) => {
                 // Drop later segments from the manifest now; the damaged
@@ -249,6 +256,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             segs,
             append_at,
             indexes,
+            expiring,
         });
     }
     if manifest_changed {
@@ -275,7 +283,7 @@ fn build_index(
     segs: &[Arc<Segment>],
     scan: &Scan,
     batches: &Batches,
-) -> Result<Indexes> {
+) -> Result<(Indexes, Expiring)> {
     let shard_count = m.shard_count as usize;
     let hinted: usize = scan
         .hints
@@ -285,6 +293,7 @@ fn build_index(
         default: Index::with_capacity(hinted),
         others: HashMap::new(),
         live,
+        expiring: Expiring::default(),
     };
     let table = shard_table(segs);
     if let Some(h) = &scan.hints {
@@ -320,7 +329,8 @@ fn build_index(
                 let Some(ix) = index.index(e.ns) else {
                     continue;
                 };
-                if !ix.insert_unique(e.hash, pack_pos(id, off), same_key) {
+                let loc = pack_pos(id, off);
+                if !ix.insert_unique(e.hash, loc, same_key) {
                     // Checkpoints list each live key once: these hint
                     // files were not written by emdb as they are.
                     return Err(Error::corrupted(
@@ -328,6 +338,9 @@ fn build_index(
                         0,
                         "a key is listed twice in the hint files",
                     ));
+                }
+                if e.expires_at != 0 {
+                    index.expiring.add(e.expires_at, loc, e.ns, e.hash);
                 }
             }
         }
@@ -389,9 +402,23 @@ fn apply(
     if f.batch_count > 0 && !batches.applies(f.seq) {
         return true;
     }
-    let Some(index) = indexes.index(f.namespace) else {
+    if indexes.index(f.namespace).is_none() {
         // A dropped namespace: nothing of it is live.
         return true;
+    }
+    let Building {
+        default,
+        others,
+        expiring,
+        ..
+    } = indexes;
+    let index = if f.namespace == crate::nsindex::DEFAULT_NS {
+        &*default
+    } else {
+        match others.get(&f.namespace) {
+            Some(ix) => ix,
+            None => return true,
+        }
     };
     match f.kind {
         // The newest record of a key by sequence number wins. In a log this
@@ -404,20 +431,30 @@ fn apply(
                 Some(_) => Entry::Replace,
             };
             match index.upsert_with(hash, loc, decide) {
-                Upserted::Replaced(old) => account(table, Some((loc, f.len as u32)), Some(old)),
+                Upserted::Replaced(old) => {
+                    expiring.forget(table, old);
+                    account(table, Some((loc, f.len as u32)), Some(old));
+                }
                 Upserted::Inserted => account(table, Some((loc, f.len as u32)), None),
-                Upserted::Kept => {}
+                Upserted::Kept => return true,
+            }
+            if let Some(t) = f.expires_at {
+                expiring.add(t, loc, f.namespace, hash);
             }
         }
         Kind::Remove => {
             let gone = index.remove(hash, |old| {
                 seq_of_same_key(table, old, f).is_some_and(|s| s <= f.seq)
             });
+            if let Some(old) = gone {
+                expiring.forget(table, old);
+            }
             account(table, None, gone);
         }
         Kind::Clear => {
             index.for_each(|_, old| account(table, None, Some(old)));
             index.clear();
+            expiring.forget_namespace(f.namespace);
         }
         Kind::Sync => {}
     }

@@ -44,6 +44,9 @@ pub enum Error {
     },
     /// An argument is not acceptable, for example an empty key.
     InvalidInput(&'static str),
+    /// A nested-group prefix that is empty or has an empty segment
+    /// (`nested` feature).
+    InvalidPath,
     /// A TTL so long that the expiry time does not fit in Unix
     /// milliseconds (`ttl` feature).
     TtlOverflow,
@@ -94,6 +97,11 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::InvalidInput(why) => write!(f, "invalid input: {why}"),
+            Error::InvalidPath => write!(
+                f,
+                "invalid group prefix: it must be one or more non-empty segments joined by '.' \
+                 (not empty, and no leading, trailing or doubled '.')"
+            ),
             Error::TtlOverflow => write!(
                 f,
                 "the TTL is too long: now plus the TTL does not fit in Unix milliseconds; \

@@ -52,6 +52,8 @@ mod kv;
 mod lock;
 mod log;
 mod namespace;
+#[cfg(feature = "nested")]
+mod nested;
 mod nsindex;
 mod recovery;
 mod stats;
@@ -75,6 +77,8 @@ pub use lock::LockHolder;
 #[cfg(feature = "async")]
 pub use namespace::AsyncNamespace;
 pub use namespace::{Namespace, NamespaceIter, NamespaceKeyIter};
+#[cfg(feature = "nested")]
+pub use nested::{Focus, GroupIter};
 pub use stats::EmdbStats;
 pub use value::ValueRef;
 

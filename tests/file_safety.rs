@@ -27,16 +27,19 @@ fn builder(dir: &Path) -> emdb::EmdbBuilder {
         .max_value_len(1024)
 }
 
-/// Every entry of `dir` with its mode, for messages.
+/// Every entry of `dir` with its mode, for messages. An entry that vanishes
+/// between the listing and its stat (a segment the background compactor
+/// retired, a `.tmp` renamed into place) is left out.
 fn listing(dir: &Path) -> Vec<(String, u32)> {
     let mut v: Vec<(String, u32)> = fs::read_dir(dir)
         .unwrap()
-        .map(|e| {
+        .filter_map(|e| {
             let e = e.unwrap();
-            (
+            let m = fs::symlink_metadata(e.path()).ok()?;
+            Some((
                 e.file_name().to_string_lossy().into_owned(),
-                mode(&e.path()),
-            )
+                m.permissions().mode() & 0o7777,
+            ))
         })
         .collect();
     v.sort();

@@ -118,6 +118,14 @@ fn write_v3_fixture() {
             .expect("put");
     }
     assert!(db.drop_namespace("gone").expect("drop"));
+    // And an expiry (in 2100), carried by the hint files since version 3.
+    users
+        .insert_with_ttl(
+            "expiring",
+            "later",
+            emdb::Ttl::After(std::time::Duration::from_secs(80 * 365 * 86_400)),
+        )
+        .expect("put with ttl");
     for i in 0..50 {
         db.insert(format!("key-{i:02}"), format!("value {i}"))
             .expect("put");
@@ -176,8 +184,14 @@ fn version_3_fixture_opens_with_its_namespaces() {
         assert_eq!(got, expected(), "hints: {with_hints}");
         assert_eq!(db.list_namespaces().expect("list"), vec!["", "users"]);
         let users = db.namespace("users").expect("users");
-        let got: BTreeMap<_, _> = users.iter().expect("iter").collect();
+        let mut got: BTreeMap<_, _> = users.iter().expect("iter").collect();
+        assert_eq!(got.remove(&b"expiring"[..]).as_deref(), Some(&b"later"[..]));
         assert_eq!(got, expected_users(), "hints: {with_hints}");
+        let at = users.expires_at("expiring").expect("expires_at");
+        assert!(
+            at.is_some_and(|t| t > 4_000_000_000_000),
+            "hints: {with_hints}: expiry {at:?}"
+        );
         // The dropped namespace's records stay gone when its name returns.
         assert!(db.namespace("gone").expect("gone").is_empty().expect("len"));
     }

@@ -9,6 +9,7 @@ mod commit;
 mod compaction;
 mod core_loop;
 mod expiry;
+mod groups;
 pub(crate) mod handoff;
 mod open;
 mod ops;

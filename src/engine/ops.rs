@@ -426,7 +426,10 @@ impl State {
     /// waiting. The backlog may overshoot by at most one batch. A segment
     /// waited for once and taken by another writer meanwhile is then
     /// created inline by the rotation (rare).
-    async fn lock_shards(&self, per_shard: &[usize]) -> Result<Vec<Option<MutexGuard<'_, Inner>>>> {
+    pub(super) async fn lock_shards(
+        &self,
+        per_shard: &[usize],
+    ) -> Result<Vec<Option<MutexGuard<'_, Inner>>>> {
         for (s, bytes) in per_shard.iter().enumerate() {
             if *bytes > 0 {
                 drop(self.shards[s].lock_for_append(*bytes).await?);

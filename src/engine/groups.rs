@@ -1,0 +1,110 @@
+//! Removing many keys as one atomic batch (`delete_group`): every removal
+//! frame carries the batch's sequence number and count, so recovery applies
+//! all of them or none.
+
+use crossbeam_epoch as epoch;
+
+use super::State;
+use crate::error::{Error, Result};
+use crate::log::frame::{self, FrameSpec, Kind};
+use crate::log::segtable::{account, frame_has_key};
+
+impl State {
+    /// Removes every key of `keys` that has a live record in namespace
+    /// `ns`, atomically across a crash; returns how many it removed.
+    pub(crate) async fn remove_batch(&self, ns: u32, keys: &[Vec<u8>]) -> Result<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let cfg = &self.ctx.config;
+        if keys.len() > cfg.max_batch_records {
+            return Err(Error::LimitExceeded {
+                what: "batch record count",
+                len: keys.len(),
+                max: cfg.max_batch_records,
+            });
+        }
+        let mut per_shard = vec![0usize; self.shards.len()];
+        let mut routed = Vec::with_capacity(keys.len());
+        for k in keys {
+            self.check_key(k)?;
+            let h = self.ctx.hash(ns, k);
+            let s = self.ctx.shard_of(h);
+            per_shard[s] += frame::encoded_len(k.len(), 0, false);
+            routed.push((h, s));
+        }
+        let (removed, targets) = {
+            let mut guards = self.lock_shards(&per_shard).await?;
+            // Under every lock: which keys are live decides the batch's size,
+            // and nothing can change them until the frames are appended.
+            let guard = epoch::pin();
+            let live: Vec<bool> = keys
+                .iter()
+                .zip(&routed)
+                .map(|(k, (h, s))| {
+                    let shard = &self.shards[*s];
+                    let segs = shard.segments(&guard);
+                    shard.indexes.get(ns, &guard).is_some_and(|ix| {
+                        ix.find_map(*h, &guard, |loc| {
+                            frame_has_key(segs, loc, ns, k)
+                                .then(|| super::ttl::frame_expiry(segs, loc))
+                                .filter(|t| !super::ttl::is_expired(*t))
+                        })
+                        .is_some()
+                    })
+                })
+                .collect();
+            let count = live.iter().filter(|l| **l).count();
+            if count == 0 {
+                return Ok(0);
+            }
+            let seq = self.ctx.next_seq();
+            for ((k, (_, s)), is_live) in keys.iter().zip(&routed).zip(&live) {
+                let Some(g) = guards[*s].as_mut().filter(|_| *is_live) else {
+                    continue;
+                };
+                let spec = FrameSpec {
+                    kind: Kind::Remove,
+                    seq,
+                    namespace: ns,
+                    batch_count: count as u32,
+                    expires_at: None,
+                    key: k,
+                    value: &[],
+                };
+                if let Err(e) = self.shards[*s].append(g, &spec, true) {
+                    self.ctx.abort_batch(seq);
+                    return Err(e);
+                }
+            }
+            for ((k, (h, s)), is_live) in keys.iter().zip(&routed).zip(&live) {
+                if !*is_live {
+                    continue;
+                }
+                let shard = &self.shards[*s];
+                let segs = shard.segments(&guard);
+                let gone = shard
+                    .indexes
+                    .get(ns, &guard)
+                    .and_then(|ix| ix.remove(*h, |loc| frame_has_key(segs, loc, ns, k)));
+                if let (Some(old), Some(g)) = (gone, guards[*s].as_mut()) {
+                    g.expiring.forget(segs, old);
+                }
+                account(segs, None, gone);
+            }
+            let mut targets = Vec::new();
+            for (s, g) in guards.iter().enumerate() {
+                if let Some(g) = g {
+                    self.shards[s].note_expiring(g);
+                    self.shards[s].after_append(g);
+                    targets.push((s, self.shards[s].user_end()));
+                }
+            }
+            (count, targets)
+        };
+        if self.write_through() {
+            self.await_durable(&targets).await?;
+        }
+        Ok(removed)
+    }
+}

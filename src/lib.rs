@@ -83,4 +83,6 @@ pub use stats::EmdbStats;
 pub use value::ValueRef;
 
 #[cfg(feature = "fault-injection")]
+pub use engine::ttl::advance_clock;
+#[cfg(feature = "fault-injection")]
 pub use io::fault::{FaultPlan, ImagePolicy, ImageReport};

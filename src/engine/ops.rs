@@ -59,6 +59,19 @@ impl State {
         verify: bool,
         f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
     ) -> Result<Option<R>> {
+        self.find(ns, key, verify, true, f)
+    }
+
+    /// [`lookup`](State::lookup), optionally finding expired records too.
+    #[inline]
+    fn find<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        verify: bool,
+        hide_expired: bool,
+        f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
+    ) -> Result<Option<R>> {
         let h = self.ctx.hash(ns, key);
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
@@ -86,7 +99,7 @@ impl State {
                     }
                     // Expired: invisible (the clock is read only for a
                     // record that has an expiry).
-                    if super::ttl::is_expired(fr.expires_at) {
+                    if hide_expired && super::ttl::is_expired(fr.expires_at) {
                         return None;
                     }
                     if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b)
@@ -231,7 +244,12 @@ impl State {
             let mut g = shard.lock_for_append(len).await?;
             // Under the lock no other writer can change this key.
             // A damaged prior value is reported, and the key left in place.
-            let Some(old) = self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec())? else {
+            // An expired record is removed too (so no sweep finds it later),
+            // but has no value to return.
+            let found = self.find(ns, key, true, false, |_, _, fr| {
+                (!super::ttl::is_expired(fr.expires_at)).then(|| fr.value.to_vec())
+            })?;
+            let Some(old) = found else {
                 return Ok(None);
             };
             let spec = FrameSpec {
@@ -261,7 +279,7 @@ impl State {
         if self.write_through() {
             self.await_durable(&[(si, target)]).await?;
         }
-        Ok(Some(old))
+        Ok(old)
     }
 
     /// One atomic batch: every frame carries the batch's single sequence

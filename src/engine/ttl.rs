@@ -15,12 +15,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::log::frame::{self, unpack_pos};
 use crate::log::segtable::SegTable;
 
-/// Now, in Unix milliseconds.
+/// Now, in Unix milliseconds (plus the test clock's advance, with the
+/// `fault-injection` feature).
 #[inline]
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_millis() as u64);
+    #[cfg(feature = "fault-injection")]
+    let now = now + CLOCK_ADVANCE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    now
+}
+
+/// How far tests moved the clock forward (`fault-injection` only).
+#[cfg(feature = "fault-injection")]
+static CLOCK_ADVANCE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Moves the clock that expiry reads forward by `by`, for the whole
+/// process (feature `fault-injection`; for tests of expiry that must not
+/// sleep).
+#[cfg(feature = "fault-injection")]
+pub fn advance_clock(by: Duration) {
+    CLOCK_ADVANCE_MS.fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `now + after` in Unix milliseconds, or `None` if it does not fit.

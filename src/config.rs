@@ -157,6 +157,12 @@ pub(crate) fn validate(c: &Config) -> Result<()> {
 pub(crate) const SYNC_RESERVE: usize = frame::MIN_FRAME + 8;
 
 /// How long a record lives (feature `ttl`).
+///
+/// Expiry uses the wall clock (Unix milliseconds). A record is invisible
+/// to every read from the millisecond its expiry is reached; nothing is
+/// written then (`sweep_expired` and compaction write its tombstone later).
+/// A clock step forward expires records early; a step back makes expired,
+/// not yet swept records visible again until the clock passes their time.
 #[cfg(feature = "ttl")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Ttl {

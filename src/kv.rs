@@ -87,6 +87,37 @@ macro_rules! key_value_api {
                 ))
             }
 
+            #[doc = concat!("Runs `f` as a transaction on ", $what, ": its reads see its own")]
+            /// staged writes; if `f` returns `Ok`, the writes commit as one
+            /// batch (after a crash all there or none), provided no key it
+            /// read changed meanwhile; otherwise `Error::TransactionAborted
+            /// ("conflict")` and nothing is written (see `transaction_retry`).
+            /// `Err` from `f` discards everything. Transactions are
+            /// serializable. Durable on return under
+            /// `FlushPolicy::WriteThrough`, else after the next flush.
+            pub fn transaction<T, F>(&self, f: F) -> $crate::error::Result<T>
+            where
+                F: FnOnce(&mut $crate::Transaction<'_>) -> $crate::error::Result<T>,
+            {
+                $crate::engine::block_on(self.engine().transaction(self.ns(), f))
+            }
+
+            /// [`transaction`](Self::transaction), run again (up to `retries`
+            /// more times) while its commit fails on a conflict. Beyond the
+            /// emdb API.
+            pub fn transaction_retry<T, F>(&self, retries: usize, mut f: F) -> $crate::error::Result<T>
+            where
+                F: FnMut(&mut $crate::Transaction<'_>) -> $crate::error::Result<T>,
+            {
+                let mut left = retries;
+                loop {
+                    match $crate::engine::block_on(self.engine().transaction(self.ns(), &mut f)) {
+                        Err(e) if left > 0 && $crate::engine::txn::is_conflict(&e) => left -= 1,
+                        r => return r,
+                    }
+                }
+            }
+
             #[doc = concat!("Inserts `key` in ", $what, " with an expiry: `Ttl::After(d)` from now")]
             /// (wall clock), `Ttl::Never`, or `Ttl::Default` (the builder's
             /// `default_ttl`, else none). An expired record is invisible to
@@ -289,6 +320,23 @@ macro_rules! async_key_value_api {
                 let ns = self.ns();
                 let it = $crate::iter::EmdbKeyIter::new(self.engine().snapshot(ns), ns);
                 ::std::future::ready(Ok($crate::EmdbKeyStream::new(it)))
+            }
+
+            #[doc = concat!("Runs `f` as a transaction on ", $what, ", as `Emdb::transaction`:")]
+            /// `f` runs when the future is first polled (its reads are point
+            /// reads, on the polling thread), then the commit waits for its
+            /// locks (and, under `WriteThrough`, for durability) without
+            /// blocking.
+            pub fn transaction<T, F>(
+                &self,
+                f: F,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<T>> + Send + 'static
+            where
+                F: FnOnce(&mut $crate::Transaction<'_>) -> $crate::error::Result<T> + Send + 'static,
+                T: Send + 'static,
+            {
+                let (db, ns) = (self.owner(), self.ns());
+                async move { db.engine().transaction(ns, f).await }
             }
 
             #[doc = concat!("Inserts `key` in ", $what, " with an expiry, as `Emdb::insert_with_ttl`.")]

@@ -70,6 +70,7 @@ pub use config::{
     DEFAULT_TAIL_BUFFER_BYTES,
 };
 pub use db::Emdb;
+pub use engine::txn::Transaction;
 pub use error::{Error, Result};
 pub use io::IoBackend;
 pub use iter::{EmdbIter, EmdbKeyIter};

@@ -15,6 +15,7 @@ mod open;
 mod ops;
 pub(crate) mod shard;
 pub(crate) mod ttl;
+pub(crate) mod txn;
 mod wait;
 
 use std::io;

@@ -29,7 +29,7 @@ impl State {
         Ok(())
     }
 
-    fn check_kv(&self, key: &[u8], value: &[u8]) -> Result<()> {
+    pub(super) fn check_kv(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_key(key)?;
         if value.len() > self.ctx.config.max_value_len {
             return Err(Error::LimitExceeded {
@@ -64,7 +64,7 @@ impl State {
 
     /// [`lookup`](State::lookup), optionally finding expired records too.
     #[inline]
-    fn find<R>(
+    pub(super) fn find<R>(
         &self,
         ns: u32,
         key: &[u8],
@@ -448,6 +448,17 @@ impl State {
         &self,
         per_shard: &[usize],
     ) -> Result<Vec<Option<MutexGuard<'_, Inner>>>> {
+        self.lock_shards_also(per_shard, &[]).await
+    }
+
+    /// [`lock_shards`](State::lock_shards), also locking (with nothing to
+    /// append) every shard `also` marks: a transaction validates its reads
+    /// there.
+    pub(super) async fn lock_shards_also(
+        &self,
+        per_shard: &[usize],
+        also: &[bool],
+    ) -> Result<Vec<Option<MutexGuard<'_, Inner>>>> {
         for (s, bytes) in per_shard.iter().enumerate() {
             if *bytes > 0 {
                 drop(self.shards[s].lock_for_append(*bytes).await?);
@@ -455,7 +466,7 @@ impl State {
         }
         let mut waited = vec![false; per_shard.len()];
         loop {
-            let unready = match self.try_lock_shards(per_shard, &waited)? {
+            let unready = match self.try_lock_shards(per_shard, also, &waited)? {
                 Ok(guards) => return Ok(guards),
                 Err(s) => s,
             };
@@ -471,12 +482,15 @@ impl State {
     fn try_lock_shards(
         &self,
         per_shard: &[usize],
+        also: &[bool],
         waited: &[bool],
     ) -> Result<std::result::Result<Vec<Option<MutexGuard<'_, Inner>>>, usize>> {
         let guards: Vec<_> = per_shard
             .iter()
             .enumerate()
-            .map(|(s, b)| (*b > 0).then(|| self.shards[s].lock()))
+            .map(|(s, b)| {
+                (*b > 0 || also.get(s).copied().unwrap_or(false)).then(|| self.shards[s].lock())
+            })
             .collect();
         for (s, g) in guards.iter().enumerate() {
             let Some(g) = g else { continue };

@@ -9,7 +9,9 @@
 //! - a group whose fill was flushed is whole, unless its delete began: then
 //!   whole or gone (one batch), and gone once the delete and a flush
 //!   returned;
-//! - a record with an expiry, once flushed, keeps its expiry.
+//! - a record with an expiry, once flushed, keeps its expiry;
+//! - bank transfers (transactions over 2 to 50 accounts, zeroed accounts
+//!   removed) never change the total.
 //!
 //! `EMDB_NSCRASH_CYCLES` (default 8), `EMDB_IO_BACKEND=uring|portable`.
 
@@ -28,6 +30,12 @@ const CHILD_ENV: &str = "EMDB_NSCRASH_CHILD";
 const TEST_NAME: &str = "namespace_drops_and_group_deletes_survive_kill_9";
 const NS_RECORDS: usize = 50;
 const GROUP_RECORDS: usize = 40;
+const ACCOUNTS: usize = 50;
+const START: u64 = 100;
+
+fn balance(v: Option<Vec<u8>>) -> u64 {
+    v.map_or(0, |b| String::from_utf8(b).unwrap().parse().unwrap())
+}
 
 fn open(path: &Path) -> emdb::Result<Emdb> {
     Emdb::builder()
@@ -56,6 +64,15 @@ fn child(dir: &Path, first: u64) -> ! {
         eprintln!("open: {e}");
         std::process::exit(3)
     });
+    if db.get("bank-open").expect("get").is_none() {
+        db.insert_many(
+            (0..ACCOUNTS)
+                .map(|i| (format!("acct{i:02}"), START.to_string()))
+                .chain([("bank-open".to_string(), "1".to_string())]),
+        )
+        .expect("accounts");
+    }
+    let mut rng = fastrand::Rng::with_seed(first);
     for r in first.. {
         let ns = db.namespace(format!("ns{r}")).expect("namespace");
         for i in 0..NS_RECORDS {
@@ -87,6 +104,36 @@ fn child(dir: &Path, first: u64) -> ! {
         .expect("ttl insert");
         db.flush().expect("flush");
         say(format!("T {r}\n"));
+        // A transfer: one unit from each of 1 to 49 accounts into one.
+        let to = rng.usize(..ACCOUNTS);
+        let from: Vec<usize> = (0..rng.usize(1..ACCOUNTS))
+            .map(|_| rng.usize(..ACCOUNTS))
+            .collect();
+        db.transaction_retry(10, |tx| {
+            let mut moved = 0;
+            let mut done = HashSet::new();
+            for &f in &from {
+                if f == to || !done.insert(f) {
+                    continue;
+                }
+                let b = balance(tx.get(format!("acct{f:02}"))?);
+                if b == 0 {
+                    continue;
+                }
+                moved += 1;
+                if b == 1 {
+                    tx.remove(format!("acct{f:02}"))?;
+                } else {
+                    tx.insert(format!("acct{f:02}"), (b - 1).to_string())?;
+                }
+            }
+            let b = balance(tx.get(format!("acct{to:02}"))?);
+            tx.insert(format!("acct{to:02}"), (b + moved).to_string())
+        })
+        .expect("transfer");
+        if r % 3 == 0 {
+            db.flush().expect("flush");
+        }
     }
     unreachable!()
 }
@@ -189,6 +236,16 @@ fn namespace_drops_and_group_deletes_survive_kill_9() {
             last.unwrap_or(next_round),
             seen.last()
         );
+        if db.get("bank-open").unwrap().is_some() {
+            let total: u64 = (0..ACCOUNTS)
+                .map(|i| balance(db.get(format!("acct{i:02}")).unwrap()))
+                .sum();
+            assert_eq!(
+                total,
+                ACCOUNTS as u64 * START,
+                "cycle {cycle}: a transfer was torn"
+            );
+        }
         // Rounds a later child starts are new names: none of these collide.
         next_round = last.map_or(next_round, |l| l + 1) + 1;
         drop(db);

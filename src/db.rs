@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::engine::{block_on, Engine, DEFAULT_NS};
 use crate::error::Result;
 use crate::lock::{self, LockHolder};
-use crate::namespace::Namespace;
 use crate::stats::EmdbStats;
 
 /// An open database. `Send + Sync`; share it across threads by reference or
@@ -42,33 +41,6 @@ impl Emdb {
         DEFAULT_NS
     }
 
-    /// The namespace `name`, created (durably) on first use. Each namespace
-    /// has its own key space and index; records flushed into it survive a
-    /// crash like any other. A name is 1 to 255 bytes without control
-    /// characters; a database holds at most 4,096 named namespaces.
-    pub fn namespace(&self, name: impl AsRef<str>) -> Result<Namespace> {
-        let name = name.as_ref();
-        let id = self.engine.ctx.namespace_id(name)?;
-        Ok(Namespace::new(self.clone_handle(), id, name))
-    }
-
-    /// Drops namespace `name` and every record in it, durably and
-    /// atomically: after a crash it is either whole or gone. A later
-    /// [`namespace`](Emdb::namespace) of the same name starts empty; the
-    /// old records never come back. Handles of the dropped namespace then
-    /// read nothing and refuse writes. Returns false if no namespace has
-    /// that name. The default namespace cannot be dropped (`""` is not a
-    /// name).
-    pub fn drop_namespace(&self, name: impl AsRef<str>) -> Result<bool> {
-        self.engine.drop_namespace(name.as_ref())
-    }
-
-    /// Every namespace name: `""` (the default namespace) first, then the
-    /// named ones in byte order.
-    pub fn list_namespaces(&self) -> Result<Vec<String>> {
-        Ok(self.engine.ctx.namespace_names())
-    }
-
     /// Opens or creates the database directory at `path` with every default.
     /// Fails with `Error::LockBusy` while another handle holds it.
     pub fn open(path: impl AsRef<Path>) -> Result<Emdb> {
@@ -97,10 +69,12 @@ impl Emdb {
         EmdbBuilder::new()
     }
 
+    #[cfg(feature = "async")]
     pub(crate) fn from_engine(engine: Arc<Engine>) -> Emdb {
         Emdb { engine }
     }
 
+    #[cfg(feature = "async")]
     pub(crate) fn into_engine(self) -> Arc<Engine> {
         self.engine
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::db::Emdb;
 use crate::engine::Engine;
+use crate::error::Result;
 
 /// A named key space of a database, from [`Emdb::namespace`]. It has the
 /// whole key/value and iteration surface of [`Emdb`], over its own keys and
@@ -43,6 +44,35 @@ pub type NamespaceIter = crate::iter::EmdbIter;
 pub type NamespaceKeyIter = crate::iter::EmdbKeyIter;
 
 crate::kv::key_value_api!(Namespace, "this namespace");
+
+impl Emdb {
+    /// The namespace `name`, created (durably) on first use. Each namespace
+    /// has its own key space and index; records flushed into it survive a
+    /// crash like any other. A name is 1 to 255 bytes without control
+    /// characters; a database holds at most 4,096 named namespaces.
+    pub fn namespace(&self, name: impl AsRef<str>) -> Result<Namespace> {
+        let name = name.as_ref();
+        let id = self.engine().ctx.namespace_id(name)?;
+        Ok(Namespace::new(self.clone_handle(), id, name))
+    }
+
+    /// Drops namespace `name` and every record in it, durably and
+    /// atomically: after a crash it is either whole or gone. A later
+    /// [`namespace`](Emdb::namespace) of the same name starts empty; the
+    /// old records never come back. Handles of the dropped namespace then
+    /// read nothing and refuse writes. Returns false if no namespace has
+    /// that name. The default namespace cannot be dropped (`""` is not a
+    /// name).
+    pub fn drop_namespace(&self, name: impl AsRef<str>) -> Result<bool> {
+        self.engine().drop_namespace(name.as_ref())
+    }
+
+    /// Every namespace name: `""` (the default namespace) first, then the
+    /// named ones in byte order.
+    pub fn list_namespaces(&self) -> Result<Vec<String>> {
+        Ok(self.engine().ctx.namespace_names())
+    }
+}
 
 impl Namespace {
     pub(crate) fn new(db: Emdb, id: u32, name: &str) -> Namespace {

@@ -5,7 +5,7 @@ use crossbeam_epoch as epoch;
 
 use super::shard::{Inner, Shard};
 use super::State;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::frame::{self, unpack_pos, FrameSpec, Kind};
 use crate::log::segtable::account;
 
@@ -13,6 +13,7 @@ use crate::log::segtable::account;
 const SWEEP_CHUNK: usize = 512;
 
 impl State {
+    #[cfg(feature = "ttl")]
     /// The expiry of `key` in Unix ms; `None` if it has none or is absent
     /// (an expired record is absent).
     pub(crate) fn expires_at(&self, ns: u32, key: &[u8]) -> Result<Option<u64>> {
@@ -26,10 +27,13 @@ impl State {
         match ttl {
             Ttl::Default => self.default_expiry(),
             Ttl::Never => Ok(None),
-            Ttl::After(d) => super::ttl::deadline(d).map(Some).ok_or(Error::TtlOverflow),
+            Ttl::After(d) => super::ttl::deadline(d)
+                .map(Some)
+                .ok_or(crate::error::Error::TtlOverflow),
         }
     }
 
+    #[cfg(feature = "ttl")]
     /// Removes the expiry of `key`: the record is written again without
     /// one. False if the key is absent or has no expiry.
     pub(crate) async fn persist(&self, ns: u32, key: &[u8]) -> Result<bool> {
@@ -62,9 +66,10 @@ impl State {
         Ok(true)
     }
 
+    #[cfg(feature = "ttl")]
     /// Writes a tombstone for every expired record of namespace `ns` and
     /// returns how many, with the error that stopped it early, if any.
-    pub(crate) async fn sweep_expired(&self, ns: u32) -> (usize, Option<Error>) {
+    pub(crate) async fn sweep_expired(&self, ns: u32) -> (usize, Option<crate::error::Error>) {
         let mut swept = 0;
         let r = self.sweep_into(Some(ns), &mut swept).await;
         (swept, r.err())
@@ -159,6 +164,7 @@ impl State {
         Ok(done)
     }
 
+    #[cfg(feature = "ttl")]
     /// `f` of the live (unexpired) record of `key`, if there is one.
     fn lookup_with<R>(
         &self,
@@ -169,6 +175,7 @@ impl State {
         self.lookup(ns, key, true, |_, _, fr| f(fr))
     }
 
+    #[cfg(feature = "ttl")]
     fn lookup_expiry(&self, ns: u32, key: &[u8]) -> Result<Option<Option<u64>>> {
         self.lookup_with(ns, key, |fr| fr.expires_at)
     }

@@ -9,6 +9,7 @@ mod commit;
 mod compaction;
 mod core_loop;
 mod expiry;
+#[cfg(feature = "nested")]
 mod groups;
 pub(crate) mod handoff;
 mod open;

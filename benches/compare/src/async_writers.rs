@@ -16,9 +16,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::output::AsyncFigures;
 use crate::stores::{Rec, Res};
 use crate::sys;
+
+/// Figures of one phase-14 row (a configuration at N writers).
+pub struct AsyncFigures {
+    /// Records made durable in the window.
+    pub records: u64,
+    pub secs: f64,
+    /// Device flushes in the window; `None` without a device to count on.
+    pub device_flushes: Option<u64>,
+    /// The fdatasyncs the store issued in the window, where it counts them
+    /// (emdb): unlike the device's count, not shared with other processes.
+    pub store_fdatasyncs: Option<u64>,
+    /// Process CPU time (every thread) over the window, per record.
+    pub cpu_us_per_record: f64,
+    /// Latency of one insert + flush.
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl AsyncFigures {
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+
+    /// `None` without a device, or when no device flush was counted.
+    pub fn records_per_flush(&self) -> Option<f64> {
+        self.device_flushes
+            .filter(|&f| f > 0)
+            .map(|f| self.records as f64 / f as f64)
+    }
+
+    /// `None` where the store does not count, or issued none.
+    pub fn records_per_fdatasync(&self) -> Option<f64> {
+        self.store_fdatasyncs
+            .filter(|&f| f > 0)
+            .map(|f| self.records as f64 / f as f64)
+    }
+}
 
 /// Most OS threads a sync row runs. Past this, a thread per writer mostly
 /// measures thread creation and scheduling rather than the engine.

@@ -280,75 +280,44 @@ impl EmdbBuilder {
 /// Records a stream yields before it lets the executor run something else.
 const YIELD_EVERY: u32 = 64;
 
-/// Gives the executor a turn every [`YIELD_EVERY`] items: a stream whose
-/// items are always ready would otherwise hold its worker for the whole
-/// scan.
-fn cooperate(budget: &mut u32, cx: &mut Context<'_>) -> bool {
-    if *budget == 0 {
-        *budget = YIELD_EVERY;
-        cx.waker().wake_by_ref();
-        return false;
-    }
-    *budget -= 1;
-    true
+/// A stream over a point-in-time snapshot that reads each record when it
+/// is polled for it (see [`AsyncEmdb::iter_stream`]). Every
+/// [`YIELD_EVERY`] items it wakes itself and returns `Pending`, giving the
+/// executor a turn: a stream whose items are always ready would otherwise
+/// hold its worker for the whole scan.
+pub struct SnapshotStream<I> {
+    iter: I,
+    budget: u32,
 }
 
 /// Stream of `(key, value)` pairs over a point-in-time snapshot, in no
 /// particular order (see [`AsyncEmdb::iter_stream`]).
-pub struct EmdbStream {
-    iter: EmdbIter,
-    budget: u32,
-}
-
-impl EmdbStream {
-    pub(crate) fn new(iter: EmdbIter) -> EmdbStream {
-        EmdbStream {
-            iter,
-            budget: YIELD_EVERY,
-        }
-    }
-}
-
-impl futures_core::Stream for EmdbStream {
-    type Item = (Vec<u8>, Vec<u8>);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let me = &mut *self;
-        if !cooperate(&mut me.budget, cx) {
-            return Poll::Pending;
-        }
-        Poll::Ready(me.iter.next())
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.iter.size_hint()
-    }
-}
+pub type EmdbStream = SnapshotStream<EmdbIter>;
 
 /// Stream of keys over a point-in-time snapshot (see
 /// [`AsyncEmdb::keys_stream`]).
-pub struct EmdbKeyStream {
-    iter: EmdbKeyIter,
-    budget: u32,
-}
+pub type EmdbKeyStream = SnapshotStream<EmdbKeyIter>;
 
-impl EmdbKeyStream {
-    pub(crate) fn new(iter: EmdbKeyIter) -> EmdbKeyStream {
-        EmdbKeyStream {
+impl<I> SnapshotStream<I> {
+    pub(crate) fn new(iter: I) -> SnapshotStream<I> {
+        SnapshotStream {
             iter,
             budget: YIELD_EVERY,
         }
     }
 }
 
-impl futures_core::Stream for EmdbKeyStream {
-    type Item = Vec<u8>;
+impl<I: Iterator + Unpin> futures_core::Stream for SnapshotStream<I> {
+    type Item = I::Item;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<I::Item>> {
         let me = &mut *self;
-        if !cooperate(&mut me.budget, cx) {
+        if me.budget == 0 {
+            me.budget = YIELD_EVERY;
+            cx.waker().wake_by_ref();
             return Poll::Pending;
         }
+        me.budget -= 1;
         Poll::Ready(me.iter.next())
     }
 

@@ -60,7 +60,7 @@ mod stats;
 mod value;
 
 #[cfg(feature = "async")]
-pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbStream};
+pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbStream, SnapshotStream};
 pub use builder::EmdbBuilder;
 #[cfg(feature = "ttl")]
 pub use config::Ttl;

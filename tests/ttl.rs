@@ -34,6 +34,16 @@ fn open(path: &Path) -> Emdb {
         .expect("open")
 }
 
+/// Removes every hint file: the next open replays the whole log.
+fn remove_hints(path: &Path) {
+    for e in std::fs::read_dir(path).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 fn wait_past_short() {
     sleep(SHORT * 10);
 }
@@ -162,12 +172,7 @@ fn sweep_writes_tombstones_that_survive_a_replay() {
         db.flush().unwrap();
     }
     // Replay without hints: the tombstones keep the records gone.
-    for e in std::fs::read_dir(&path).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "hint") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    remove_hints(&path);
     let db = open(&path);
     assert_eq!(db.len().unwrap(), 90);
     assert_eq!(db.sweep_expired(), 0);
@@ -190,12 +195,7 @@ fn expiry_survives_reopens_with_and_without_hints() {
             at
         };
         if !hints {
-            for e in std::fs::read_dir(&path).unwrap() {
-                let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "hint") {
-                    std::fs::remove_file(p).unwrap();
-                }
-            }
+            remove_hints(&path);
         }
         wait_past_short();
         let db = open(&path);
@@ -245,12 +245,7 @@ fn compaction_drops_expired_records_without_resurrecting_older_values() {
         );
         db.flush().unwrap();
     }
-    for e in std::fs::read_dir(&path).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "hint") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    remove_hints(&path);
     let db = open(&path);
     assert_eq!(
         db.get("k").unwrap(),

@@ -5,9 +5,9 @@
 use crossbeam_epoch as epoch;
 
 use super::State;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log::frame::{self, FrameSpec, Kind};
-use crate::log::segtable::{account, frame_has_key};
+use crate::log::segtable::frame_has_key;
 
 impl State {
     /// Removes every key of `keys` that has a live record in namespace
@@ -17,13 +17,7 @@ impl State {
             return Ok(0);
         }
         let cfg = &self.ctx.config;
-        if keys.len() > cfg.max_batch_records {
-            return Err(Error::LimitExceeded {
-                what: "batch record count",
-                len: keys.len(),
-                max: cfg.max_batch_records,
-            });
-        }
+        super::ops::within("batch record count", keys.len(), cfg.max_batch_records)?;
         let mut per_shard = vec![0usize; self.shards.len()];
         let mut routed = Vec::with_capacity(keys.len());
         for k in keys {
@@ -33,6 +27,8 @@ impl State {
             per_shard[s] += frame::encoded_len(k.len(), 0, false);
             routed.push((h, s));
         }
+        let total = per_shard.iter().sum();
+        super::ops::within("batch size in bytes", total, cfg.max_batch_bytes)?;
         let (removed, targets) = {
             let mut guards = self.lock_shards(&per_shard).await?;
             // Under every lock: which keys are live decides the batch's size,
@@ -78,19 +74,9 @@ impl State {
                 }
             }
             for ((k, (h, s)), is_live) in keys.iter().zip(&routed).zip(&live) {
-                if !*is_live {
-                    continue;
+                if let Some(g) = guards[*s].as_mut().filter(|_| *is_live) {
+                    self.shards[*s].index_remove(g, &guard, (ns, *h), k);
                 }
-                let shard = &self.shards[*s];
-                let segs = shard.segments(&guard);
-                let gone = shard
-                    .indexes
-                    .get(ns, &guard)
-                    .and_then(|ix| ix.remove(*h, |loc| frame_has_key(segs, loc, ns, k)));
-                if let (Some(old), Some(g)) = (gone, guards[*s].as_mut()) {
-                    g.expiring.forget(segs, old);
-                }
-                account(segs, None, gone);
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {

@@ -92,6 +92,32 @@ impl Ctx {
     /// Adds a new segment to the manifest, durably, before any write to it
     /// can be acknowledged. On failure the manifest in memory is as before.
     pub(crate) fn register_segment(&self, shard: usize, id: u32) -> io::Result<()> {
+        self.store_manifest(
+            |m| {
+                let list = &mut m.shards[shard].segments;
+                let added = !list.contains(&id);
+                if added {
+                    list.push(id);
+                    list.sort_unstable();
+                }
+                added
+            },
+            |m, added| {
+                if added {
+                    m.shards[shard].segments.retain(|&s| s != id);
+                }
+            },
+        )
+    }
+
+    /// Applies `change` to the manifest and stores it durably (disk
+    /// databases; a no-op in memory). If the store fails, `undo` gets what
+    /// `change` returned and puts the manifest in memory back as it was.
+    fn store_manifest<R>(
+        &self,
+        change: impl FnOnce(&mut Manifest) -> R,
+        undo: impl FnOnce(&mut Manifest, R),
+    ) -> io::Result<()> {
         let (Some(m), Some(dir)) = (&self.manifest, &self.config.dir) else {
             return Ok(());
         };
@@ -99,15 +125,10 @@ impl Ctx {
             .files()
             .fault_point(crate::io::FaultPoint::Metadata)?;
         let mut m = m.lock();
-        let list = &mut m.shards[shard].segments;
-        if list.contains(&id) {
-            return m.store(&self.config.files(), dir);
-        }
-        list.push(id);
-        list.sort_unstable();
+        let undo_with = change(&mut m);
         let stored = m.store(&self.config.files(), dir);
         if stored.is_err() {
-            m.shards[shard].segments.retain(|&s| s != id);
+            undo(&mut m, undo_with);
         }
         stored
     }
@@ -238,22 +259,14 @@ impl Ctx {
         &self,
         change: impl FnOnce(&mut Vec<(u32, String)>, &mut u32),
     ) -> Result<()> {
-        let (Some(m), Some(dir)) = (&self.manifest, &self.config.dir) else {
-            return Ok(());
-        };
-        self.config
-            .files()
-            .fault_point(crate::io::FaultPoint::Metadata)?;
-        let mut m = m.lock();
-        let before = (m.namespaces.clone(), m.next_namespace);
-        {
-            let m = &mut *m;
-            change(&mut m.namespaces, &mut m.next_namespace);
-        }
-        if let Err(e) = m.store(&self.config.files(), dir) {
-            (m.namespaces, m.next_namespace) = before;
-            return Err(e.into());
-        }
+        self.store_manifest(
+            |m| {
+                let before = (m.namespaces.clone(), m.next_namespace);
+                change(&mut m.namespaces, &mut m.next_namespace);
+                before
+            },
+            |m, before| (m.namespaces, m.next_namespace) = before,
+        )?;
         Ok(())
     }
 

@@ -13,31 +13,27 @@ use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, FrameSpec, Kind};
 use crate::log::segment::Segment;
-use crate::log::segtable::{account, frame_has_key};
+use crate::log::segtable::account;
 use crate::stats::EmdbStats;
 use crate::value::ValueRef;
 
+/// `Error::LimitExceeded` when `len` is over `max`.
+pub(super) fn within(what: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::LimitExceeded { what, len, max });
+    }
+    Ok(())
+}
+
 impl State {
     pub(super) fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.len() > self.ctx.config.max_key_len {
-            return Err(Error::LimitExceeded {
-                what: "key length",
-                len: key.len(),
-                max: self.ctx.config.max_key_len,
-            });
-        }
+        within("key length", key.len(), self.ctx.config.max_key_len)?;
         Ok(())
     }
 
     pub(super) fn check_kv(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.check_key(key)?;
-        if value.len() > self.ctx.config.max_value_len {
-            return Err(Error::LimitExceeded {
-                what: "value length",
-                len: value.len(),
-                max: self.ctx.config.max_value_len,
-            });
-        }
+        within("value length", value.len(), self.ctx.config.max_value_len)?;
         Ok(())
     }
 
@@ -218,19 +214,8 @@ impl State {
         };
         let loc = shard.append(g, &spec, true)?;
         let guard = epoch::pin();
-        let segs = shard.segments(&guard);
-        let old = shard
-            .indexes
-            .get_or_create(ns, &guard)
-            .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
-        if let Some(old) = old {
-            g.expiring.forget(segs, old);
-        }
-        if let Some(t) = expires_at {
-            g.expiring.add(t, loc, ns, h);
-        }
+        shard.index_put(g, &guard, (ns, h), key, loc, spec.encoded_len(), expires_at);
         shard.note_expiring(g);
-        account(segs, Some((loc, spec.encoded_len() as u32)), old);
         Ok(())
     }
 
@@ -262,17 +247,8 @@ impl State {
                 value: &[],
             };
             shard.append(&mut g, &spec, true)?;
-            let guard = epoch::pin();
-            let segs = shard.segments(&guard);
-            let gone = shard
-                .indexes
-                .get(ns, &guard)
-                .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
-            if let Some(old) = gone {
-                g.expiring.forget(segs, old);
-                shard.note_expiring(&g);
-            }
-            account(segs, None, gone);
+            shard.index_remove(&mut g, &epoch::pin(), (ns, h), key);
+            shard.note_expiring(&g);
             shard.after_append(&g);
             (old, shard.user_end())
         };
@@ -293,13 +269,7 @@ impl State {
             return Ok(());
         }
         let cfg = &self.ctx.config;
-        if items.len() > cfg.max_batch_records {
-            return Err(Error::LimitExceeded {
-                what: "batch record count",
-                len: items.len(),
-                max: cfg.max_batch_records,
-            });
-        }
+        within("batch record count", items.len(), cfg.max_batch_records)?;
         let expires_at = self.default_expiry()?;
         let n = self.shards.len();
         let mut per_shard = vec![0usize; n];
@@ -315,13 +285,7 @@ impl State {
             total += len;
             routed.push((h, s));
         }
-        if total > cfg.max_batch_bytes {
-            return Err(Error::LimitExceeded {
-                what: "batch size in bytes",
-                len: total,
-                max: cfg.max_batch_bytes,
-            });
-        }
+        within("batch size in bytes", total, cfg.max_batch_bytes)?;
         let targets = {
             let mut guards = self.lock_shards(&per_shard).await?;
             self.ctx.check_namespace(ns)?;
@@ -354,23 +318,12 @@ impl State {
             }
             let guard = epoch::pin();
             for (((k, v), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
-                let k = k.as_ref();
-                let shard = &self.shards[*s];
-                let segs = shard.segments(&guard);
-                let old = shard
-                    .indexes
-                    .get_or_create(ns, &guard)
-                    .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
-                if let Some(g) = guards[*s].as_mut() {
-                    if let Some(old) = old {
-                        g.expiring.forget(segs, old);
-                    }
-                    if let Some(t) = expires_at {
-                        g.expiring.add(t, loc, ns, *h);
-                    }
-                }
-                let len = frame::encoded_len(k.len(), v.as_ref().len(), expires_at.is_some());
-                account(segs, Some((loc, len as u32)), old);
+                let Some(g) = guards[*s].as_mut() else {
+                    continue;
+                };
+                let (k, v) = (k.as_ref(), v.as_ref());
+                let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
+                self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {

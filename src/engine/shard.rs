@@ -24,7 +24,7 @@ use super::Ctx;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
-use crate::log::segtable::SegTable;
+use crate::log::segtable::{account, frame_has_key, SegTable};
 use crate::nsindex::Indexes;
 
 /// Unwritten bytes past which an appender wakes a lingering core early.
@@ -416,6 +416,56 @@ impl Shard {
                 self.next.lock().preparing = false;
             }
         }
+    }
+
+    /// Points namespace `ns`'s index at the put of `key` (hash `h`) just
+    /// appended at `loc` (`len` bytes, expiring at `expires_at`), keeping
+    /// the live-byte accounting and the expiry list. Under the lock; the
+    /// caller publishes the expiry list's length (`note_expiring`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn index_put(
+        &self,
+        g: &mut Inner,
+        guard: &Guard,
+        (ns, h): (u32, u64),
+        key: &[u8],
+        loc: u64,
+        len: usize,
+        expires_at: Option<u64>,
+    ) {
+        let segs = self.segments(guard);
+        let old = self
+            .indexes
+            .get_or_create(ns, guard)
+            .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+        if let Some(old) = old {
+            g.expiring.forget(segs, old);
+        }
+        if let Some(t) = expires_at {
+            g.expiring.add(t, loc, ns, h);
+        }
+        account(segs, Some((loc, len as u32)), old);
+    }
+
+    /// Removes `key` (hash `h`) from namespace `ns`'s index, as
+    /// [`index_put`](Shard::index_put) keeps things; its old location.
+    pub(super) fn index_remove(
+        &self,
+        g: &mut Inner,
+        guard: &Guard,
+        (ns, h): (u32, u64),
+        key: &[u8],
+    ) -> Option<u64> {
+        let segs = self.segments(guard);
+        let gone = self
+            .indexes
+            .get(ns, guard)
+            .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
+        if let Some(old) = gone {
+            g.expiring.forget(segs, old);
+        }
+        account(segs, None, gone);
+        gone
     }
 
     /// Publishes the expiry list's length after a change (under the lock).

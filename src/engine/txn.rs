@@ -19,7 +19,6 @@ use crossbeam_epoch as epoch;
 use super::State;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind};
-use crate::log::segtable::{account, frame_has_key};
 
 /// A staged write.
 enum Staged {
@@ -132,13 +131,11 @@ impl<'a> Transaction<'a> {
         let state = self.state;
         let ns = self.ns;
         let cfg = &state.ctx.config;
-        if self.writes.len() > cfg.max_batch_records {
-            return Err(Error::LimitExceeded {
-                what: "transaction write count",
-                len: self.writes.len(),
-                max: cfg.max_batch_records,
-            });
-        }
+        super::ops::within(
+            "transaction write count",
+            self.writes.len(),
+            cfg.max_batch_records,
+        )?;
         let n = state.shards.len();
         let mut per_shard = vec![0usize; n];
         let mut also = vec![false; n];
@@ -157,13 +154,7 @@ impl<'a> Transaction<'a> {
             total += len;
             routed.push((h, s));
         }
-        if total > cfg.max_batch_bytes {
-            return Err(Error::LimitExceeded {
-                what: "transaction size in bytes",
-                len: total,
-                max: cfg.max_batch_bytes,
-            });
-        }
+        super::ops::within("transaction size in bytes", total, cfg.max_batch_bytes)?;
         for k in self.reads.keys() {
             also[state.ctx.shard_of(state.ctx.hash(ns, k))] = true;
         }
@@ -222,33 +213,15 @@ impl<'a> Transaction<'a> {
             let guard = epoch::pin();
             for (((k, w), (h, s)), (loc, len)) in self.writes.iter().zip(&routed).zip(locs) {
                 let shard = &state.shards[*s];
-                let segs = shard.segments(&guard);
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
                 match w {
                     Staged::Put { expires_at, .. } => {
-                        let old = shard
-                            .indexes
-                            .get_or_create(ns, &guard)
-                            .upsert(*h, loc, |old| frame_has_key(segs, old, ns, k));
-                        if let Some(old) = old {
-                            g.expiring.forget(segs, old);
-                        }
-                        if let Some(t) = expires_at {
-                            g.expiring.add(*t, loc, ns, *h);
-                        }
-                        account(segs, Some((loc, len as u32)), old);
+                        shard.index_put(g, &guard, (ns, *h), k, loc, len, *expires_at)
                     }
                     Staged::Remove => {
-                        let gone = shard
-                            .indexes
-                            .get(ns, &guard)
-                            .and_then(|ix| ix.remove(*h, |old| frame_has_key(segs, old, ns, k)));
-                        if let Some(old) = gone {
-                            g.expiring.forget(segs, old);
-                        }
-                        account(segs, None, gone);
+                        shard.index_remove(g, &guard, (ns, *h), k);
                     }
                 }
             }

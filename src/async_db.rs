@@ -282,7 +282,7 @@ const YIELD_EVERY: u32 = 64;
 
 /// A stream over a point-in-time snapshot that reads each record when it
 /// is polled for it (see [`AsyncEmdb::iter_stream`]). Every
-/// [`YIELD_EVERY`] items it wakes itself and returns `Pending`, giving the
+/// 64 items it wakes itself and returns `Pending`, giving the
 /// executor a turn: a stream whose items are always ready would otherwise
 /// hold its worker for the whole scan.
 pub struct SnapshotStream<I> {

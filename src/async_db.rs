@@ -298,6 +298,14 @@ pub type EmdbStream = SnapshotStream<EmdbIter>;
 /// [`AsyncEmdb::keys_stream`]).
 pub type EmdbKeyStream = SnapshotStream<EmdbKeyIter>;
 
+/// Stream of `(key, value)` pairs of a key range in ascending order (see
+/// [`AsyncEmdb::range_stream`]): an [`EmdbRangeIter`](crate::EmdbRangeIter)
+/// polled one record at a time, so at most one chunk (128 records) is in
+/// memory, and what it sees follows `EmdbRangeIter`'s rule. Reading a
+/// chunk (when the previous one is used up) holds the shard locks for
+/// tens of microseconds inside `poll_next`.
+pub type EmdbRangeStream = SnapshotStream<crate::range::EmdbRangeIter>;
+
 impl<I> SnapshotStream<I> {
     pub(crate) fn new(iter: I) -> SnapshotStream<I> {
         SnapshotStream {

@@ -33,6 +33,7 @@ pub struct EmdbBuilder {
     tail_buffer_bytes: Option<usize>,
     compaction_threshold: Option<f64>,
     background_compaction: Option<bool>,
+    range_scans: bool,
     default_ttl: Option<std::time::Duration>,
     in_memory: bool,
     #[cfg(feature = "fault-injection")]
@@ -155,6 +156,18 @@ impl EmdbBuilder {
         self
     }
 
+    /// Keeps an ordered index of every key, so that `range`,
+    /// `range_prefix`, `range_iter`, `range_prefix_iter`, `iter_from` and
+    /// `iter_after` work (without it they return `Error::InvalidConfig`),
+    /// and `group` becomes a prefix seek. Default off. It costs about 30
+    /// bytes of memory per key plus the key's length, some work on each
+    /// write of a new key and each removal, and a rebuild at open (see
+    /// ARCHITECTURE.md, "Range scans", for the figures).
+    pub fn enable_range_scans(mut self, on: bool) -> Self {
+        self.range_scans = on;
+        self
+    }
+
     /// Whether a background thread compacts segments as they pass the
     /// compaction threshold. Default on; `compact()` works either way.
     pub fn background_compaction(mut self, on: bool) -> Self {
@@ -228,6 +241,7 @@ impl EmdbBuilder {
                 .compaction_threshold
                 .unwrap_or(DEFAULT_COMPACTION_THRESHOLD),
             background_compaction: self.background_compaction.unwrap_or(true),
+            range_scans: self.range_scans,
             #[cfg(feature = "fault-injection")]
             fault_plan: self.fault_plan,
             default_ttl: self.default_ttl,

@@ -86,6 +86,8 @@ pub(crate) struct Config {
     pub compaction_threshold: f64,
     /// Whether a background thread compacts on its own.
     pub background_compaction: bool,
+    /// Whether an ordered index is kept for range scans.
+    pub range_scans: bool,
     /// The expiry of a write that names none (`Ttl::Default`).
     pub default_ttl: Option<std::time::Duration>,
     #[cfg(feature = "fault-injection")]

@@ -8,13 +8,11 @@
 //! damaged record is skipped (`get` reports it as `Error::Corrupted`). A
 //! record that has expired by the time the iterator reaches it is skipped.
 
-use std::sync::Arc;
-
 use crate::log::frame::{self, unpack_pos, Kind};
-use crate::log::segment::Segment;
+use crate::log::segment::Held;
 
 struct ShardSnap {
-    segs: Vec<Arc<Segment>>,
+    segs: Vec<Held>,
     locs: Vec<u64>,
 }
 
@@ -27,7 +25,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn new(snap: Vec<(Vec<Arc<Segment>>, Vec<u64>)>, ns: u32) -> Cursor {
+    fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> Cursor {
         let remaining = snap.iter().map(|(_, l)| l.len()).sum();
         let shards = snap
             .into_iter()
@@ -85,7 +83,7 @@ pub struct EmdbIter {
 }
 
 impl EmdbIter {
-    pub(crate) fn new(snap: Vec<(Vec<Arc<Segment>>, Vec<u64>)>, ns: u32) -> EmdbIter {
+    pub(crate) fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> EmdbIter {
         EmdbIter {
             cursor: Cursor::new(snap, ns),
         }
@@ -108,7 +106,7 @@ pub struct EmdbKeyIter {
 }
 
 impl EmdbKeyIter {
-    pub(crate) fn new(snap: Vec<(Vec<Arc<Segment>>, Vec<u64>)>, ns: u32) -> EmdbKeyIter {
+    pub(crate) fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> EmdbKeyIter {
         EmdbKeyIter {
             cursor: Cursor::new(snap, ns),
         }

@@ -87,6 +87,77 @@ macro_rules! key_value_api {
                 ))
             }
 
+            #[doc = concat!("Every `(key, value)` of ", $what, " with its key in `range`, in")]
+            /// ascending key order, read at one point in time (every
+            /// shard's lock is held while the result is read: writers wait
+            /// about a microsecond per key, so use `range_iter` for large
+            /// ranges). Expired records are left out. `Error::InvalidConfig`
+            /// unless the database was opened with `enable_range_scans(true)`.
+            pub fn range<R: ::std::ops::RangeBounds<Vec<u8>>>(
+                &self,
+                range: R,
+            ) -> $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                self.engine().range_all(self.ns(), $crate::range::owned_bounds(&range))
+            }
+
+            /// Every `(key, value)` whose key starts with `prefix`, as `range`.
+            pub fn range_prefix<Q: AsRef<[u8]>>(
+                &self,
+                prefix: Q,
+            ) -> $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
+                self.engine().range_all(self.ns(), bounds)
+            }
+
+            /// The records of `range` in ascending key order, lazily; see
+            /// [`EmdbRangeIter`]($crate::EmdbRangeIter) for what a concurrent
+            /// write may show. `Error::InvalidConfig` without range scans.
+            pub fn range_iter<R: ::std::ops::RangeBounds<Vec<u8>>>(
+                &self,
+                range: R,
+            ) -> $crate::error::Result<$crate::EmdbRangeIter> {
+                $crate::EmdbRangeIter::new(
+                    self.engine().state(),
+                    self.ns(),
+                    $crate::range::owned_bounds(&range),
+                )
+            }
+
+            /// The records whose key starts with `prefix`, as `range_iter`.
+            pub fn range_prefix_iter<Q: AsRef<[u8]>>(
+                &self,
+                prefix: Q,
+            ) -> $crate::error::Result<$crate::EmdbRangeIter> {
+                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
+                $crate::EmdbRangeIter::new(self.engine().state(), self.ns(), bounds)
+            }
+
+            /// The records from `key` on (inclusive), as `range_iter`.
+            pub fn iter_from<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> $crate::error::Result<$crate::EmdbRangeIter> {
+                let from = ::std::ops::Bound::Included(key.as_ref().to_vec());
+                $crate::EmdbRangeIter::new(
+                    self.engine().state(),
+                    self.ns(),
+                    (from, ::std::ops::Bound::Unbounded),
+                )
+            }
+
+            /// The records after `key` (exclusive), as `range_iter`.
+            pub fn iter_after<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> $crate::error::Result<$crate::EmdbRangeIter> {
+                let from = ::std::ops::Bound::Excluded(key.as_ref().to_vec());
+                $crate::EmdbRangeIter::new(
+                    self.engine().state(),
+                    self.ns(),
+                    (from, ::std::ops::Bound::Unbounded),
+                )
+            }
+
             #[doc = concat!("Runs `f` as a transaction on ", $what, ": its reads see its own")]
             /// staged writes; if `f` returns `Ok`, the writes commit as one
             /// batch (after a crash all there or none), provided no key it
@@ -320,6 +391,121 @@ macro_rules! async_key_value_api {
                 let ns = self.ns();
                 let it = $crate::iter::EmdbKeyIter::new(self.engine().snapshot(ns), ns);
                 ::std::future::ready(Ok($crate::EmdbKeyStream::new(it)))
+            }
+
+            #[doc = concat!("The records of ", $what, " in `range`, ascending, read at one point")]
+            /// in time on a thread of their own, as `Emdb::range`.
+            pub fn range<R: ::std::ops::RangeBounds<Vec<u8>>>(
+                &self,
+                range: R,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                let (db, ns) = (self.owner(), self.ns());
+                let bounds = $crate::range::owned_bounds(&range);
+                $crate::engine::handoff::offload("emdb-range", move || {
+                    db.engine().range_all(ns, bounds)
+                })
+            }
+
+            /// The records whose key starts with `prefix`, as `range`.
+            pub fn range_prefix<Q: AsRef<[u8]>>(
+                &self,
+                prefix: Q,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                let (db, ns) = (self.owner(), self.ns());
+                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
+                $crate::engine::handoff::offload("emdb-range", move || {
+                    db.engine().range_all(ns, bounds)
+                })
+            }
+
+            /// Every record from `key` on (inclusive), ascending, as
+            /// `range`.
+            pub fn iter_from<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                self.range((
+                    ::std::ops::Bound::Included(key.as_ref().to_vec()),
+                    ::std::ops::Bound::Unbounded,
+                ))
+            }
+
+            /// Every record after `key` (exclusive), ascending, as `range`.
+            pub fn iter_after<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                self.range((
+                    ::std::ops::Bound::Excluded(key.as_ref().to_vec()),
+                    ::std::ops::Bound::Unbounded,
+                ))
+            }
+
+            #[doc = concat!("The records of ", $what, " in `range`, ascending, as a stream of")]
+            /// [`EmdbRangeIter`]($crate::EmdbRangeIter)'s chunks (see
+            /// [`EmdbRangeStream`]($crate::EmdbRangeStream)).
+            /// `Error::InvalidConfig` without range scans.
+            pub fn range_stream<R: ::std::ops::RangeBounds<Vec<u8>>>(
+                &self,
+                range: R,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbRangeStream>>
+                   + Send
+                   + 'static {
+                let bounds = $crate::range::owned_bounds(&range);
+                ::std::future::ready(self.range_stream_of(bounds))
+            }
+
+            /// The records whose key starts with `prefix`, as `range_stream`.
+            pub fn range_prefix_stream<Q: AsRef<[u8]>>(
+                &self,
+                prefix: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbRangeStream>>
+                   + Send
+                   + 'static {
+                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
+                ::std::future::ready(self.range_stream_of(bounds))
+            }
+
+            /// The records from `key` on (inclusive), as `range_stream`.
+            pub fn iter_from_stream<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbRangeStream>>
+                   + Send
+                   + 'static {
+                let from = ::std::ops::Bound::Included(key.as_ref().to_vec());
+                ::std::future::ready(self.range_stream_of((from, ::std::ops::Bound::Unbounded)))
+            }
+
+            /// The records after `key` (exclusive), as `range_stream`.
+            pub fn iter_after_stream<Q: AsRef<[u8]>>(
+                &self,
+                key: Q,
+            ) -> impl ::std::future::Future<Output = $crate::error::Result<$crate::EmdbRangeStream>>
+                   + Send
+                   + 'static {
+                let from = ::std::ops::Bound::Excluded(key.as_ref().to_vec());
+                ::std::future::ready(self.range_stream_of((from, ::std::ops::Bound::Unbounded)))
+            }
+
+            fn range_stream_of(
+                &self,
+                bounds: (::std::ops::Bound<Vec<u8>>, ::std::ops::Bound<Vec<u8>>),
+            ) -> $crate::error::Result<$crate::EmdbRangeStream> {
+                let it = $crate::EmdbRangeIter::new(self.engine().state(), self.ns(), bounds)?;
+                Ok($crate::EmdbRangeStream::new(it))
             }
 
             #[doc = concat!("Runs `f` as a transaction on ", $what, ", as `Emdb::transaction`:")]

@@ -55,12 +55,14 @@ mod namespace;
 #[cfg(feature = "nested")]
 mod nested;
 mod nsindex;
+mod range;
 mod recovery;
+mod sorted;
 mod stats;
 mod value;
 
 #[cfg(feature = "async")]
-pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbStream, SnapshotStream};
+pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbRangeStream, EmdbStream, SnapshotStream};
 pub use builder::EmdbBuilder;
 #[cfg(feature = "ttl")]
 pub use config::Ttl;
@@ -77,9 +79,10 @@ pub use iter::{EmdbIter, EmdbKeyIter};
 pub use lock::LockHolder;
 #[cfg(feature = "async")]
 pub use namespace::AsyncNamespace;
-pub use namespace::{Namespace, NamespaceIter, NamespaceKeyIter};
+pub use namespace::{Namespace, NamespaceIter, NamespaceKeyIter, NamespaceRangeIter};
 #[cfg(feature = "nested")]
 pub use nested::{Focus, GroupIter};
+pub use range::EmdbRangeIter;
 pub use stats::EmdbStats;
 pub use value::ValueRef;
 

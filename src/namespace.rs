@@ -43,6 +43,9 @@ pub type NamespaceIter = crate::iter::EmdbIter;
 /// The iterator of [`Namespace::keys`].
 pub type NamespaceKeyIter = crate::iter::EmdbKeyIter;
 
+/// The lazy range iterator of a [`Namespace`]: an [`EmdbRangeIter`](crate::EmdbRangeIter).
+pub type NamespaceRangeIter = crate::range::EmdbRangeIter;
+
 crate::kv::key_value_api!(Namespace, "this namespace");
 
 impl Emdb {

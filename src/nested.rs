@@ -5,11 +5,16 @@
 //!
 //! Without range scans `group` and `delete_group` scan the default
 //! namespace's index (a point-in-time snapshot, about 10 ms per 100,000
-//! keys here); with range scans they will be a prefix seek.
+//! keys here); with range scans (`enable_range_scans(true)`) they seek the
+//! ordered index to the prefix and read only the group, in key order.
+
+use std::ops::{Bound, RangeBounds};
 
 use crate::db::Emdb;
+use crate::engine::range::prefix_bounds;
 use crate::engine::{block_on, DEFAULT_NS};
 use crate::error::{Error, Result};
+use crate::range::EmdbRangeIter;
 
 /// A prefix is one or more non-empty segments joined by `.`.
 fn check_prefix(prefix: &str) -> Result<()> {
@@ -38,39 +43,62 @@ impl Emdb {
         }
     }
 
-    /// Every `(key, value)` whose key starts with `prefix.`, lazily, from a
-    /// point-in-time snapshot. `Error::InvalidPath` for an empty or
-    /// malformed prefix (an empty segment: `""`, `".a"`, `"a."`, `"a..b"`).
+    /// Every `(key, value)` whose key starts with `prefix.`, lazily.
+    /// Without range scans it filters a point-in-time snapshot of the
+    /// default namespace (any order); with them it is a prefix seek in
+    /// ascending key order, seeing what
+    /// [`EmdbRangeIter`](crate::EmdbRangeIter) sees. `Error::InvalidPath`
+    /// for an empty or malformed prefix (an empty segment: `""`, `".a"`,
+    /// `"a."`, `"a..b"`).
     pub fn group(&self, prefix: impl AsRef<str>) -> Result<GroupIter> {
         let start = group_start(prefix.as_ref())?;
-        Ok(GroupIter {
+        if self.engine().ctx.config.range_scans {
+            return Ok(GroupIter(Group::Seek(self.range_prefix_iter(&start)?)));
+        }
+        Ok(GroupIter(Group::Scan {
             inner: self.iter()?,
             start,
-        })
+        }))
     }
 
     /// Removes every record whose key starts with `prefix.`, as one batch:
     /// after a crash all of them are gone or none. Returns how many.
     pub fn delete_group(&self, prefix: impl AsRef<str>) -> Result<usize> {
         let start = group_start(prefix.as_ref())?;
-        let keys: Vec<Vec<u8>> = self.keys()?.filter(|k| k.starts_with(&start)).collect();
+        let keys: Vec<Vec<u8>> = if self.engine().ctx.config.range_scans {
+            self.range_prefix(&start)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        } else {
+            self.keys()?.filter(|k| k.starts_with(&start)).collect()
+        };
         block_on(self.engine().remove_batch(DEFAULT_NS, &keys))
     }
 }
 
 /// The records of a group, from [`Emdb::group`] and [`Focus::iter`].
-pub struct GroupIter {
-    inner: crate::iter::EmdbIter,
-    /// `prefix.`; empty for the root focus (every record).
-    start: Vec<u8>,
+pub struct GroupIter(Group);
+
+enum Group {
+    /// A point-in-time snapshot, filtered (range scans off).
+    Scan {
+        inner: crate::iter::EmdbIter,
+        /// `prefix.`; empty for the root focus (every record).
+        start: Vec<u8>,
+    },
+    /// A prefix seek (range scans on).
+    Seek(EmdbRangeIter),
 }
 
 impl Iterator for GroupIter {
     type Item = (Vec<u8>, Vec<u8>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let start = &self.start;
-        self.inner.by_ref().find(|(k, _)| k.starts_with(start))
+        match &mut self.0 {
+            Group::Scan { inner, start } => inner.by_ref().find(|(k, _)| k.starts_with(start)),
+            Group::Seek(it) => it.next(),
+        }
     }
 }
 
@@ -94,13 +122,18 @@ impl Clone for Focus {
 
 impl Focus {
     fn key(&self, key: &str) -> Vec<u8> {
+        self.key_bytes(key.as_bytes())
+    }
+
+    /// `prefix.key` (`key` alone for the root focus).
+    fn key_bytes(&self, key: &[u8]) -> Vec<u8> {
         if self.prefix.is_empty() {
-            return key.as_bytes().to_vec();
+            return key.to_vec();
         }
         let mut k = Vec::with_capacity(self.prefix.len() + 1 + key.len());
         k.extend_from_slice(self.prefix.as_bytes());
         k.push(b'.');
-        k.extend_from_slice(key.as_bytes());
+        k.extend_from_slice(key);
         k
     }
 
@@ -152,12 +185,80 @@ impl Focus {
     /// [`Emdb::group`]; the root focus yields every record.
     pub fn iter(&self) -> Result<GroupIter> {
         if self.prefix.is_empty() {
-            return Ok(GroupIter {
+            if self.db.engine().ctx.config.range_scans {
+                return Ok(GroupIter(Group::Seek(self.db.range_iter(..)?)));
+            }
+            return Ok(GroupIter(Group::Scan {
                 inner: self.db.iter()?,
                 start: Vec::new(),
-            });
+            }));
         }
         self.db.group(&self.prefix)
+    }
+
+    /// Bounds on full keys for `range`, whose bounds are keys relative to
+    /// this focus (as `set` takes them), kept within the focus.
+    fn full_bounds<R: RangeBounds<Vec<u8>>>(&self, range: &R) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let full = |b: Bound<&Vec<u8>>| {
+            b.map(|k| {
+                let mut f = self.key("").to_vec();
+                f.extend_from_slice(k);
+                f
+            })
+        };
+        let (from, to) = (full(range.start_bound()), full(range.end_bound()));
+        if self.prefix.is_empty() {
+            return (from, to);
+        }
+        // Within `prefix.`: an unbounded side stops at the focus's edge.
+        let (lo, hi) = prefix_bounds(&self.key(""));
+        let from = if matches!(from, Bound::Unbounded) {
+            lo
+        } else {
+            from
+        };
+        let to = if matches!(to, Bound::Unbounded) {
+            hi
+        } else {
+            to
+        };
+        (from, to)
+    }
+
+    /// The records under this focus whose keys, relative to the focus (as
+    /// `set` takes them), are in `range`: full keys, ascending, at one point
+    /// in time, as [`Emdb::range`]. `Error::InvalidConfig` without range
+    /// scans.
+    pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.db.range(self.full_bounds(&range))
+    }
+
+    /// The records under this focus whose relative keys start with
+    /// `prefix`, as [`Focus::range`].
+    pub fn range_prefix<Q: AsRef<[u8]>>(&self, prefix: Q) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.db.range_prefix(self.key_bytes(prefix.as_ref()))
+    }
+
+    /// [`Focus::range`], lazily (see [`EmdbRangeIter`]).
+    pub fn range_iter<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<EmdbRangeIter> {
+        self.db.range_iter(self.full_bounds(&range))
+    }
+
+    /// [`Focus::range_prefix`], lazily.
+    pub fn range_prefix_iter<Q: AsRef<[u8]>>(&self, prefix: Q) -> Result<EmdbRangeIter> {
+        self.db.range_prefix_iter(self.key_bytes(prefix.as_ref()))
+    }
+
+    /// The records under this focus from relative key `key` on
+    /// (inclusive), lazily.
+    pub fn iter_from<Q: AsRef<[u8]>>(&self, key: Q) -> Result<EmdbRangeIter> {
+        self.range_iter((Bound::Included(key.as_ref().to_vec()), Bound::Unbounded))
+    }
+
+    /// The records under this focus after relative key `key` (exclusive),
+    /// lazily.
+    pub fn iter_after<Q: AsRef<[u8]>>(&self, key: Q) -> Result<EmdbRangeIter> {
+        self.range_iter((Bound::Excluded(key.as_ref().to_vec()), Bound::Unbounded))
     }
 
     /// Removes every record under this focus, as [`Emdb::delete_group`].

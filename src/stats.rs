@@ -34,6 +34,9 @@ pub struct EmdbStats {
     pub records_per_flush: f64,
     /// Memory held by the hash index, in bytes.
     pub index_bytes: u64,
+    /// Memory held by the ordered index of range scans, in bytes (0 when
+    /// they are off).
+    pub ordered_index_bytes: u64,
     /// Bytes of the records the index points to (live), in all segments.
     pub live_bytes: u64,
     /// Bytes of frames no live record holds: overwritten and removed
@@ -65,6 +68,7 @@ impl EmdbStats {
             durable_records: 0,
             records_per_flush: 0.0,
             index_bytes: 0,
+            ordered_index_bytes: 0,
             live_bytes: 0,
             dead_bytes: 0,
             segments: 0,

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::log::segment::Segment;
+use crate::log::segment::{Held, Segment};
 
 /// A value returned by `get_zerocopy`. It points into the segment's file
 /// mapping and keeps that segment alive, so it stays valid across later
@@ -18,7 +18,7 @@ pub struct ValueRef<'a> {
 
 enum Repr {
     Mapped {
-        _seg: Arc<Segment>,
+        _seg: Held,
         ptr: *const u8,
         len: usize,
     },
@@ -26,7 +26,7 @@ enum Repr {
 }
 
 // SAFETY: `ptr` points into an immutable region of a mapping owned by the
-// `Arc<Segment>` held beside it; Segment is Send + Sync.
+// segment held beside it; Segment is Send + Sync.
 unsafe impl Send for ValueRef<'_> {}
 // SAFETY: as above; the bytes are never mutated.
 unsafe impl Sync for ValueRef<'_> {}
@@ -37,7 +37,7 @@ impl ValueRef<'_> {
             repr: Repr::Mapped {
                 ptr: bytes.as_ptr(),
                 len: bytes.len(),
-                _seg: seg,
+                _seg: Held::new(seg),
             },
             _handle: PhantomData,
         }

@@ -391,11 +391,21 @@ fn seg_files(dir: &Path) -> BTreeSet<PathBuf> {
 
 /// A stream holds the segments of its snapshot: compaction retires them,
 /// but their files stay (the stream still reads them) until the stream is
-/// dropped, which releases them.
+/// dropped, which releases them at once. Another thread of the process
+/// staying pinned in the epoch all along (as one descheduled on a loaded
+/// machine may be) changes nothing.
 #[test]
 fn a_dropped_stream_releases_its_segments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (pinned_tx, pinned) = std::sync::mpsc::channel::<()>();
+    let pinner = std::thread::spawn(move || {
+        let _guard = crossbeam_epoch::pin();
+        pinned_tx.send(()).unwrap();
+        let _ = released.recv();
+    });
+    pinned.recv().unwrap();
     futures::executor::block_on(async {
         let db = AsyncEmdb::builder()
             .path(&path)
@@ -451,6 +461,8 @@ fn a_dropped_stream_releases_its_segments() {
         assert_eq!(db.get("key-00001").await.unwrap(), Some(b"new-1".to_vec()));
         db.close().await.unwrap();
     });
+    release.send(()).unwrap();
+    pinner.join().unwrap();
 }
 
 /// Dropping the last async handle inside a task does not block it: the

@@ -25,8 +25,8 @@
 //!    no longer lists the segment is stored; a crash in between leaves both
 //!    copies, and the later one wins.
 //! 3. The retired segment leaves the segment table after every index entry
-//!    moved off it; its file is removed when the last reader, iterator or
-//!    `ValueRef` holding it lets go (an unlisted file left by a crash is an
+//!    moved off it; its file is removed then, or when the last iterator,
+//!    stream or `ValueRef` holding it lets go (an unlisted file left by a crash is an
 //!    orphan the next open removes).
 //! 4. A checkpoint at the end writes hint files for the segments that
 //!    received the moved records, so the next open loads them.
@@ -142,7 +142,7 @@ impl State {
             block_on(self.checkpoint())?;
             // Retired segments' old tables wait in epoch garbage (also that
             // of the compaction threads, handed over when they exit): push
-            // it through, so each file goes as soon as its last holder does.
+            // it through, so their mappings go soon.
             for _ in 0..4 {
                 crossbeam_epoch::pin().flush();
             }
@@ -424,6 +424,9 @@ impl<'a> Batch<'a> {
                     let segs = shard.segments(&guard);
                     g.expiring.forget(segs, loc);
                     let gone = ix.remove(h, |l| l == loc);
+                    if let (Some(o), Some(_)) = (&mut g.ordered, gone) {
+                        o.remove(ns, key);
+                    }
                     account(segs, None, gone);
                 }
                 Move::Tombstone { h, ns, key, raw } => {

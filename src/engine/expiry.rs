@@ -158,6 +158,9 @@ impl State {
                 return Err(e);
             }
             let gone = ix.remove(h, |l| l == loc);
+            if let (Some(o), Some(_)) = (&mut g.ordered, gone) {
+                o.remove(ens, &key);
+            }
             account(segs, None, gone);
             *swept += 1;
         }

@@ -14,6 +14,7 @@ mod groups;
 pub(crate) mod handoff;
 mod open;
 mod ops;
+pub(crate) mod range;
 pub(crate) mod shard;
 pub(crate) mod ttl;
 pub(crate) mod txn;
@@ -387,6 +388,11 @@ impl std::ops::Deref for Engine {
 impl Engine {
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The state, for what outlives a call (a range iterator reads on).
+    pub(crate) fn state(&self) -> Arc<State> {
+        self.state.clone()
     }
 
     fn shutdown(&self) {

@@ -95,6 +95,14 @@ impl Engine {
         for s in &shards {
             s.set_self();
         }
+        if config.range_scans {
+            // One thread per shard: the keys are read and sorted at once.
+            std::thread::scope(|sc| {
+                for s in &shards {
+                    sc.spawn(|| s.rebuild_ordered());
+                }
+            });
+        }
         let shared_ok = config.dir.as_deref().is_some_and(overwrites_in_place);
         ctx.commit.attach(&shards, shared_ok);
         let threads = start_cores(&shards, &config, backend)?;

@@ -12,7 +12,7 @@ use super::{State, MAX_LOOKUP_RETRIES};
 use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, FrameSpec, Kind};
-use crate::log::segment::Segment;
+use crate::log::segment::{Held, Segment};
 use crate::log::segtable::account;
 use crate::stats::EmdbStats;
 use crate::value::ValueRef;
@@ -378,6 +378,9 @@ impl State {
                     ix.clear();
                 }
                 g.expiring.forget_namespace(ns);
+                if let Some(o) = &mut g.ordered {
+                    o.clear(ns);
+                }
                 self.shards[s].note_expiring(g);
                 self.shards[s].after_append(g);
                 targets.push((s, self.shards[s].user_end()));
@@ -474,6 +477,9 @@ impl State {
                 ix.for_each(|_, loc| account(segs, None, Some(loc)));
             }
             g.expiring.forget_namespace(id);
+            if let Some(o) = &mut g.ordered {
+                o.clear(id);
+            }
             shard.note_expiring(&g);
         }
         Ok(true)
@@ -516,8 +522,10 @@ impl State {
     }
 
     /// A point-in-time snapshot of every live location of namespace `ns`,
-    /// taken under all shard locks at once.
-    pub(crate) fn snapshot(&self, ns: u32) -> Vec<(Vec<Arc<Segment>>, Vec<u64>)> {
+    /// taken under all shard locks at once, with claims on the segments
+    /// they point into (taken under the locks too: before compaction can
+    /// move a record off a segment, so before it can retire one).
+    pub(crate) fn snapshot(&self, ns: u32) -> Vec<(Vec<Held>, Vec<u64>)> {
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let guard = epoch::pin();
         let out = self
@@ -529,7 +537,8 @@ impl State {
                     locs.reserve(ix.len());
                     ix.for_each(|_, loc| locs.push(loc));
                 }
-                (s.segment_list(), locs)
+                let segs = s.segment_list().into_iter().map(Held::new).collect();
+                (segs, locs)
             })
             .collect();
         drop(guards);
@@ -554,7 +563,10 @@ impl State {
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
             st.live_records += s.indexes.total_len() as u64;
             st.index_bytes += s.indexes.memory_bytes() as u64;
+            st.ordered_index_bytes +=
+                s.lock().ordered.as_ref().map_or(0, |o| o.memory_bytes()) as u64;
         }
+        st.range_scans_enabled = self.ctx.config.range_scans;
         st.compactions = self.ctx.compactions.load(Ordering::Relaxed);
         st.bytes_reclaimed = self.ctx.bytes_reclaimed.load(Ordering::Relaxed);
         st.bytes_moved = self.ctx.bytes_moved.load(Ordering::Relaxed);

@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(super) prep_started: bool,
     /// The live records that have an expiry.
     pub(super) expiring: Expiring,
+    /// The ordered index of range scans, if they are on.
+    pub(crate) ordered: Option<super::range::Ordered>,
 }
 
 /// The segment to rotate into, prepared ahead of need.
@@ -164,6 +166,7 @@ impl Shard {
                 next_segment_id,
                 prep_started: false,
                 expiring,
+                ordered: None,
             }),
             written_lpos: AtomicU64::new(0),
             durable_lpos: AtomicU64::new(0),
@@ -250,7 +253,8 @@ impl Shard {
 
     /// Retires segment `v` after compaction moved what it held: the
     /// manifest stops listing it (durably), readers stop finding it, and its
-    /// file goes when the last holder drops it. The segment before it loses
+    /// files go now, or when the last iterator, stream or `ValueRef` holding
+    /// it lets go. The segment before it loses
     /// the seal marker `v` began with, so a marker at the tail claims its
     /// end again.
     pub(crate) fn retire_segment(&self, v: &Arc<Segment>) -> Result<()> {
@@ -266,8 +270,8 @@ impl Shard {
         }
         self.change_table(&[], &[v.id]);
         v.retire();
-        // The old table holds `v` until the epoch lets it go; push that
-        // along so the file goes as soon as its last holder does.
+        // The old table holds `v` (its mapping, not its files) until the
+        // epoch lets it go; push that along so the memory goes soon.
         for _ in 0..3 {
             epoch::pin().flush();
         }
@@ -438,8 +442,13 @@ impl Shard {
             .indexes
             .get_or_create(ns, guard)
             .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
-        if let Some(old) = old {
-            g.expiring.forget(segs, old);
+        match old {
+            Some(old) => g.expiring.forget(segs, old),
+            None => {
+                if let Some(o) = &mut g.ordered {
+                    o.insert(ns, key);
+                }
+            }
         }
         if let Some(t) = expires_at {
             g.expiring.add(t, loc, ns, h);
@@ -463,6 +472,9 @@ impl Shard {
             .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
         if let Some(old) = gone {
             g.expiring.forget(segs, old);
+            if let Some(o) = &mut g.ordered {
+                o.remove(ns, key);
+            }
         }
         account(segs, None, gone);
         gone

@@ -13,7 +13,8 @@
 //!   from there.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use memmap2::MmapRaw;
 
@@ -48,8 +49,12 @@ pub(crate) struct Segment {
     /// File operations (watched by a fault plan, if any).
     files: io::Files,
     /// Compaction retired this segment: its file (and hint file) is removed
-    /// when the last holder (a reader, an iterator, a `ValueRef`) drops it.
-    delete_on_drop: AtomicBool,
+    /// as soon as no [`Held`] claim on it is left (see [`Held`]).
+    retired: AtomicBool,
+    /// Live [`Held`] claims: iterators, streams and `ValueRef`s.
+    holders: AtomicUsize,
+    /// The files were removed (once).
+    unlinked: AtomicBool,
     /// Read view of the file. For memory storage it is the storage itself.
     file_map: Option<MmapRaw>,
     /// The tail buffer; `None` for segments recovered read-only.
@@ -105,23 +110,78 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(u32, u32)> {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if !self.delete_on_drop.load(Ordering::Acquire) {
-            return;
+        if self.retired.load(Ordering::Acquire) {
+            self.unlink();
+            // A checkpoint that listed the segment before it was retired may
+            // have written its hint file after the unlink: nothing holds the
+            // segment now, so nothing writes it again.
+            if let Some(path) = &self.path {
+                let _ = self.files.remove(&path.with_extension("hint"));
+            }
         }
-        if let Some(path) = &self.path {
-            // Best effort: a file left behind is unlisted, and the next open
-            // removes it as an orphan. The unlinks need no directory sync for
-            // the same reason.
-            let _ = self.files.remove(path);
-            let _ = self.files.remove(&path.with_extension("hint"));
+    }
+}
+
+/// A claim on a segment by something that reads it for an unbounded time:
+/// an iterator or stream (its snapshot), or a `ValueRef`.
+///
+/// A retired segment's files are removed when its last claim goes, at once,
+/// on the thread that drops it. The `Arc` alone does not decide that: the
+/// segment tables readers load are freed through epoch reclamation, which
+/// may keep a retired table (and its `Arc`s) alive for as long as any
+/// thread of the process stays pinned. Removing the file early is safe: a
+/// segment is read only through its mapping and its open descriptor, which
+/// keep the unlinked inode readable until the last `Arc` goes.
+pub(crate) struct Held(Arc<Segment>);
+
+impl Held {
+    pub(crate) fn new(seg: Arc<Segment>) -> Held {
+        // SeqCst pairs with `retire`: of a claim taken as the segment is
+        // retired, one side sees the other, and the files go once neither
+        // holds them (early is fine, see above; late is not).
+        seg.holders.fetch_add(1, Ordering::SeqCst);
+        Held(seg)
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Arc<Segment>;
+    fn deref(&self) -> &Arc<Segment> {
+        &self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.holders.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.retired.load(Ordering::SeqCst)
+        {
+            self.0.unlink();
         }
     }
 }
 
 impl Segment {
-    /// Marks the segment for deletion once nothing holds it any more.
+    /// Marks the segment retired (no longer listed by the manifest): its
+    /// files go now if nothing [`Held`] it, else when the last claim does.
     pub(crate) fn retire(&self) {
-        self.delete_on_drop.store(true, Ordering::Release);
+        self.retired.store(true, Ordering::SeqCst);
+        if self.holders.load(Ordering::SeqCst) == 0 {
+            self.unlink();
+        }
+    }
+
+    /// Removes the segment file and its hint file, once. Best effort: a
+    /// file left behind is unlisted, and the next open removes it as an
+    /// orphan. The unlinks need no directory sync for the same reason.
+    fn unlink(&self) {
+        if self.unlinked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(path) = &self.path {
+            let _ = self.files.remove(path);
+            let _ = self.files.remove(&path.with_extension("hint"));
+        }
     }
 
     /// Creates a new, empty segment of `config.segment_size` bytes: a
@@ -181,7 +241,9 @@ impl Segment {
             id: header.segment,
             cap,
             files: config.files(),
-            delete_on_drop: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
+            unlinked: AtomicBool::new(false),
             allocated: AtomicU32::new(allocated),
             path,
             storage,
@@ -225,7 +287,9 @@ impl Segment {
             id,
             cap,
             files: files.clone(),
-            delete_on_drop: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
+            unlinked: AtomicBool::new(false),
             allocated: AtomicU32::new(len),
             path: Some(path.to_path_buf()),
             storage: Storage::File(file),

@@ -1,0 +1,194 @@
+//! Range scans: the ordered index of each shard (one [`SortedKeys`] per
+//! namespace, kept under the shard lock beside the hash index) and the
+//! reads that merge the shards' keys in ascending order.
+//!
+//! **What a read sees.** A chunk of a range is read holding every shard's
+//! lock: its keys are merged from the ordered indexes and each value is
+//! read through the hash index, all at one point in time, so no write (and
+//! no transaction, whose commit holds the locks of its shards) is seen in
+//! part within a chunk. `range` and `range_prefix` read their whole result
+//! as one chunk; the lazy iterators read chunks of [`CHUNK`] keys and go on
+//! after the last key they examined, so across chunks they see each key as
+//! it was when its chunk was read (see `EmdbRangeIter`).
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crossbeam_epoch as epoch;
+
+use super::shard::Shard;
+use super::State;
+use crate::error::{Error, Result};
+use crate::log::frame::{self, unpack_pos, Kind};
+use crate::sorted::SortedKeys;
+
+/// Keys a lazy range iterator examines per chunk (its lock hold).
+pub(crate) const CHUNK: usize = 128;
+
+/// The ordered indexes of one shard, by namespace id.
+#[derive(Default)]
+pub(crate) struct Ordered(HashMap<u32, SortedKeys>);
+
+impl Ordered {
+    pub(super) fn insert(&mut self, ns: u32, key: &[u8]) {
+        self.0.entry(ns).or_default().insert(key);
+    }
+
+    pub(super) fn remove(&mut self, ns: u32, key: &[u8]) {
+        if let Some(s) = self.0.get_mut(&ns) {
+            s.remove(key);
+        }
+    }
+
+    pub(super) fn clear(&mut self, ns: u32) {
+        self.0.remove(&ns);
+    }
+
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.0.values().map(SortedKeys::memory_bytes).sum()
+    }
+}
+
+/// `Error::InvalidConfig` unless range scans are on.
+pub(crate) fn check_enabled(state: &State) -> Result<()> {
+    if state.ctx.config.range_scans {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(
+            "range scans are off: open the database with enable_range_scans(true)",
+        ))
+    }
+}
+
+/// The bounds of every key starting with `prefix`.
+pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    // The first key after every key with the prefix: the prefix with its
+    // last byte below 0xff incremented and the rest cut off.
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last < 0xff {
+            *end.last_mut().expect("not empty") += 1;
+            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
+        }
+        end.pop();
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
+
+fn below(key: &[u8], to: Bound<&[u8]>) -> bool {
+    match to {
+        Bound::Unbounded => true,
+        Bound::Included(e) => key <= e,
+        Bound::Excluded(e) => key < e,
+    }
+}
+
+/// A chunk of a range: its records, and where the next chunk starts
+/// (after `next`), or `None` once the range is done.
+pub(crate) struct Chunk {
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub next: Option<Vec<u8>>,
+}
+
+impl State {
+    /// Every live record of namespace `ns` in `bounds`, at one point in
+    /// time (see [`range_chunk`](State::range_chunk)).
+    pub(crate) fn range_all(
+        &self,
+        ns: u32,
+        (from, to): (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (from, to) = (
+            from.as_ref().map(Vec::as_slice),
+            to.as_ref().map(Vec::as_slice),
+        );
+        Ok(self.range_chunk(ns, from, to, usize::MAX)?.items)
+    }
+
+    /// The live records of namespace `ns` with keys in `(from, to)`, in
+    /// ascending key order, at one point in time (every shard's lock held):
+    /// of the first `limit` keys of the range in the ordered index (records
+    /// expired or damaged are skipped, as `iter` skips them).
+    pub(crate) fn range_chunk(
+        &self,
+        ns: u32,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Chunk> {
+        check_enabled(self)?;
+        let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let mut heads: Vec<_> = guards
+            .iter()
+            .filter_map(|g| g.ordered.as_ref()?.0.get(&ns))
+            .map(|set| set.iter_from(from).peekable())
+            .collect();
+        let mut items = Vec::new();
+        let mut examined = 0;
+        let mut last: Option<&[u8]> = None;
+        loop {
+            let mut best: Option<(usize, &[u8])> = None;
+            for (i, h) in heads.iter_mut().enumerate() {
+                if let Some(&k) = h.peek() {
+                    if best.is_none_or(|(_, b)| k < b) {
+                        best = Some((i, k));
+                    }
+                }
+            }
+            let Some((i, key)) = best.filter(|(_, k)| below(k, to)) else {
+                return Ok(Chunk { items, next: None });
+            };
+            if examined == limit {
+                let next = last.map(<[u8]>::to_vec);
+                return Ok(Chunk { items, next });
+            }
+            heads[i].next();
+            examined += 1;
+            last = Some(key);
+            // A damaged record is skipped here, as iterators skip it (a
+            // point read of it reports the damage).
+            if let Ok(Some(v)) = self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec()) {
+                items.push((key.to_vec(), v));
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// Builds this shard's ordered indexes from its hash indexes (at open,
+    /// when range scans are on): each key is read from its record, the keys
+    /// of a namespace are packed into one buffer and sorted there.
+    pub(super) fn rebuild_ordered(self: &Arc<Shard>) {
+        let guard = epoch::pin();
+        let segs = self.segments(&guard);
+        let mut ordered = Ordered::default();
+        self.indexes.for_each(&guard, |ns, ix| {
+            let mut bytes: Vec<u8> = Vec::new();
+            let mut spans: Vec<(usize, usize)> = Vec::with_capacity(ix.len());
+            ix.for_each(|_, loc| {
+                let (sid, off) = unpack_pos(loc);
+                let Some(seg) = segs.get(sid) else { return };
+                // `with_frame` may run this twice: the sort's dedup drops
+                // the second copy.
+                seg.with_frame(off, |b| {
+                    if let Ok(f) = frame::decode_unchecked(b) {
+                        if f.kind == Kind::Put && f.namespace == ns {
+                            spans.push((bytes.len(), f.key.len()));
+                            bytes.extend_from_slice(f.key);
+                        }
+                    }
+                });
+            });
+            let key = |&(s, l): &(usize, usize)| &bytes[s..s + l];
+            spans.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+            spans.dedup_by(|a, b| key(a) == key(b));
+            if !spans.is_empty() {
+                ordered
+                    .0
+                    .insert(ns, SortedKeys::from_sorted(spans.iter().map(key)));
+            }
+        });
+        self.lock().ordered = Some(ordered);
+    }
+}

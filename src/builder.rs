@@ -183,7 +183,11 @@ impl EmdbBuilder {
         self
     }
 
-    pub(crate) fn in_memory(mut self) -> Self {
+    /// A database in memory only (no files, no lock) with this builder's
+    /// other settings; [`Emdb::open_in_memory`](crate::Emdb::open_in_memory)
+    /// is the same with every default. Beyond the emdb API. With `path`
+    /// or the OS-resolution methods it is `Error::InvalidConfig`.
+    pub fn in_memory(mut self) -> Self {
         self.in_memory = true;
         self
     }
@@ -199,6 +203,15 @@ impl EmdbBuilder {
 
     pub(crate) fn into_config(self) -> Result<Config> {
         let dir = if self.in_memory {
+            if self.path.is_some()
+                || self.app_name.is_some()
+                || self.database_name.is_some()
+                || self.data_root.is_some()
+            {
+                return Err(Error::InvalidConfig(
+                    "in_memory() takes no path, app_name, database_name or data_root",
+                ));
+            }
             None
         } else {
             Some(self.resolve_path()?)

@@ -87,6 +87,12 @@ impl Block {
         for x in &mut self.ends[i..] {
             *x -= n;
         }
+        // Give back what removals freed, keeping an eighth of slack.
+        if self.bytes.capacity() > 2 * self.bytes.len() + 64 {
+            self.bytes
+                .shrink_to(self.bytes.len() + self.bytes.len() / 8);
+            self.ends.shrink_to(self.ends.len() + self.ends.len() / 8);
+        }
     }
 
     fn push(&mut self, key: &[u8]) {
@@ -180,18 +186,47 @@ impl SortedKeys {
         true
     }
 
-    /// Removes `key`; false if it was not there.
+    /// Removes `key`; false if it was not there. A block left with
+    /// under a quarter of [`BLOCK_MAX`] keys is merged with its neighbour
+    /// (the one before, else the one after) if both fit in half a block;
+    /// an empty block goes.
     pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
         let (fence, block) = self.block_mut(key);
         let Ok(i) = block.search(key) else {
             return false;
         };
         block.remove_at(i);
-        if block.len() == 0 && !fence.is_empty() {
-            let fence = fence.clone();
-            self.blocks.remove(&fence);
-        }
+        let (fence, left) = (fence.clone(), block.len());
         self.len -= 1;
+        if left == 0 && !fence.is_empty() {
+            self.blocks.remove(&fence);
+        } else if left < BLOCK_MAX / 4 {
+            let fits =
+                |(f, b): (&Box<[u8]>, &Block)| (left + b.len() <= BLOCK_MAX / 2).then(|| f.clone());
+            let before = self
+                .blocks
+                .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(&fence[..])))
+                .next_back()
+                .and_then(fits);
+            let after = || {
+                self.blocks
+                    .range::<[u8], _>((Bound::Excluded(&fence[..]), Bound::Unbounded))
+                    .next()
+                    .and_then(fits)
+            };
+            // (into, from): `from` follows `into`, so `into`'s fence stays.
+            let pair = match before {
+                Some(b) => Some((b, fence)),
+                None => after().map(|a| (fence, a)),
+            };
+            if let Some((into, from)) = pair {
+                let from = self.blocks.remove(&from).expect("listed");
+                let into = self.blocks.get_mut(&into).expect("listed");
+                for j in 0..from.len() {
+                    into.push(from.key(j));
+                }
+            }
+        }
         true
     }
 

@@ -5,15 +5,21 @@
 //! every expiry exactly (real time passing during the test is far below
 //! 30 s and only ever moves the engine's clock forward).
 //!
+//! Odd cases run with range scans on: every check then also compares
+//! ordered range reads (`range`, `range_prefix`, `range_iter`, `iter_from`,
+//! `iter_after`, `group` as a seek) against the model, and some steps are
+//! transactions. Even cases check that the range calls are refused.
+//!
 //! The test clock is process-wide: this file holds one test.
 
 #![cfg(all(feature = "ttl", feature = "nested", feature = "fault-injection"))]
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::time::Duration;
 
-use emdb::{advance_clock, Emdb, Ttl};
+use emdb::{advance_clock, Emdb, Error, Namespace, Ttl};
 
 const NAMES: [&str; 3] = ["", "alpha", "beta"];
 
@@ -44,9 +50,10 @@ impl Model {
     }
 }
 
-fn open(path: &Path) -> Emdb {
+fn open(path: &Path, ranges: bool) -> Emdb {
     Emdb::builder()
         .path(path)
+        .enable_range_scans(ranges)
         .shards(2)
         .segment_size(32 << 10)
         .max_key_len(64)
@@ -56,7 +63,142 @@ fn open(path: &Path) -> Emdb {
         .expect("open")
 }
 
-fn check(db: &Emdb, m: &Model, step: usize) {
+/// A random key bound over the test's key space (and beyond it).
+fn bound(rng: &mut fastrand::Rng) -> Bound<Vec<u8>> {
+    let k = match rng.u8(..3) {
+        0 => format!("g{}", rng.u8(..4)),
+        1 => format!("k{}", rng.u8(..13)),
+        _ => format!("g{}.k{}", rng.u8(..3), rng.u8(..7)),
+    }
+    .into_bytes();
+    match rng.u8(..3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(k),
+        _ => Bound::Excluded(k),
+    }
+}
+
+fn model_range(
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+    from: &Bound<Vec<u8>>,
+    to: &Bound<Vec<u8>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let key_in = |k: &Vec<u8>| {
+        (match from {
+            Bound::Unbounded => true,
+            Bound::Included(f) => k >= f,
+            Bound::Excluded(f) => k > f,
+        }) && (match to {
+            Bound::Unbounded => true,
+            Bound::Included(t) => k <= t,
+            Bound::Excluded(t) => k < t,
+        })
+    };
+    want.iter()
+        .filter(|(k, _)| key_in(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Ordered reads of namespace `name` against the model's `want`.
+fn check_ranges(
+    db: &Emdb,
+    ns: Option<&Namespace>,
+    want: &BTreeMap<Vec<u8>, Vec<u8>>,
+    rng: &mut fastrand::Rng,
+    at: &str,
+) {
+    let all: Vec<(Vec<u8>, Vec<u8>)> = want.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let (full, lazy) = match ns {
+        Some(ns) => (
+            ns.range(..).unwrap(),
+            ns.range_iter(..).unwrap().collect::<Vec<_>>(),
+        ),
+        None => (db.range(..).unwrap(), db.range_iter(..).unwrap().collect()),
+    };
+    assert_eq!(full, all, "{at}: range(..)");
+    assert_eq!(lazy, all, "{at}: range_iter(..)");
+    for _ in 0..4 {
+        let (from, to) = (bound(rng), bound(rng));
+        let expect = model_range(want, &from, &to);
+        let got = match ns {
+            Some(ns) => ns.range((from.clone(), to.clone())).unwrap(),
+            None => db.range((from.clone(), to.clone())).unwrap(),
+        };
+        assert_eq!(got, expect, "{at}: range {from:?}..{to:?}");
+        let got: Vec<_> = match ns {
+            Some(ns) => ns.range_iter((from.clone(), to.clone())).unwrap().collect(),
+            None => db.range_iter((from.clone(), to.clone())).unwrap().collect(),
+        };
+        assert_eq!(got, expect, "{at}: range_iter {from:?}..{to:?}");
+        let start = match (bound(rng), rng.bool()) {
+            (Bound::Included(k) | Bound::Excluded(k), _) => k,
+            (Bound::Unbounded, _) => b"g".to_vec(),
+        };
+        let from_incl = model_range(want, &Bound::Included(start.clone()), &Bound::Unbounded);
+        let after = model_range(want, &Bound::Excluded(start.clone()), &Bound::Unbounded);
+        let (got_from, got_after): (Vec<_>, Vec<_>) = match ns {
+            Some(ns) => (
+                ns.iter_from(&start).unwrap().collect(),
+                ns.iter_after(&start).unwrap().collect(),
+            ),
+            None => (
+                db.iter_from(&start).unwrap().collect(),
+                db.iter_after(&start).unwrap().collect(),
+            ),
+        };
+        assert_eq!(got_from, from_incl, "{at}: iter_from {start:?}");
+        assert_eq!(got_after, after, "{at}: iter_after {start:?}");
+        let prefix = &start[..rng.usize(..=start.len())];
+        let expect: Vec<_> = all
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        let (eager, lazy): (Vec<_>, Vec<_>) = match ns {
+            Some(ns) => (
+                ns.range_prefix(prefix).unwrap(),
+                ns.range_prefix_iter(prefix).unwrap().collect(),
+            ),
+            None => (
+                db.range_prefix(prefix).unwrap(),
+                db.range_prefix_iter(prefix).unwrap().collect(),
+            ),
+        };
+        assert_eq!(eager, expect, "{at}: range_prefix {prefix:?}");
+        assert_eq!(lazy, expect, "{at}: range_prefix_iter {prefix:?}");
+    }
+    if ns.is_none() {
+        for g in 0..3 {
+            let prefix = format!("g{g}.").into_bytes();
+            let expect: Vec<_> = all
+                .iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            let got: Vec<_> = db.group(format!("g{g}")).unwrap().collect();
+            assert_eq!(got, expect, "{at}: group g{g} (a seek, in key order)");
+        }
+    }
+}
+
+fn refused<T>(r: emdb::Result<T>) -> bool {
+    matches!(r, Err(Error::InvalidConfig(_)))
+}
+
+fn check(db: &Emdb, m: &Model, step: usize, ranges: bool) {
+    let mut rng = fastrand::Rng::with_seed(step as u64);
+    if !ranges {
+        assert!(refused(db.range(..)), "range without range scans");
+        assert!(refused(db.range_prefix("k")), "range_prefix without them");
+        assert!(refused(db.range_iter(..)), "range_iter without them");
+        assert!(refused(db.iter_from("k")), "iter_from without them");
+        assert!(refused(db.iter_after("k")), "iter_after without them");
+        assert!(
+            refused(db.range_prefix_iter("k")),
+            "range_prefix_iter without them"
+        );
+    }
     let mut listed = db.list_namespaces().unwrap();
     listed.sort();
     let mut want: Vec<String> = m.spaces.keys().cloned().collect();
@@ -87,6 +229,16 @@ fn check(db: &Emdb, m: &Model, step: usize) {
             };
             assert_eq!(got.as_ref(), Some(v), "step {step}: get {name:?} {k:?}");
         }
+        if ranges {
+            let ns = (!name.is_empty()).then(|| db.namespace(name).unwrap());
+            check_ranges(
+                db,
+                ns.as_ref(),
+                &want,
+                &mut rng,
+                &format!("step {step} {name:?}"),
+            );
+        }
     }
 }
 
@@ -97,6 +249,7 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     for case in 0..cases {
+        let ranges = case % 2 == 1;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let mut rng = fastrand::Rng::with_seed(0xace0 + case);
@@ -104,7 +257,7 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
             spaces: BTreeMap::from([(String::new(), BTreeMap::new())]),
             clock: 0,
         };
-        let mut db = open(&path);
+        let mut db = open(&path, ranges);
         for step in 0..300 {
             let name = NAMES[rng.usize(..NAMES.len())];
             let key = if rng.bool() {
@@ -116,6 +269,8 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
             let op = rng.u32(..100);
             // Calls through a namespace handle create the namespace.
             let through_handle = matches!(op, 0..=49 | 60..=73 | 90..);
+            let mut key2 = key.clone();
+            key2.push(b'x');
             if through_handle && !name.is_empty() {
                 m.spaces.entry(name.to_string()).or_default();
             }
@@ -232,7 +387,7 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
                             }
                         }
                     }
-                    db = open(&path);
+                    db = open(&path, ranges);
                 }
                 87..=89 => {
                     // Compaction sweeps every namespace first.
@@ -242,6 +397,29 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
                         space.retain(|_, r| r.expires.is_none_or(|t| t > clock));
                     }
                 }
+                90..=94 => {
+                    // A transaction: two writes and a remove, one batch.
+                    let value = format!("t{case}-{step}").into_bytes();
+                    let gone = format!("k{}", rng.u8(..12)).into_bytes();
+                    let body = |tx: &mut emdb::Transaction<'_>| {
+                        tx.insert(key.clone(), value.clone())?;
+                        tx.insert(key2.clone(), value.clone())?;
+                        tx.remove(&gone)
+                    };
+                    match handle(&db) {
+                        Some(ns) => ns.transaction(body).unwrap(),
+                        None => db.transaction(body).unwrap(),
+                    };
+                    let space = m.spaces.entry(name.to_string()).or_default();
+                    for k in [&key, &key2] {
+                        let rec = Rec {
+                            value: value.clone(),
+                            expires: None,
+                        };
+                        space.insert(k.clone(), rec);
+                    }
+                    space.remove(&gone);
+                }
                 _ => {
                     // A namespace comes into being on first use.
                     if !name.is_empty() {
@@ -250,7 +428,7 @@ fn namespaces_ttl_and_groups_match_a_model_across_reopens() {
                     }
                 }
             }
-            check(&db, &m, step);
+            check(&db, &m, step, ranges);
         }
     }
 }

@@ -2,6 +2,12 @@
 //! instead, in one process run, printed as tables (plus CSV and plots).
 //!
 //! `cargo run --release -p emdb-compare -- --records 1000000`
+//!
+//! Phases 1-13 and 15-16 run per store, in one process, on the same
+//! pre-generated records; phase 14 (async durable writers) runs after them on
+//! databases of its own. Phases 15 (full ordered scan) and 16 (10,000 prefix
+//! scans of the bulk load's 2-byte groups) run right after phase 7, while all
+//! N bulk-loaded keys are present; `--help` lists every phase.
 
 mod async_writers;
 #[path = "../../common/devstat.rs"]
@@ -22,6 +28,12 @@ use output::{Cell, Results};
 use stores::{Rec, Res, Store};
 
 const SEED: u64 = 3;
+/// Seed of the bulk load's group numbers (a stream of its own, so that every
+/// other byte of the workload is what seed 3 gave before groups existed).
+const GROUP_SEED: u64 = 4;
+/// The bulk load's keys start with a big-endian u16 group number drawn
+/// uniformly from 0..GROUPS (N = 1M: about 100 keys per group).
+const GROUPS: u16 = 10_000;
 const KEY_LEN: usize = 24;
 const VALUE_LEN: usize = 150;
 const LOAD_CHUNK: usize = 50_000;
@@ -46,7 +58,14 @@ struct Args {
     #[arg(long, default_value = "all")]
     stores: String,
     /// Phases to run: comma-separated numbers or ranges, e.g. `1-12` or `1,6,13`.
-    /// Phases 2-12 need the bulk load, so phase 1 is added when any of them is asked.
+    /// 1 bulk load, 2 individual durable writes, 3 durable batches, 4 writes
+    /// without sync, 5 len, 6-7 random reads, 8 remove half, 9 size, 10
+    /// compaction, 11 reopen, 12 memory per key, 13 durable writers, 14 async
+    /// durable writers, 15 full ordered scan, 16 10,000 prefix scans.
+    /// Phases 2-12, 15 and 16 need the bulk load, so phase 1 is added when any of
+    /// them is asked. Phases 15 and 16 run right after phase 7 (before phase 8
+    /// removes half the keys) and open both emdbs with enable_range_scans(true),
+    /// which phase 12 then includes; they are not in the default for that reason.
     /// Phase 14 (async durable writers, emdb and emdb 1.0.3 only) runs on its own
     /// databases after the stores' phases.
     #[arg(long, default_value = "1-14")]
@@ -90,12 +109,12 @@ fn parse_phases(spec: &str) -> Result<Vec<u32>, String> {
             .trim()
             .parse()
             .map_err(|_| format!("bad phase {part:?}"))?;
-        if a < 1 || b > 14 || a > b {
-            return Err(format!("phase out of 1-14: {part:?}"));
+        if a < 1 || b > 16 || a > b {
+            return Err(format!("phase out of 1-16: {part:?}"));
         }
         out.extend(a..=b);
     }
-    if out.iter().any(|p| (2..=12).contains(p)) {
+    if out.iter().any(|p| matches!(p, 2..=12 | 15 | 16)) {
         out.push(1);
     }
     out.sort_unstable();
@@ -104,6 +123,10 @@ fn parse_phases(spec: &str) -> Result<Vec<u32>, String> {
 }
 
 /// Everything the workload writes or reads, generated before any store runs.
+/// Keys are 24 bytes, values 150 random bytes. The bulk load's keys (`load`)
+/// start with a group number (big-endian u16 in 0..GROUPS, drawn from a
+/// stream seeded GROUP_SEED), then 22 random bytes; the other key sets stay
+/// 24 random bytes (so a few of them fall in a group too: see `in_groups`).
 struct Workload {
     load: Vec<Rec>,
     individual: Vec<Rec>,
@@ -128,7 +151,11 @@ impl Workload {
                 })
                 .collect()
         };
-        let load = gen(n);
+        let mut load = gen(n);
+        let mut groups = fastrand::Rng::with_seed(GROUP_SEED);
+        for (k, _) in &mut load {
+            k[..2].copy_from_slice(&groups.u16(0..GROUPS).to_be_bytes());
+        }
         let individual = gen(INDIVIDUAL_WRITES);
         let batches = gen(BATCHES * BATCH_LEN);
         let nosync = gen(NOSYNC_WRITES);
@@ -143,6 +170,14 @@ impl Workload {
             reads,
         }
     }
+}
+
+/// Keys of `recs` whose first two bytes name a group (< GROUPS): what the
+/// prefix scans of phase 16 find of them.
+fn in_groups(recs: &[Rec]) -> u64 {
+    recs.iter()
+        .filter(|(k, _)| u16::from_be_bytes([k[0], k[1]]) < GROUPS)
+        .count() as u64
 }
 
 fn bar(len: u64, msg: String) -> ProgressBar {
@@ -254,6 +289,8 @@ fn writers(
 }
 
 struct Ctx<'a> {
+    /// The store under test.
+    name: &'static str,
     args: &'a Args,
     phases: &'a [u32],
     w: &'a Workload,
@@ -268,7 +305,7 @@ impl Ctx<'_> {
 }
 
 fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
-    let name = kind.name;
+    let name = cx.name;
     let n = cx.args.records;
     let w = cx.w;
     eprintln!("== {name}");
@@ -279,6 +316,8 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
     cx.res
         .note(name, format!("open (fresh): {:.1} ms", ms(t.elapsed())));
     let mut expected_len = 0u64;
+    // Live keys that phase 16's prefix scans should find.
+    let mut expected_grouped = 0u64;
 
     if cx.has(1) {
         let pb = bar(n as u64, "1 bulk load".into());
@@ -293,6 +332,7 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
         let el = t.elapsed();
         pb.finish_and_clear();
         expected_len += n as u64;
+        expected_grouped += n as u64;
         cx.res.set("1", name, Cell::ms(el));
         let rss1 = sys::rss_bytes();
         if cx.has(12) {
@@ -313,6 +353,7 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
         pb.finish_and_clear();
         cx.res.set("2", name, Cell::ms(t.elapsed()));
         expected_len += INDIVIDUAL_WRITES as u64;
+        expected_grouped += in_groups(&w.individual);
     }
     if cx.has(3) {
         let pb = bar(BATCHES as u64, "3 durable batches".into());
@@ -324,6 +365,7 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
         pb.finish_and_clear();
         cx.res.set("3", name, Cell::ms(t.elapsed()));
         expected_len += (BATCHES * BATCH_LEN) as u64;
+        expected_grouped += in_groups(&w.batches);
     }
     if cx.has(4) {
         let pb = bar(NOSYNC_WRITES as u64, "4 writes without sync".into());
@@ -340,6 +382,7 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
         pb.finish_and_clear();
         cx.res.set("4", name, Cell::ms(el));
         expected_len += NOSYNC_WRITES as u64;
+        expected_grouped += in_groups(&w.nosync);
     }
     if cx.has(5) {
         let t = Instant::now();
@@ -371,6 +414,13 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
                 );
             }
         }
+    }
+    // Phases 15 and 16 run here, with every key of phases 1-4 present.
+    if cx.has(15) {
+        full_scan(cx, &*store, expected_len)?;
+    }
+    if cx.has(16) {
+        prefix_scans(cx, &*store, expected_grouped)?;
     }
     if cx.has(8) {
         let keys: Vec<&[u8]> = w
@@ -474,6 +524,106 @@ fn run_store(cx: &mut Ctx, kind: &stores::Kind, dir: &Path) -> Res<()> {
     Ok(())
 }
 
+/// Phase 15: one pass over every key in ascending order; checks the count and
+/// the order.
+fn full_scan(cx: &mut Ctx, store: &dyn Store, expected: u64) -> Res<()> {
+    let name = cx.name;
+    let pb = ProgressBar::new_spinner();
+    pb.set_message("15 full ordered scan");
+    pb.enable_steady_tick(Duration::from_millis(200));
+    let (mut count, mut bytes, mut disorder) = (0u64, 0u64, 0u64);
+    let mut prev: Vec<u8> = Vec::with_capacity(KEY_LEN);
+    let t = Instant::now();
+    let r = store.scan(&[], &mut |k, v| {
+        if count > 0 && k <= prev.as_slice() {
+            disorder += 1;
+        }
+        prev.clear();
+        prev.extend_from_slice(k);
+        count += 1;
+        bytes += v.len() as u64;
+    });
+    let el = t.elapsed();
+    pb.finish_and_clear();
+    match r {
+        Err(reason) => cx.res.set("15", name, Cell::Na(reason)),
+        Ok(r) => {
+            r?;
+            std::hint::black_box(bytes);
+            cx.res.set("15", name, Cell::ms(el));
+            eprintln!("   15: {count} keys in {:.1} ms", ms(el));
+            if count != expected {
+                cx.res.note(
+                    name,
+                    format!("full scan visited {count} keys, expected {expected}"),
+                );
+            }
+            if disorder > 0 {
+                cx.res.note(
+                    name,
+                    format!("full scan: {disorder} keys not above the key before them"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Phase 16: a prefix scan of each group, in a fixed shuffled order; checks
+/// that the counts add up to the keys in groups and that every key has its
+/// prefix.
+fn prefix_scans(cx: &mut Ctx, store: &dyn Store, expected: u64) -> Res<()> {
+    let name = cx.name;
+    let mut order: Vec<u16> = (0..GROUPS).collect();
+    fastrand::Rng::with_seed(SEED).shuffle(&mut order);
+    let pb = bar(order.len() as u64, "16 prefix scans".into());
+    let (mut count, mut bytes, mut stray) = (0u64, 0u64, 0u64);
+    let t = Instant::now();
+    for (i, g) in order.iter().enumerate() {
+        let p = g.to_be_bytes();
+        let r = store.scan(&p, &mut |k, v| {
+            if !k.starts_with(&p) {
+                stray += 1;
+            }
+            count += 1;
+            bytes += v.len() as u64;
+        });
+        match r {
+            Err(reason) => {
+                pb.finish_and_clear();
+                cx.res.set("16", name, Cell::Na(reason));
+                return Ok(());
+            }
+            Ok(r) => r?,
+        }
+        if i % 100 == 99 {
+            pb.inc(100);
+        }
+    }
+    let el = t.elapsed();
+    pb.finish_and_clear();
+    std::hint::black_box(bytes);
+    cx.res.set("16", name, Cell::ms(el));
+    eprintln!(
+        "   16: {} scans, {count} keys in {:.1} ms",
+        order.len(),
+        ms(el)
+    );
+    if count != expected {
+        cx.res.note(
+            name,
+            format!("prefix scans visited {count} keys, expected {expected}"),
+        );
+    }
+    if stray > 0 {
+        cx.res.note(
+            name,
+            format!("prefix scans: {stray} keys without the scanned prefix"),
+        );
+    }
+    Ok(())
+}
+
 /// Phase 14: for every N of `--tasks`, every configuration of the wanted
 /// stores, so that the rows compared at one N run seconds apart.
 fn async_phase(
@@ -517,6 +667,9 @@ fn async_phase(
 fn main() -> Res<()> {
     let args = Args::parse();
     let phases = parse_phases(&args.phases)?;
+    let scans = phases.contains(&15) || phases.contains(&16);
+    // Before any store opens: both emdbs need their ordered index to scan.
+    stores::RANGE_SCANS.store(scans, Ordering::Relaxed);
     let all = stores::kinds();
     let wanted: Vec<&stores::Kind> = if args.stores == "all" {
         all.iter().collect()
@@ -569,8 +722,11 @@ fn main() -> Res<()> {
         phases: phases.clone(),
     };
     for k in &wanted {
-        res.stores
-            .push((k.name.to_string(), k.settings.to_string()));
+        let mut set = k.settings.to_string();
+        if scans {
+            set = format!("{set}; {}", k.scan);
+        }
+        res.stores.push((k.name.to_string(), set));
     }
 
     if phases.contains(&13) || phases.contains(&14) {
@@ -598,11 +754,12 @@ fn main() -> Res<()> {
 
     // Phase 14 opens databases of its own: asked alone, it leaves the stores'
     // loop nothing to do.
-    let store_phases = phases.iter().any(|&p| p <= 13);
+    let store_phases = phases.iter().any(|&p| p != 14);
     for kind in wanted.iter().filter(|_| store_phases) {
         let dir = args.data_dir.join(kind.name.replace([' ', '.'], "_"));
         let _ = std::fs::remove_dir_all(&dir);
         let mut cx = Ctx {
+            name: kind.name,
             args: &args,
             phases: &phases,
             w: &w,

@@ -160,6 +160,23 @@ impl Results {
                 true,
             ));
         }
+        rows.extend([
+            row(
+                "15",
+                "15",
+                "full ordered scan (every live key, ascending; after phase 7)".into(),
+                "ms",
+                false,
+            ),
+            row(
+                "16",
+                "16",
+                "10,000 prefix scans, one per 2-byte group (~N/10,000 keys each; after phase 7)"
+                    .into(),
+                "ms",
+                false,
+            ),
+        ]);
         Results {
             rows,
             cells: BTreeMap::new(),
@@ -257,7 +274,8 @@ impl Results {
         )
     }
 
-    /// The table of phases 1-13: a row per measurement, a column per store.
+    /// The table of phases 1-13, 15 and 16: a row per measurement, a column
+    /// per store.
     fn store_table(&self, o: &mut String) {
         let has_raw = !self.raw.is_empty();
         let _ = write!(o, "| # | operation | unit |");
@@ -471,7 +489,7 @@ impl Results {
         let _ = writeln!(o, "- command: `{}`", e.command);
         let _ = writeln!(
             o,
-            "- workload: N = {} records, 24-byte random keys, 150-byte random values, fastrand seed 3, generated before any store runs; phases {:?}",
+            "- workload: N = {} records, 24-byte random keys (the bulk load's first 2 bytes a big-endian group number in 0..10,000, fastrand seed 4), 150-byte random values, fastrand seed 3, generated before any store runs; phases {:?}",
             e.records, e.phases
         );
         let _ = writeln!(o, "- total run time: {:.1} s\n", self.total_secs);

@@ -3,6 +3,16 @@
 //! durable operations; `settings()` says which.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by main before any store opens when phase 15 or 16 is asked: both
+/// emdbs then open with `enable_range_scans(true)` (their scans need it,
+/// and its ordered index shows in phase 12's memory per key).
+pub static RANGE_SCANS: AtomicBool = AtomicBool::new(false);
+
+fn range_scans() -> bool {
+    RANGE_SCANS.load(Ordering::Relaxed)
+}
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub type Rec = (Vec<u8>, Vec<u8>);
@@ -48,6 +58,10 @@ pub trait Store: Send + Sync {
     fn flush_stats(&self) -> Option<(u64, f64)> {
         None
     }
+    /// Calls `f` on every `(key, value)` whose key starts with `prefix`
+    /// (empty: every key) in ascending key order, with the store's own
+    /// ordered iteration; `Err(reason)` when the store cannot.
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String>;
 }
 
 /// Stores whose durable call does not flush the device's write cache: they
@@ -57,6 +71,9 @@ pub const NOT_DEVICE_DURABLE: &[&str] = &["sled"];
 pub struct Kind {
     pub name: &'static str,
     pub settings: &'static str,
+    /// How `scan` reads (phases 15 and 16), added to the settings when
+    /// either phase runs.
+    pub scan: &'static str,
     pub open: fn(&Path) -> Res<Box<dyn Store>>,
 }
 
@@ -70,6 +87,9 @@ pub fn kinds() -> Vec<Kind> {
                        bulk/batch = insert_many; durable = flush() (group commit: concurrent flush() \
                        calls share fdatasyncs); reads = get_zerocopy; background compaction on \
                        (default); compact(); checkpoint() before reopen",
+            scan: "scans: opened with enable_range_scans(true) (so phase 12 includes its ordered \
+                   index); full scan = range_iter(..) (lazy, chunks of 128 keys), prefix scan = \
+                   range_prefix(prefix) (a Vec read at one point in time)",
             open: EmdbOurs::open,
         },
         Kind {
@@ -77,6 +97,9 @@ pub fn kinds() -> Vec<Kind> {
             settings: "emdb 1.0.3 (crates.io): builder().path(dir/db.emdb).flush_policy(FlushPolicy::Group) \
                        (its docs' choice for many threads flushing per record); bulk/batch = insert_many; \
                        durable = flush(); reads = get_zerocopy; compact(); checkpoint() before reopen",
+            scan: "scans: opened with enable_range_scans(true) (its crossbeam SkipMap of keys, so \
+                   phase 12 includes it); full scan = range_iter(..) (lazy cursor), prefix scan = \
+                   range_prefix(prefix) (a Vec)",
             open: EmdbUpstream::open,
         },
         Kind {
@@ -85,6 +108,8 @@ pub fn kinds() -> Vec<Kind> {
                        durable = Durability::Immediate (default) commit; no-sync phases = Durability::None \
                        commits, made durable by a final Immediate commit; reads share one read transaction \
                        per thread; Database::compact()",
+            scan: "scans: a read transaction per scan, table.range(prefix..), stopped at the first \
+                   key without the prefix",
             open: Redb::open,
         },
         Kind {
@@ -92,6 +117,7 @@ pub fn kinds() -> Vec<Kind> {
             settings: "fjall 3: Database::builder(dir).open(), one keyspace (defaults: LZ4); batch = WriteBatch; \
                        durable = persist(PersistMode::SyncAll) (its README's setting; batches: \
                        WriteBatch::durability(Some(SyncAll))); keyspace.major_compact()",
+            scan: "scans: keyspace.iter() (full), keyspace.prefix(prefix); Guard::into_inner per item",
             open: Fjall::open,
         },
         Kind {
@@ -100,6 +126,7 @@ pub fn kinds() -> Vec<Kind> {
                        batch = apply_batch(Batch); durable = Db::flush(), which on Linux \
                        ends in sync_file_range(2), not fsync: it does not flush the device's write cache, \
                        so its durable rows are not power-loss durable on a write-back cache; no compaction API",
+            scan: "scans: Db::iter() (full), Db::scan_prefix(prefix)",
             open: Sled::open,
         },
         Kind {
@@ -108,6 +135,8 @@ pub fn kinds() -> Vec<Kind> {
                        a write transaction per batch/record; no-sync phases with MDB_NOSYNC set, then \
                        force_sync(); reads share one read transaction per thread; compaction = \
                        copy_to_path(CompactionOption::Enabled) (mdb_env_copy2 MDB_CP_COMPACT)",
+            scan: "scans: a read transaction per scan, Database::iter (full), \
+                   Database::prefix_iter(prefix)",
             open: Lmdb::open,
         },
     ];
@@ -117,6 +146,8 @@ pub fn kinds() -> Vec<Kind> {
         settings: "RocksDB (rust-rocksdb): create_if_missing, defaults otherwise; batch = WriteBatch; \
                    durable = WriteOptions::set_sync(true); no-sync = WAL without sync, then flush_wal(true); \
                    compact_range(None, None)",
+        scan: "scans: raw_iterator(), seek(prefix) (seek_to_first for the full scan), next() until \
+               the first key without the prefix, then status()",
         open: rocks::Rocks::open,
     });
     v
@@ -172,6 +203,23 @@ macro_rules! emdb_store_methods {
             self.0.checkpoint()?;
             Ok(true)
         }
+        fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+            if !range_scans() {
+                return Err("opened without enable_range_scans".into());
+            }
+            Ok((|| -> Res<()> {
+                if prefix.is_empty() {
+                    for (k, v) in self.0.range_iter(..)? {
+                        f(&k, &v);
+                    }
+                } else {
+                    for (k, v) in self.0.range_prefix(prefix)? {
+                        f(&k, &v);
+                    }
+                }
+                Ok(())
+            })())
+        }
     };
 }
 
@@ -183,6 +231,7 @@ impl EmdbOurs {
         let db = emdb::Emdb::builder()
             .path(dir)
             .flush_policy(emdb::FlushPolicy::OnEachFlush)
+            .enable_range_scans(range_scans())
             .build()?;
         Ok(Box::new(EmdbOurs(db)))
     }
@@ -210,6 +259,7 @@ impl EmdbUpstream {
         let db = emdb_upstream::Emdb::builder()
             .path(dir.join("db.emdb"))
             .flush_policy(emdb_upstream::FlushPolicy::Group)
+            .enable_range_scans(range_scans())
             .build()?;
         Ok(Box::new(EmdbUpstream(db)))
     }
@@ -313,6 +363,21 @@ impl Store for Redb {
     fn compact(&mut self) -> Result<Res<()>, String> {
         Ok(self.0.compact().map(|_| ()).map_err(Into::into))
     }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        use redb::{ReadableDatabase, ReadableTable};
+        Ok((|| -> Res<()> {
+            let t = self.0.begin_read()?.open_table(REDB_TABLE)?;
+            for item in t.range::<&[u8]>(prefix..)? {
+                let (k, v) = item?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                f(k, v.value());
+            }
+            Ok(())
+        })())
+    }
 }
 
 // ---------------------------------------------------------------- fjall
@@ -381,6 +446,20 @@ impl Store for Fjall {
     fn compact(&mut self) -> Result<Res<()>, String> {
         Ok(self.ks.major_compact().map_err(Into::into))
     }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        Ok((|| -> Res<()> {
+            let it = if prefix.is_empty() {
+                self.ks.iter()
+            } else {
+                self.ks.prefix(prefix)
+            };
+            for g in it {
+                let (k, v) = g.into_inner()?;
+                f(&k, &v);
+            }
+            Ok(())
+        })())
+    }
 }
 
 // ---------------------------------------------------------------- sled
@@ -439,6 +518,20 @@ impl Store for Sled {
     }
     fn compact(&mut self) -> Result<Res<()>, String> {
         Err("sled 0.34 has no compaction call (its page GC runs in the background)".into())
+    }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        Ok((|| -> Res<()> {
+            let it = if prefix.is_empty() {
+                self.0.iter()
+            } else {
+                self.0.scan_prefix(prefix)
+            };
+            for item in it {
+                let (k, v) = item?;
+                f(&k, &v);
+            }
+            Ok(())
+        })())
     }
 }
 
@@ -555,6 +648,23 @@ impl Store for Lmdb {
         }
         Ok(())
     }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        Ok((|| -> Res<()> {
+            let r = self.env.read_txn()?;
+            if prefix.is_empty() {
+                for item in self.db.iter(&r)? {
+                    let (k, v) = item?;
+                    f(k, v);
+                }
+            } else {
+                for item in self.db.prefix_iter(&r, prefix)? {
+                    let (k, v) = item?;
+                    f(k, v);
+                }
+            }
+            Ok(())
+        })())
+    }
 }
 
 // ---------------------------------------------------------------- RocksDB
@@ -624,6 +734,27 @@ mod rocks {
         fn compact(&mut self) -> Result<Res<()>, String> {
             self.0.compact_range::<&[u8], &[u8]>(None, None);
             Ok(Ok(()))
+        }
+        fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+            Ok((|| -> Res<()> {
+                let mut it = self.0.raw_iterator();
+                if prefix.is_empty() {
+                    it.seek_to_first();
+                } else {
+                    it.seek(prefix);
+                }
+                while it.valid() {
+                    let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                        break;
+                    };
+                    if !k.starts_with(prefix) {
+                        break;
+                    }
+                    f(k, v);
+                    it.next();
+                }
+                Ok(it.status()?)
+            })())
         }
     }
 }

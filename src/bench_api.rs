@@ -51,3 +51,35 @@ impl Index {
         self.0.memory_bytes()
     }
 }
+
+/// The ordered index of range scans (`src/sorted.rs`): a sorted set of
+/// byte keys in blocks, as one shard keeps for one namespace.
+#[derive(Default)]
+pub struct SortedKeys(crate::sorted::SortedKeys);
+
+impl SortedKeys {
+    /// Adds `key`; false if it was there.
+    pub fn insert(&mut self, key: &[u8]) -> bool {
+        self.0.insert(key)
+    }
+
+    /// Removes `key`; false if it was not there.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        self.0.remove(key)
+    }
+
+    /// Calls `f` on each key from `from` (inclusive) in ascending order
+    /// until it returns false.
+    pub fn scan_from(&self, from: &[u8], mut f: impl FnMut(&[u8]) -> bool) {
+        for k in self.0.iter_from(std::ops::Bound::Included(from)) {
+            if !f(k) {
+                break;
+            }
+        }
+    }
+
+    /// Heap bytes held, as the engine counts them for `stats()`.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
+    }
+}

@@ -6,7 +6,9 @@ use crate::io::IoBackend;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct EmdbStats {
-    /// Live keys in the default namespace.
+    /// Keys in the default namespace (as `len()`, except that expired
+    /// records count until a sweep or compaction removes them). Other
+    /// namespaces count in their own `len()`.
     pub live_records: u64,
     /// Namespaces, the default one included.
     pub namespace_count: usize,

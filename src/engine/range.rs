@@ -26,6 +26,9 @@ use crate::sorted::SortedKeys;
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
 
+/// Keys whose slots and frames are fetched into the cache together.
+const BATCH: usize = 32;
+
 /// The ordered indexes of one shard, by namespace id.
 #[derive(Default)]
 pub(crate) struct Ordered(HashMap<u32, SortedKeys>);
@@ -126,6 +129,7 @@ impl State {
             .collect();
         let mut items = Vec::new();
         let mut examined = 0;
+        let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
         let mut last: Option<&[u8]> = None;
         loop {
             let mut best: Option<(usize, &[u8])> = None;
@@ -136,20 +140,64 @@ impl State {
                     }
                 }
             }
-            let Some((i, key)) = best.filter(|(_, k)| below(k, to)) else {
-                return Ok(Chunk { items, next: None });
-            };
-            if examined == limit {
-                let next = last.map(<[u8]>::to_vec);
+            let key = best.filter(|(_, k)| below(k, to) && examined < limit);
+            if let Some((i, key)) = key {
+                heads[i].next();
+                examined += 1;
+                last = Some(key);
+                batch.push(key);
+                if batch.len() < BATCH {
+                    continue;
+                }
+            }
+            self.read_batch(ns, &batch, &mut items);
+            batch.clear();
+            if key.is_none() {
+                // The range ended, or the limit was reached with more to
+                // come (then the next chunk starts after the last key).
+                let more = best.is_some_and(|(_, k)| below(k, to));
+                let next = last.filter(|_| more).map(<[u8]>::to_vec);
                 return Ok(Chunk { items, next });
             }
-            heads[i].next();
-            examined += 1;
-            last = Some(key);
-            // A damaged record is skipped here, as iterators skip it (a
-            // point read of it reports the damage).
-            if let Ok(Some(v)) = self.lookup(ns, key, true, |_, _, fr| fr.value.to_vec()) {
-                items.push((key.to_vec(), v));
+        }
+    }
+
+    /// Reads the live records of `keys` into `out`, in order: first the
+    /// index slots of all of them are asked into the cache, then their
+    /// frames, then each is read as a point read does, so the cache misses
+    /// of a batch overlap instead of coming one after another. A damaged
+    /// record is skipped here, as iterators skip it (a point read of it
+    /// reports the damage); so is one that expired.
+    fn read_batch(&self, ns: u32, keys: &[&[u8]], out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        let guard = epoch::pin();
+        let hashes: Vec<(u64, &Shard)> = keys
+            .iter()
+            .map(|k| {
+                let h = self.ctx.hash(ns, k);
+                (h, &*self.shards[self.ctx.shard_of(h)])
+            })
+            .collect();
+        for &(h, shard) in &hashes {
+            if let Some(ix) = shard.indexes.get(ns, &guard) {
+                ix.prefetch(h, &guard);
+            }
+        }
+        for &(h, shard) in &hashes {
+            let Some(loc) = shard
+                .indexes
+                .get(ns, &guard)
+                .and_then(|ix| ix.find_map(h, &guard, Some))
+            else {
+                continue;
+            };
+            let (sid, off) = unpack_pos(loc);
+            if let Some(seg) = shard.segments(&guard).get(sid) {
+                seg.prefetch(off, 3);
+            }
+        }
+        for k in keys {
+            if let Ok(Some(v)) = self.lookup(ns, k, true, |_, _, fr| fr.value.to_vec()) {
+                out.push((k.to_vec(), v));
             }
         }
     }

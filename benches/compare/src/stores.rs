@@ -364,7 +364,7 @@ impl Store for Redb {
         Ok(self.0.compact().map(|_| ()).map_err(Into::into))
     }
     fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
-        use redb::{ReadableDatabase, ReadableTable};
+        use redb::ReadableDatabase;
         Ok((|| -> Res<()> {
             let t = self.0.begin_read()?.open_table(REDB_TABLE)?;
             for item in t.range::<&[u8]>(prefix..)? {

@@ -10,8 +10,9 @@
 //!   whole or gone (one batch), and gone once the delete and a flush
 //!   returned;
 //! - a record with an expiry, once flushed, keeps its expiry;
-//! - bank transfers (transactions over 2 to 50 accounts, zeroed accounts
-//!   removed) never change the total.
+//! - bank transfers (transactions over 1 to 1,000 accounts of 1,000, across
+//!   both shards; an account that reaches zero is removed in the same
+//!   transaction) never change the total.
 //!
 //! `EMDB_NSCRASH_CYCLES` (default 8), `EMDB_IO_BACKEND=uring|portable`.
 
@@ -30,8 +31,8 @@ const CHILD_ENV: &str = "EMDB_NSCRASH_CHILD";
 const TEST_NAME: &str = "namespace_drops_and_group_deletes_survive_kill_9";
 const NS_RECORDS: usize = 50;
 const GROUP_RECORDS: usize = 40;
-const ACCOUNTS: usize = 50;
-const START: u64 = 100;
+const ACCOUNTS: usize = 1000;
+const START: u64 = 20;
 
 fn balance(v: Option<Vec<u8>>) -> u64 {
     v.map_or(0, |b| String::from_utf8(b).unwrap().parse().unwrap())
@@ -67,7 +68,7 @@ fn child(dir: &Path, first: u64) -> ! {
     if db.get("bank-open").expect("get").is_none() {
         db.insert_many(
             (0..ACCOUNTS)
-                .map(|i| (format!("acct{i:02}"), START.to_string()))
+                .map(|i| (format!("acct{i:04}"), START.to_string()))
                 .chain([("bank-open".to_string(), "1".to_string())]),
         )
         .expect("accounts");
@@ -104,7 +105,7 @@ fn child(dir: &Path, first: u64) -> ! {
         .expect("ttl insert");
         db.flush().expect("flush");
         say(format!("T {r}\n"));
-        // A transfer: one unit from each of 1 to 49 accounts into one.
+        // A transfer: one unit from each of up to 999 accounts into one.
         let to = rng.usize(..ACCOUNTS);
         let from: Vec<usize> = (0..rng.usize(1..ACCOUNTS))
             .map(|_| rng.usize(..ACCOUNTS))
@@ -116,19 +117,19 @@ fn child(dir: &Path, first: u64) -> ! {
                 if f == to || !done.insert(f) {
                     continue;
                 }
-                let b = balance(tx.get(format!("acct{f:02}"))?);
+                let b = balance(tx.get(format!("acct{f:04}"))?);
                 if b == 0 {
                     continue;
                 }
                 moved += 1;
                 if b == 1 {
-                    tx.remove(format!("acct{f:02}"))?;
+                    tx.remove(format!("acct{f:04}"))?;
                 } else {
-                    tx.insert(format!("acct{f:02}"), (b - 1).to_string())?;
+                    tx.insert(format!("acct{f:04}"), (b - 1).to_string())?;
                 }
             }
-            let b = balance(tx.get(format!("acct{to:02}"))?);
-            tx.insert(format!("acct{to:02}"), (b + moved).to_string())
+            let b = balance(tx.get(format!("acct{to:04}"))?);
+            tx.insert(format!("acct{to:04}"), (b + moved).to_string())
         })
         .expect("transfer");
         if r % 3 == 0 {
@@ -238,7 +239,7 @@ fn namespace_drops_and_group_deletes_survive_kill_9() {
         );
         if db.get("bank-open").unwrap().is_some() {
             let total: u64 = (0..ACCOUNTS)
-                .map(|i| balance(db.get(format!("acct{i:02}")).unwrap()))
+                .map(|i| balance(db.get(format!("acct{i:04}")).unwrap()))
                 .sum();
             assert_eq!(
                 total,

@@ -294,7 +294,8 @@ impl Run<'_> {
                     }
                 }
             }
-            13..=16 => {
+            16 => self.transaction(r)?,
+            13..=15 => {
                 let n = 1 + r.u8() % 6;
                 let mut items = Vec::new();
                 for _ in 0..n {
@@ -409,6 +410,68 @@ impl Run<'_> {
                 self.log.push("check all".into());
                 self.check_all("check all")?;
             }
+        }
+        Ok(())
+    }
+
+    /// A transaction: a read, then puts and removes staged in order (later
+    /// ones of a key win), committed as one batch.
+    fn transaction(&mut self, r: &mut Input<'_>) -> Result<(), String> {
+        let read = key(r.u8());
+        let n = 1 + r.u8() % 6;
+        let mut staged: Vec<(Vec<u8>, Val)> = Vec::new();
+        for _ in 0..n {
+            let k = key(r.u8());
+            let v = (r.u8() % 3 != 0).then(|| self.value(r.u8()));
+            staged.push((k, v));
+        }
+        self.log.push(format!(
+            "transaction read {} then [{}]",
+            show(&read),
+            staged
+                .iter()
+                .map(|(k, v)| format!("{}={}", show(k), show_val(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let result = self.db().transaction(|tx| {
+            let got = tx.get(&read)?;
+            for (k, v) in &staged {
+                match v {
+                    Some(v) => tx.insert(k.clone(), v.clone())?,
+                    None => drop(tx.remove(k)?),
+                }
+            }
+            Ok(got)
+        });
+        let last: BTreeMap<Vec<u8>, Val> = staged.iter().cloned().collect();
+        let puts: BTreeMap<Vec<u8>, Vec<u8>> = last
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .collect();
+        let acked = match result {
+            Ok(got) => {
+                self.check_refusal("transaction")?;
+                self.check_read("transaction get", &read, got)?;
+                Some(true)
+            }
+            Err(e) => self.write_error("transaction", &e)?.then_some(false),
+        };
+        match acked {
+            Some(acked) => {
+                for (k, v) in &last {
+                    // A remove of a key absent from the database writes
+                    // nothing, so only puts claim durability of their own.
+                    let durable =
+                        acked && v.is_some() && self.cfg.policy == FlushPolicy::WriteThrough;
+                    self.record_with(k, v.clone(), acked, durable);
+                }
+                self.batches.push(Batch {
+                    t: self.t,
+                    pairs: puts,
+                });
+            }
+            None => self.refused.extend(puts.into_values()),
         }
         Ok(())
     }

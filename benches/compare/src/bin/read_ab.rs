@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Both stores are loaded with the workload of phases 1 and 6 (N records,
-//! 24-byte keys, 150-byte values, fastrand seed 3, `insert_many` in chunks
+//! 24-byte keys, all random here, without phase 1's 2-byte group number,
+//! 150-byte values, fastrand seed 3, `insert_many` in chunks
 //! of 50,000, then `flush()`), with the compare crate's settings. Then, for
 //! each repetition and thread count T, the N random reads are cut into
 //! chunks of CHUNK reads; each chunk runs on one store and then the other

@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --features bench-internals --bench ranges                 # N = 1,000,000
 //! EMDB_BENCH_N=200000 cargo bench --features bench-internals --bench ranges
+//! EMDB_BENCH_PART=db cargo bench --features bench-internals --bench ranges   # part 2 only
 //! ```
 //!
 //! 1. **The ordered index against `crossbeam-skiplist`**, the design's
@@ -278,6 +279,12 @@ fn main() {
     let reps = env_num("EMDB_BENCH_REPS", 5);
     println!("N = {n}, {reps} repetitions, medians\n");
     let ks = keys(n);
-    structures(n, reps, &ks);
-    database(n, reps, &ks);
+    // `EMDB_BENCH_PART=index` or `=db` runs one part only.
+    let part = std::env::var("EMDB_BENCH_PART").unwrap_or_default();
+    if part != "db" {
+        structures(n, reps, &ks);
+    }
+    if part != "index" {
+        database(n, reps, &ks);
+    }
 }

@@ -205,31 +205,42 @@ impl State {
 
 impl Shard {
     /// Builds this shard's ordered indexes from its hash indexes (at open,
-    /// when range scans are on): each key is read from its record, the keys
-    /// of a namespace are packed into one buffer and sorted there.
+    /// when range scans are on): each key is read from its record (frames
+    /// prefetched a batch at a time), the keys of a namespace are packed
+    /// into one buffer and sorted there, by their first eight bytes first.
     pub(super) fn rebuild_ordered(self: &Arc<Shard>) {
         let guard = epoch::pin();
         let segs = self.segments(&guard);
         let mut ordered = Ordered::default();
         self.indexes.for_each(&guard, |ns, ix| {
             let mut bytes: Vec<u8> = Vec::new();
-            let mut spans: Vec<(usize, usize)> = Vec::with_capacity(ix.len());
-            ix.for_each(|_, loc| {
-                let (sid, off) = unpack_pos(loc);
-                let Some(seg) = segs.get(sid) else { return };
-                // `with_frame` may run this twice: the sort's dedup drops
-                // the second copy.
-                seg.with_frame(off, |b| {
-                    if let Ok(f) = frame::decode_unchecked(b) {
-                        if f.kind == Kind::Put && f.namespace == ns {
-                            spans.push((bytes.len(), f.key.len()));
-                            bytes.extend_from_slice(f.key);
-                        }
+            let mut spans: Vec<Span> = Vec::with_capacity(ix.len());
+            let mut locs = Vec::with_capacity(ix.len());
+            ix.for_each(|_, loc| locs.push(loc));
+            for batch in locs.chunks(BATCH) {
+                for &loc in batch {
+                    let (sid, off) = unpack_pos(loc);
+                    if let Some(seg) = segs.get(sid) {
+                        seg.prefetch(off, 1);
                     }
-                });
-            });
-            let key = |&(s, l): &(usize, usize)| &bytes[s..s + l];
-            spans.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+                }
+                for &loc in batch {
+                    let (sid, off) = unpack_pos(loc);
+                    let Some(seg) = segs.get(sid) else { continue };
+                    // `with_frame` may run this twice: the sort's dedup
+                    // drops the second copy.
+                    seg.with_frame(off, |b| {
+                        if let Ok(f) = frame::decode_unchecked(b) {
+                            if f.kind == Kind::Put && f.namespace == ns {
+                                spans.push(Span::new(bytes.len(), f.key));
+                                bytes.extend_from_slice(f.key);
+                            }
+                        }
+                    });
+                }
+            }
+            let key = |s: &Span| &bytes[s.off..s.off + s.len];
+            spans.sort_unstable_by(|a, b| a.head.cmp(&b.head).then_with(|| key(a).cmp(key(b))));
             spans.dedup_by(|a, b| key(a) == key(b));
             if !spans.is_empty() {
                 ordered
@@ -238,5 +249,27 @@ impl Shard {
             }
         });
         self.lock().ordered = Some(ordered);
+    }
+}
+
+/// A key in the rebuild's buffer, with its first eight bytes as a number
+/// that orders like them (zero-padded: a shorter key that is a prefix of
+/// a longer one ties, and the byte comparison decides).
+struct Span {
+    head: u64,
+    off: usize,
+    len: usize,
+}
+
+impl Span {
+    fn new(off: usize, key: &[u8]) -> Span {
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
+        Span {
+            head: u64::from_be_bytes(head),
+            off,
+            len: key.len(),
+        }
     }
 }

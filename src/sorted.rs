@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// Keys per block before it splits in two.
-const BLOCK_MAX: usize = 64;
+const BLOCK_MAX: usize = 128;
 
 #[derive(Default)]
 struct Block {

@@ -317,13 +317,36 @@ impl State {
                 }
             }
             let guard = epoch::pin();
+            // The batch's new keys enter the ordered indexes in key order,
+            // after the hash indexes (still under the locks): neighbours
+            // follow each other through the blocks, about twice as fast
+            // as one by one in the batch's order.
+            let mut ordered: Vec<_> = guards
+                .iter_mut()
+                .map(|g| g.as_mut().and_then(|g| g.ordered.take()))
+                .collect();
+            let mut new_keys = Vec::new();
             for (((k, v), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
                 let (k, v) = (k.as_ref(), v.as_ref());
                 let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
-                self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
+                let new = self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
+                if new && ordered[*s].is_some() {
+                    new_keys.push((*s, k));
+                }
+            }
+            new_keys.sort_unstable_by(|a, b| a.1.cmp(b.1));
+            for (s, k) in new_keys {
+                if let Some(o) = &mut ordered[s] {
+                    o.insert(ns, k);
+                }
+            }
+            for (g, o) in guards.iter_mut().zip(ordered) {
+                if let Some(g) = g {
+                    g.ordered = o;
+                }
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {

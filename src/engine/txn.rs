@@ -218,7 +218,7 @@ impl<'a> Transaction<'a> {
                 };
                 match w {
                     Staged::Put { expires_at, .. } => {
-                        shard.index_put(g, &guard, (ns, *h), k, loc, len, *expires_at)
+                        shard.index_put(g, &guard, (ns, *h), k, loc, len, *expires_at);
                     }
                     Staged::Remove => {
                         shard.index_remove(g, &guard, (ns, *h), k);

@@ -23,17 +23,9 @@ use std::time::{Duration, Instant};
 
 use emdb::{Emdb, Ttl};
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+#[path = "common/figures.rs"]
+mod figures;
+use figures::{env_num, median};
 
 fn key(i: usize) -> [u8; 24] {
     let mut k = [0u8; 24];

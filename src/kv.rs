@@ -116,11 +116,14 @@ macro_rules! key_value_api {
                 &self,
                 range: R,
             ) -> $crate::error::Result<$crate::EmdbRangeIter> {
-                $crate::EmdbRangeIter::new(
-                    self.engine().state(),
-                    self.ns(),
-                    $crate::range::owned_bounds(&range),
-                )
+                self.range_iter_of($crate::range::owned_bounds(&range))
+            }
+
+            fn range_iter_of(
+                &self,
+                bounds: (::std::ops::Bound<Vec<u8>>, ::std::ops::Bound<Vec<u8>>),
+            ) -> $crate::error::Result<$crate::EmdbRangeIter> {
+                $crate::EmdbRangeIter::new(self.engine().state(), self.ns(), bounds)
             }
 
             /// The records whose key starts with `prefix`, as `range_iter`.
@@ -128,8 +131,7 @@ macro_rules! key_value_api {
                 &self,
                 prefix: Q,
             ) -> $crate::error::Result<$crate::EmdbRangeIter> {
-                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
-                $crate::EmdbRangeIter::new(self.engine().state(), self.ns(), bounds)
+                self.range_iter_of($crate::engine::range::prefix_bounds(prefix.as_ref()))
             }
 
             /// The records from `key` on (inclusive), as `range_iter`.
@@ -138,11 +140,7 @@ macro_rules! key_value_api {
                 key: Q,
             ) -> $crate::error::Result<$crate::EmdbRangeIter> {
                 let from = ::std::ops::Bound::Included(key.as_ref().to_vec());
-                $crate::EmdbRangeIter::new(
-                    self.engine().state(),
-                    self.ns(),
-                    (from, ::std::ops::Bound::Unbounded),
-                )
+                self.range_iter_of((from, ::std::ops::Bound::Unbounded))
             }
 
             /// The records after `key` (exclusive), as `range_iter`.
@@ -151,11 +149,7 @@ macro_rules! key_value_api {
                 key: Q,
             ) -> $crate::error::Result<$crate::EmdbRangeIter> {
                 let from = ::std::ops::Bound::Excluded(key.as_ref().to_vec());
-                $crate::EmdbRangeIter::new(
-                    self.engine().state(),
-                    self.ns(),
-                    (from, ::std::ops::Bound::Unbounded),
-                )
+                self.range_iter_of((from, ::std::ops::Bound::Unbounded))
             }
 
             #[doc = concat!("Runs `f` as a transaction on ", $what, ": its reads see its own")]
@@ -402,11 +396,7 @@ macro_rules! async_key_value_api {
                 Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
             > + Send
                    + 'static {
-                let (db, ns) = (self.owner(), self.ns());
-                let bounds = $crate::range::owned_bounds(&range);
-                $crate::engine::handoff::offload("emdb-range", move || {
-                    db.engine().range_all(ns, bounds)
-                })
+                self.range_vec_of($crate::range::owned_bounds(&range))
             }
 
             /// The records whose key starts with `prefix`, as `range`.
@@ -417,11 +407,7 @@ macro_rules! async_key_value_api {
                 Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
             > + Send
                    + 'static {
-                let (db, ns) = (self.owner(), self.ns());
-                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
-                $crate::engine::handoff::offload("emdb-range", move || {
-                    db.engine().range_all(ns, bounds)
-                })
+                self.range_vec_of($crate::engine::range::prefix_bounds(prefix.as_ref()))
             }
 
             /// Every record from `key` on (inclusive), ascending, as
@@ -498,6 +484,19 @@ macro_rules! async_key_value_api {
                    + 'static {
                 let from = ::std::ops::Bound::Excluded(key.as_ref().to_vec());
                 ::std::future::ready(self.range_stream_of((from, ::std::ops::Bound::Unbounded)))
+            }
+
+            fn range_vec_of(
+                &self,
+                bounds: (::std::ops::Bound<Vec<u8>>, ::std::ops::Bound<Vec<u8>>),
+            ) -> impl ::std::future::Future<
+                Output = $crate::error::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+            > + Send
+                   + 'static {
+                let (db, ns) = (self.owner(), self.ns());
+                $crate::engine::handoff::offload("emdb-range", move || {
+                    db.engine().range_all(ns, bounds)
+                })
             }
 
             fn range_stream_of(

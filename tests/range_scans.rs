@@ -24,6 +24,16 @@ fn open(path: &Path) -> Emdb {
         .unwrap()
 }
 
+/// An in-memory database with range scans, over two shards.
+fn memory() -> Emdb {
+    Emdb::builder()
+        .in_memory()
+        .shards(2)
+        .enable_range_scans(true)
+        .build()
+        .unwrap()
+}
+
 fn key(i: u32) -> Vec<u8> {
     format!("key-{i:06}").into_bytes()
 }
@@ -46,11 +56,7 @@ fn without_the_option_every_range_call_is_invalid_config() {
     assert!(bad(ns.range(..).map(drop)));
     assert!(bad(ns.iter_after("a").map(drop)));
     assert!(!db.stats().unwrap().range_scans_enabled);
-    let on = Emdb::builder()
-        .in_memory()
-        .enable_range_scans(true)
-        .build()
-        .unwrap();
+    let on = memory();
     assert!(on.stats().unwrap().range_scans_enabled);
     assert_eq!(on.range(..).unwrap(), vec![]);
 }
@@ -112,12 +118,7 @@ fn bounds_prefixes_and_cursors_in_ascending_order_across_shards() {
 
 #[test]
 fn namespaces_have_their_own_order_and_clear_and_drop_empty_it() {
-    let db = Emdb::builder()
-        .in_memory()
-        .shards(2)
-        .enable_range_scans(true)
-        .build()
-        .unwrap();
+    let db = memory();
     let a = db.namespace("a").unwrap();
     let b = db.namespace("b").unwrap();
     for i in 0..300 {
@@ -150,12 +151,7 @@ fn namespaces_have_their_own_order_and_clear_and_drop_empty_it() {
 /// unchanged throughout are all yielded.
 #[test]
 fn a_lazy_iterator_sees_writes_ahead_of_its_cursor_only() {
-    let db = Emdb::builder()
-        .in_memory()
-        .shards(2)
-        .enable_range_scans(true)
-        .build()
-        .unwrap();
+    let db = memory();
     for i in (0..2000).step_by(2) {
         db.insert(key(i), "old").unwrap();
     }
@@ -203,14 +199,7 @@ fn a_lazy_iterator_sees_writes_ahead_of_its_cursor_only() {
 /// threads run transfers as transactions.
 #[test]
 fn range_sees_transactions_whole() {
-    let db = Arc::new(
-        Emdb::builder()
-            .in_memory()
-            .shards(2)
-            .enable_range_scans(true)
-            .build()
-            .unwrap(),
-    );
+    let db = Arc::new(memory());
     const ACCOUNTS: u32 = 100;
     for i in 0..ACCOUNTS {
         db.insert(key(i), 1000u64.to_le_bytes()).unwrap();
@@ -344,11 +333,7 @@ fn removes_and_compaction_keep_the_ordered_index_in_step() {
 #[test]
 fn expired_records_are_not_in_ranges() {
     use std::time::Duration;
-    let db = Emdb::builder()
-        .in_memory()
-        .enable_range_scans(true)
-        .build()
-        .unwrap();
+    let db = memory();
     db.insert("a", "1").unwrap();
     db.insert_with_ttl("b", "2", emdb::Ttl::After(Duration::from_millis(1)))
         .unwrap();
@@ -366,12 +351,7 @@ fn expired_records_are_not_in_ranges() {
 #[cfg(feature = "nested")]
 #[test]
 fn focus_ranges_take_relative_keys_and_stay_in_the_focus() {
-    let db = Emdb::builder()
-        .in_memory()
-        .shards(2)
-        .enable_range_scans(true)
-        .build()
-        .unwrap();
+    let db = memory();
     let users = db.focus("users");
     for i in 0..50 {
         users.set(format!("u{i:02}"), format!("{i}")).unwrap();

@@ -79,7 +79,7 @@ fn main() -> emdb::Result<()> {
         .build()?;
     let st = db.stats()?;
     println!(
-        "reopened: {} keys, ordered index {} bytes ({:.1} per key)",
+        "reopened: {} keys in all namespaces, ordered index {} bytes ({:.1} per key)",
         st.live_records,
         st.ordered_index_bytes,
         st.ordered_index_bytes as f64 / st.live_records as f64

@@ -6,9 +6,9 @@ use crate::io::IoBackend;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct EmdbStats {
-    /// Keys in the default namespace (as `len()`, except that expired
-    /// records count until a sweep or compaction removes them). Other
-    /// namespaces count in their own `len()`.
+    /// Keys in every namespace of the database (the sum of their `len()`,
+    /// except that expired records count until a sweep or compaction
+    /// removes them).
     pub live_records: u64,
     /// Namespaces, the default one included.
     pub namespace_count: usize,

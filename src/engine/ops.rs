@@ -584,10 +584,7 @@ impl State {
             st.device_flushes += s.device_flushes.load(Ordering::Relaxed);
 
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
-            st.live_records += s
-                .indexes
-                .get(super::DEFAULT_NS, &epoch::pin())
-                .map_or(0, |ix| ix.len()) as u64;
+            st.live_records += s.indexes.total_len() as u64;
             st.index_bytes += s.indexes.memory_bytes() as u64;
             st.ordered_index_bytes +=
                 s.lock().ordered.as_ref().map_or(0, |o| o.memory_bytes()) as u64;

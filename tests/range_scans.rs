@@ -424,6 +424,16 @@ fn async_ranges_and_streams_match_the_sync_calls() {
         ns.insert("a", "1").await.unwrap();
         let got: Vec<_> = ns.range_stream(..).await.unwrap().collect().await;
         assert_eq!(keys_of(&got), vec![b"a".to_vec(), b"b".to_vec()]);
+        // Every range future and stream is Send + 'static (spawnable).
+        fn spawnable<T: Send + 'static>(t: T) -> T {
+            t
+        }
+        let ns_range = spawnable(ns.range(b"a".to_vec()..)).await.unwrap();
+        assert_eq!(ns_range.len(), 2);
+        let stream = spawnable(ns.iter_after_stream("a")).await.unwrap();
+        let after_a: Vec<_> = spawnable(stream).collect().await;
+        assert_eq!(keys_of(&after_a), vec![b"b".to_vec()]);
+        spawnable(db.range_prefix("key-")).await.unwrap();
         let off = emdb::AsyncEmdb::open_in_memory();
         assert!(matches!(
             off.range_stream(..).await,

@@ -167,7 +167,12 @@ fn compact_reclaims_space_and_keeps_every_record() {
                 .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
         })
         .count() as u64;
-    assert_eq!(files, after.segments, "segment files on disk = segments");
+    // One more file may be the next segment, created ahead of need.
+    assert!(
+        files == after.segments || files == after.segments + 1,
+        "{files} segment files for {} segments",
+        after.segments
+    );
     drop(db);
     let db = builder(&dir).build().unwrap();
     assert_eq!(contents(&db), model);
@@ -212,24 +217,20 @@ fn values_and_iterators_outlive_compaction_and_hold_their_files() {
             .count()
     };
     let with_held = seg_files(&dir);
+    // The last claim on the retired segment goes with the value: its file
+    // goes at once, on this thread.
     drop(held);
-    // Retired tables are freed through epochs, which advance as threads pin
-    // them (reads do): read until they have, for up to 10 s.
     let segments = db.stats().unwrap().segments as usize;
-    let mut without = seg_files(&dir);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while without != segments && std::time::Instant::now() < deadline {
-        for _ in 0..1000 {
-            let _ = db.get("k00007");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        without = seg_files(&dir);
-    }
+    let without = seg_files(&dir);
     assert!(
         without < with_held,
         "dropping the last holder removes the file ({with_held} -> {without}; {files_before} files before)"
     );
-    assert_eq!(without, segments, "every retired file is gone");
+    // One more file may be the next segment, created ahead of need.
+    assert!(
+        without == segments || without == segments + 1,
+        "every retired file is gone: {without} files for {segments} segments"
+    );
 }
 
 /// Writers, readers and `ValueRef` holders while background compaction (and

@@ -17,7 +17,7 @@
 //! map of the same keys (the design's first choice): ARCHITECTURE.md, "Range
 //! scans", has the figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// Keys per block before it splits in two.
@@ -306,6 +306,42 @@ impl<'a> Iterator for Keys<'a> {
             self.cur = self.blocks.next().map(|(_, b)| b);
             self.pos = 0;
         }
+    }
+}
+
+/// The ordered indexes of one shard, one [`SortedKeys`] per namespace id
+/// that has keys in the shard (kept in the shard's locked state).
+#[derive(Default)]
+pub(crate) struct Ordered(HashMap<u32, SortedKeys>);
+
+impl Ordered {
+    pub(crate) fn get(&self, ns: u32) -> Option<&SortedKeys> {
+        self.0.get(&ns)
+    }
+
+    /// Adds `key` to namespace `ns`.
+    pub(crate) fn insert(&mut self, ns: u32, key: &[u8]) {
+        self.0.entry(ns).or_default().insert(key);
+    }
+
+    pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) {
+        if let Some(s) = self.0.get_mut(&ns) {
+            s.remove(key);
+        }
+    }
+
+    /// Namespace `ns` becomes `keys` (the rebuild at open).
+    pub(crate) fn set(&mut self, ns: u32, keys: SortedKeys) {
+        self.0.insert(ns, keys);
+    }
+
+    /// Namespace `ns` is emptied (cleared or dropped).
+    pub(crate) fn clear(&mut self, ns: u32) {
+        self.0.remove(&ns);
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.0.values().map(SortedKeys::memory_bytes).sum()
     }
 }
 

@@ -1,6 +1,7 @@
-//! Range scans: the ordered index of each shard (one [`SortedKeys`] per
-//! namespace, kept under the shard lock beside the hash index) and the
-//! reads that merge the shards' keys in ascending order.
+//! Range scans: the rebuild of each shard's ordered indexes at open (one
+//! [`SortedKeys`] per namespace, an [`Ordered`] kept under the shard lock
+//! beside the hash index) and the reads that merge the shards' keys in
+//! ascending order.
 //!
 //! **What a read sees.** A chunk of a range is read holding every shard's
 //! lock: its keys are merged from the ordered indexes and each value is
@@ -11,7 +12,6 @@
 //! after the last key they examined, so across chunks they see each key as
 //! it was when its chunk was read (see `EmdbRangeIter`).
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -21,37 +21,13 @@ use super::shard::Shard;
 use super::State;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, Kind};
-use crate::sorted::SortedKeys;
+use crate::sorted::{Ordered, SortedKeys};
 
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
 
 /// Keys whose slots and frames are fetched into the cache together.
 const BATCH: usize = 32;
-
-/// The ordered indexes of one shard, by namespace id.
-#[derive(Default)]
-pub(crate) struct Ordered(HashMap<u32, SortedKeys>);
-
-impl Ordered {
-    pub(super) fn insert(&mut self, ns: u32, key: &[u8]) {
-        self.0.entry(ns).or_default().insert(key);
-    }
-
-    pub(super) fn remove(&mut self, ns: u32, key: &[u8]) {
-        if let Some(s) = self.0.get_mut(&ns) {
-            s.remove(key);
-        }
-    }
-
-    pub(super) fn clear(&mut self, ns: u32) {
-        self.0.remove(&ns);
-    }
-
-    pub(super) fn memory_bytes(&self) -> usize {
-        self.0.values().map(SortedKeys::memory_bytes).sum()
-    }
-}
 
 /// `Error::InvalidConfig` unless range scans are on.
 pub(crate) fn check_enabled(state: &State) -> Result<()> {
@@ -124,7 +100,7 @@ impl State {
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let mut heads: Vec<_> = guards
             .iter()
-            .filter_map(|g| g.ordered.as_ref()?.0.get(&ns))
+            .filter_map(|g| g.ordered.as_ref()?.get(ns))
             .map(|set| set.iter_from(from).peekable())
             .collect();
         let mut items = Vec::new();
@@ -243,9 +219,7 @@ impl Shard {
             spans.sort_unstable_by(|a, b| a.head.cmp(&b.head).then_with(|| key(a).cmp(key(b))));
             spans.dedup_by(|a, b| key(a) == key(b));
             if !spans.is_empty() {
-                ordered
-                    .0
-                    .insert(ns, SortedKeys::from_sorted(spans.iter().map(key)));
+                ordered.set(ns, SortedKeys::from_sorted(spans.iter().map(key)));
             }
         });
         self.lock().ordered = Some(ordered);

@@ -60,7 +60,7 @@ pub(crate) struct Inner {
     /// The live records that have an expiry.
     pub(super) expiring: Expiring,
     /// The ordered index of range scans, if they are on.
-    pub(crate) ordered: Option<super::range::Ordered>,
+    pub(crate) ordered: Option<crate::sorted::Ordered>,
 }
 
 /// The segment to rotate into, prepared ahead of need.

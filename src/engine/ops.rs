@@ -286,6 +286,15 @@ impl State {
             routed.push((h, s));
         }
         within("batch size in bytes", total, cfg.max_batch_bytes)?;
+        // With range scans, each shard's part of the batch is appended and
+        // indexed in key order: an ordered scan then reads the batch's
+        // records in the order they lie in the log, and its new keys enter
+        // the ordered index neighbour after neighbour. The sort is stable,
+        // so of equal keys the later pair is still written last and wins.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        if cfg.range_scans {
+            order.sort_by(|&a, &b| items[a].0.as_ref().cmp(items[b].0.as_ref()));
+        }
         let targets = {
             let mut guards = self.lock_shards(&per_shard).await?;
             self.ctx.check_namespace(ns)?;
@@ -295,7 +304,8 @@ impl State {
             // created) leaves nothing visible, and the frames already
             // appended form an incomplete batch that recovery ignores.
             let mut locs = Vec::with_capacity(items.len());
-            for ((k, v), (_, s)) in items.iter().zip(&routed) {
+            for &i in &order {
+                let ((k, v), (_, s)) = (&items[i], &routed[i]);
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
@@ -317,36 +327,14 @@ impl State {
                 }
             }
             let guard = epoch::pin();
-            // The batch's new keys enter the ordered indexes in key order,
-            // after the hash indexes (still under the locks): neighbours
-            // follow each other through the blocks, about twice as fast
-            // as one by one in the batch's order.
-            let mut ordered: Vec<_> = guards
-                .iter_mut()
-                .map(|g| g.as_mut().and_then(|g| g.ordered.take()))
-                .collect();
-            let mut new_keys = Vec::new();
-            for (((k, v), (h, s)), loc) in items.iter().zip(&routed).zip(locs) {
+            for (&i, loc) in order.iter().zip(locs) {
+                let ((k, v), (h, s)) = (&items[i], &routed[i]);
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
                 let (k, v) = (k.as_ref(), v.as_ref());
                 let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
-                let new = self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
-                if new && ordered[*s].is_some() {
-                    new_keys.push((*s, k));
-                }
-            }
-            new_keys.sort_unstable_by(|a, b| a.1.cmp(b.1));
-            for (s, k) in new_keys {
-                if let Some(o) = &mut ordered[s] {
-                    o.insert(ns, k);
-                }
-            }
-            for (g, o) in guards.iter_mut().zip(ordered) {
-                if let Some(g) = g {
-                    g.ordered = o;
-                }
+                self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
             }
             let mut targets = Vec::new();
             for (s, g) in guards.iter().enumerate() {

@@ -425,9 +425,7 @@ impl Shard {
     /// Points namespace `ns`'s index at the put of `key` (hash `h`) just
     /// appended at `loc` (`len` bytes, expiring at `expires_at`), keeping
     /// the live-byte accounting and the expiry list. Under the lock; the
-    /// caller publishes the expiry list's length (`note_expiring`). True if
-    /// the key is new (the ordered index, if the caller took it out of
-    /// `g`, then needs it).
+    /// caller publishes the expiry list's length (`note_expiring`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn index_put(
         &self,
@@ -438,7 +436,7 @@ impl Shard {
         loc: u64,
         len: usize,
         expires_at: Option<u64>,
-    ) -> bool {
+    ) {
         let segs = self.segments(guard);
         let old = self
             .indexes
@@ -456,7 +454,6 @@ impl Shard {
             g.expiring.add(t, loc, ns, h);
         }
         account(segs, Some((loc, len as u32)), old);
-        old.is_none()
     }
 
     /// Removes `key` (hash `h`) from namespace `ns`'s index, as

@@ -134,14 +134,23 @@ struct Fence {
 
 impl Fence {
     fn new(key: &[u8]) -> Fence {
-        let mut head = [0u8; 8];
-        let n = key.len().min(8);
-        head[..n].copy_from_slice(&key[..n]);
         Fence {
-            head: u64::from_be_bytes(head),
+            head: key_head(key),
             key: key.into(),
         }
     }
+}
+
+/// The first eight bytes of `key` as a number that orders like them
+/// (zero-padded, big-endian): keys whose heads differ compare as their
+/// heads do; equal heads leave it to the bytes (a shorter key that is a
+/// prefix of a longer one ties with it here).
+#[inline]
+pub(crate) fn key_head(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    head[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(head)
 }
 
 /// A sorted set of byte keys (see the module doc).

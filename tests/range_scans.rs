@@ -329,6 +329,43 @@ fn removes_and_compaction_keep_the_ordered_index_in_step() {
     );
 }
 
+/// With range scans a batch is appended in key order; of equal keys the
+/// later pair still wins, live and after a replay of the log.
+#[test]
+fn a_batch_with_repeated_keys_keeps_the_last_pair_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let pairs = [
+        ("b", "1"),
+        ("a", "x"),
+        ("c", "-"),
+        ("b", "2"),
+        ("a", "y"),
+        ("b", "3"),
+    ];
+    let want = vec![
+        (b"a".to_vec(), b"y".to_vec()),
+        (b"b".to_vec(), b"3".to_vec()),
+        (b"c".to_vec(), b"-".to_vec()),
+    ];
+    {
+        let db = open(&path);
+        db.insert_many(pairs).unwrap();
+        assert_eq!(db.range(..).unwrap(), want);
+        assert_eq!(db.get("b").unwrap(), Some(b"3".to_vec()));
+        db.flush().unwrap();
+        db.close().unwrap();
+    }
+    for e in std::fs::read_dir(&path).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let db = open(&path);
+    assert_eq!(db.range(..).unwrap(), want, "after a replay of the log");
+}
+
 #[cfg(feature = "ttl")]
 #[test]
 fn expired_records_are_not_in_ranges() {

@@ -289,11 +289,21 @@ impl State {
         // With range scans, each shard's part of the batch is appended and
         // indexed in key order: an ordered scan then reads the batch's
         // records in the order they lie in the log, and its new keys enter
-        // the ordered index neighbour after neighbour. The sort is stable,
-        // so of equal keys the later pair is still written last and wins.
+        // the ordered index neighbour after neighbour. Of equal keys the
+        // later pair is still written last and wins (ties go by position).
         let mut order: Vec<usize> = (0..items.len()).collect();
         if cfg.range_scans {
-            order.sort_by(|&a, &b| items[a].0.as_ref().cmp(items[b].0.as_ref()));
+            let key = |i: usize| items[i].0.as_ref();
+            let mut by_head: Vec<(u64, usize)> = order
+                .iter()
+                .map(|&i| (crate::sorted::key_head(key(i)), i))
+                .collect();
+            by_head.sort_unstable_by(|a, b| {
+                (a.0.cmp(&b.0))
+                    .then_with(|| key(a.1).cmp(key(b.1)))
+                    .then(a.1.cmp(&b.1))
+            });
+            order = by_head.into_iter().map(|(_, i)| i).collect();
         }
         let targets = {
             let mut guards = self.lock_shards(&per_shard).await?;

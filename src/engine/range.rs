@@ -226,9 +226,7 @@ impl Shard {
     }
 }
 
-/// A key in the rebuild's buffer, with its first eight bytes as a number
-/// that orders like them (zero-padded: a shorter key that is a prefix of
-/// a longer one ties, and the byte comparison decides).
+/// A key in the rebuild's buffer, with its head (`sorted::key_head`).
 struct Span {
     head: u64,
     off: usize,
@@ -237,11 +235,8 @@ struct Span {
 
 impl Span {
     fn new(off: usize, key: &[u8]) -> Span {
-        let mut head = [0u8; 8];
-        let n = key.len().min(8);
-        head[..n].copy_from_slice(&key[..n]);
         Span {
-            head: u64::from_be_bytes(head),
+            head: crate::sorted::key_head(key),
             off,
             len: key.len(),
         }

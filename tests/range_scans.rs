@@ -34,6 +34,16 @@ fn memory() -> Emdb {
         .unwrap()
 }
 
+/// Removes the hint files, so the next open replays the log.
+fn remove_hints(path: &Path) {
+    for e in std::fs::read_dir(path).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 fn key(i: u32) -> Vec<u8> {
     format!("key-{i:06}").into_bytes()
 }
@@ -281,12 +291,7 @@ fn the_ordered_index_is_rebuilt_at_open_with_and_without_hints() {
         drop(n);
         db.close().unwrap();
     }
-    for e in std::fs::read_dir(&path).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "hint") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    remove_hints(&path);
     let db = open(&path);
     assert_eq!(keys_of(&db.range(..).unwrap()), want, "by replay");
     assert_eq!(db.get(key(1)).unwrap(), Some(b"v1".to_vec()));
@@ -356,12 +361,7 @@ fn a_batch_with_repeated_keys_keeps_the_last_pair_in_key_order() {
         db.flush().unwrap();
         db.close().unwrap();
     }
-    for e in std::fs::read_dir(&path).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "hint") {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
+    remove_hints(&path);
     let db = open(&path);
     assert_eq!(db.range(..).unwrap(), want, "after a replay of the log");
 }

@@ -15,6 +15,10 @@ use std::task::{Context, Wake, Waker};
 use emdb::{AsyncEmdb, Emdb, FlushPolicy};
 use futures::{Stream, StreamExt};
 
+#[cfg(feature = "fault-injection")]
+#[path = "support/power_cut.rs"]
+mod power_cut;
+
 fn value(key: &str, tag: u64) -> Vec<u8> {
     format!("{key}={tag}").into_bytes()
 }
@@ -588,24 +592,21 @@ fn concurrent_async_writers_across_rotations() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn cancelled_futures_never_lose_acknowledged_writes_across_a_power_cut() {
-    use emdb::{FaultPlan, ImagePolicy};
+    use power_cut::{image_policy, reopen_image, tracked};
     use std::time::Duration;
 
     type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
     for cycle in 0..6u64 {
         let t = tempfile::tempdir().unwrap();
         let live = t.path().join("db");
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let db = Emdb::builder()
-            .path(&live)
-            .shards(1 + (cycle % 2) as usize)
-            .segment_size(64 << 10)
-            .max_key_len(64)
-            .max_value_len(2048)
-            .fault_plan(plan.clone())
-            .build()
-            .unwrap();
+        let (db, plan) = tracked(
+            Emdb::builder()
+                .path(&live)
+                .shards(1 + (cycle % 2) as usize)
+                .segment_size(64 << 10)
+                .max_key_len(64)
+                .max_value_len(2048),
+        );
         let adb = AsyncEmdb::from_sync(db.clone_handle());
         let acked: Acked = Arc::default();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -657,16 +658,8 @@ fn cancelled_futures_never_lose_acknowledged_writes_across_a_power_cut() {
         plan.power_off();
         drop(adb);
         drop(db);
-        let policy = if cycle % 2 == 0 {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
-        let image = t.path().join("image");
-        let report = plan
-            .durable_image(&live, &image, policy, cycle)
-            .expect("durable image");
-        let db = Emdb::open(&image).unwrap_or_else(|e| panic!("image: {e:?} ({report:?})"));
+        let policy = image_policy(cycle % 2 == 0);
+        let (db, image) = reopen_image(&plan, &live, &t.path().join("image"), policy, cycle);
         let acked = acked.lock().unwrap();
         assert!(!acked.is_empty(), "cycle {cycle}: no flush completed");
         eprintln!("cycle {cycle}: {} acknowledged writes checked", acked.len());
@@ -677,7 +670,7 @@ fn cancelled_futures_never_lose_acknowledged_writes_across_a_power_cut() {
             .collect();
         assert!(
             lost.is_empty(),
-            "cycle {cycle} ({policy:?}): {} of {} acknowledged writes lost, e.g. {:?}",
+            "cycle {cycle} ({image}): {} of {} acknowledged writes lost, e.g. {:?}",
             lost.len(),
             acked.len(),
             &lost[..lost.len().min(5)]

@@ -6,6 +6,10 @@ use std::path::Path;
 
 use emdb::{Emdb, Error};
 
+#[cfg(feature = "fault-injection")]
+#[path = "support/power_cut.rs"]
+mod power_cut;
+
 fn open(path: &Path) -> Emdb {
     Emdb::builder()
         .path(path)
@@ -267,21 +271,18 @@ fn async_namespaces_mirror_the_blocking_ones() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn namespace_creation_and_drop_survive_power_cuts() {
-    use emdb::{FaultPlan, ImagePolicy};
+    use power_cut::{image_policy, reopen_image, tracked};
     for cycle in 0..12u64 {
         let t = tempfile::tempdir().unwrap();
         let live = t.path().join("db");
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let db = Emdb::builder()
-            .path(&live)
-            .shards(1 + (cycle % 2) as usize)
-            .segment_size(64 << 10)
-            .max_key_len(64)
-            .max_value_len(2048)
-            .fault_plan(plan.clone())
-            .build()
-            .unwrap();
+        let (db, plan) = tracked(
+            Emdb::builder()
+                .path(&live)
+                .shards(1 + (cycle % 2) as usize)
+                .segment_size(64 << 10)
+                .max_key_len(64)
+                .max_value_len(2048),
+        );
         let doomed = db.namespace("doomed").unwrap();
         let kept = db.namespace("kept").unwrap();
         for i in 0..200u32 {
@@ -315,15 +316,9 @@ fn namespace_creation_and_drop_survive_power_cuts() {
         }
         plan.power_off();
         drop((doomed, kept, db));
-        let policy = if cycle % 2 == 0 {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
-        let image = t.path().join("image");
-        let report = plan.durable_image(&live, &image, policy, cycle).unwrap();
-        let db = Emdb::open(&image).unwrap_or_else(|e| panic!("{e:?} ({report:?})"));
-        let ctx = format!("cycle {cycle} ({policy:?}, {report:?})");
+        let policy = image_policy(cycle % 2 == 0);
+        let (db, image) = reopen_image(&plan, &live, &t.path().join("image"), policy, cycle);
+        let ctx = format!("cycle {cycle} ({image})");
         let kept = db.namespace("kept").unwrap();
         assert_eq!(kept.len().unwrap(), 200, "{ctx}");
         let listed = db

@@ -5,6 +5,10 @@
 
 use emdb::{Emdb, Error};
 
+#[cfg(feature = "fault-injection")]
+#[path = "support/power_cut.rs"]
+mod power_cut;
+
 fn sorted(it: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = it
         .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
@@ -92,22 +96,19 @@ fn set_with_ttl_expires_inside_a_group() {
 #[cfg(feature = "fault-injection")]
 #[test]
 fn delete_group_is_all_or_nothing_across_power_cuts() {
-    use emdb::{FaultPlan, ImagePolicy};
+    use power_cut::{image_policy, reopen_image, tracked};
     let mut outcomes = [0usize; 2];
     for cycle in 0..10u64 {
         let t = tempfile::tempdir().unwrap();
         let live = t.path().join("db");
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let db = Emdb::builder()
-            .path(&live)
-            .shards(2)
-            .segment_size(64 << 10)
-            .max_key_len(64)
-            .max_value_len(2048)
-            .fault_plan(plan.clone())
-            .build()
-            .unwrap();
+        let (db, plan) = tracked(
+            Emdb::builder()
+                .path(&live)
+                .shards(2)
+                .segment_size(64 << 10)
+                .max_key_len(64)
+                .max_value_len(2048),
+        );
         let g = db.focus("group");
         for i in 0..300u32 {
             g.set(format!("k{i:03}"), vec![b'g'; 100]).unwrap();
@@ -125,18 +126,12 @@ fn delete_group_is_all_or_nothing_across_power_cuts() {
         }
         plan.power_off();
         drop(db);
-        let policy = if cycle % 2 == 0 {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
-        let image = t.path().join("image");
-        let report = plan.durable_image(&live, &image, policy, cycle).unwrap();
-        let db = Emdb::open(&image).unwrap_or_else(|e| panic!("{e:?} ({report:?})"));
+        let policy = image_policy(cycle % 2 == 0);
+        let (db, report) = reopen_image(&plan, &live, &t.path().join("image"), policy, cycle);
         let left = db.group("group").unwrap().count();
         assert!(
             left == 0 || left == 300,
-            "cycle {cycle}: {left} of 300 records of a deleted group survive ({report:?})"
+            "cycle {cycle}: {left} of 300 records of a deleted group survive ({report})"
         );
         if cycle >= 5 {
             assert_eq!(

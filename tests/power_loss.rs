@@ -28,6 +28,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+#[path = "support/power_cut.rs"]
+mod power_cut;
+use power_cut::{image_policy, reopen_image, tracked};
+
 use emdb::{Emdb, FaultPlan, ImagePolicy};
 
 const THREADS: usize = 4;
@@ -326,11 +330,7 @@ fn cycle(dir: &Path, seed: u64, shards: usize, totals: &mut Totals) {
     });
     // The machine is dead: closing writes nothing (every I/O fails).
     drop(db);
-    let policy = if rng.bool() {
-        ImagePolicy::DurableOnly
-    } else {
-        ImagePolicy::Random
-    };
+    let policy = image_policy(rng.bool());
     let image = dir.join("image");
     let report = plan
         .durable_image(&live, &image, policy, seed)
@@ -416,26 +416,6 @@ fn power_loss_keeps_every_acknowledged_write() {
     );
 }
 
-/// What a restart finds of a database after the power went off: the image of
-/// its directory opened as a database (an image without the directory opens
-/// as a new, empty one, as a restart would).
-fn reopen_image(
-    plan: &FaultPlan,
-    live: &Path,
-    image: &Path,
-    policy: ImagePolicy,
-    seed: u64,
-) -> (Emdb, String) {
-    let report = plan
-        .durable_image(live, image, policy, seed)
-        .expect("durable image");
-    let db = Emdb::builder()
-        .path(image)
-        .build()
-        .unwrap_or_else(|e| panic!("the image does not open: {e:?} ({report:?})"));
-    (db, format!("{policy:?} {report:?}"))
-}
-
 /// An environment knob as a number, or `default`.
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -475,16 +455,13 @@ fn a_new_database_keeps_its_first_flush_after_a_power_cut() {
     for cycle in 0..6u64 {
         let t = tempfile::tempdir().expect("tempdir");
         let live = t.path().join("srv").join("app").join("db");
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let db = Emdb::builder()
-            .path(&live)
-            .shards(1 + (cycle % 2) as usize)
-            .segment_size(256 * 1024)
-            .max_value_len(4096)
-            .fault_plan(plan.clone())
-            .build()
-            .expect("open");
+        let (db, plan) = tracked(
+            Emdb::builder()
+                .path(&live)
+                .shards(1 + (cycle % 2) as usize)
+                .segment_size(256 * 1024)
+                .max_value_len(4096),
+        );
         for k in 0..1000 {
             db.insert(format!("key-{k:05}"), record_value(k, 100))
                 .expect("insert");
@@ -492,11 +469,7 @@ fn a_new_database_keeps_its_first_flush_after_a_power_cut() {
         db.flush().expect("flush");
         plan.power_off();
         drop(db);
-        let policy = if cycle % 2 == 0 {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
+        let policy = image_policy(cycle % 2 == 0);
         let (db, ctx) = reopen_image(&plan, &live, &t.path().join("image"), policy, cycle);
         let missing = (0..1000u32)
             .filter(|k| db.get(format!("key-{k:05}")).expect("get") != Some(record_value(*k, 100)))
@@ -566,11 +539,7 @@ fn segment_rotation_then_power_cut_keeps_every_acknowledged_write() {
             })
             .count();
         drop(db);
-        let policy = if rng.bool() {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
+        let policy = image_policy(rng.bool());
         let (db, ctx) = reopen_image(&plan, &live, &t.path().join("image"), policy, seed);
         let ctx = format!("seed {seed}, shards {shards}, {segments} segment files, {acked} acknowledged of {issued}: {ctx}");
         for k in 0..issued {
@@ -677,11 +646,7 @@ fn compaction_never_drops_a_record_whose_successor_is_not_durable() {
         });
         drop(db);
         compactions += runs.load(std::sync::atomic::Ordering::Relaxed);
-        let policy = if rng.bool() {
-            ImagePolicy::DurableOnly
-        } else {
-            ImagePolicy::Random
-        };
+        let policy = image_policy(rng.bool());
         let (db, ctx) = reopen_image(&plan, &live, &t.path().join("image"), policy, seed);
         let writes = writes.into_inner().unwrap();
         let acked = acked.into_inner().unwrap();

@@ -57,8 +57,7 @@ impl State {
                 return Ok(false);
             };
             self.put_locked(shard, &mut g, (ns, h), key, &value, None)?;
-            shard.after_append(&g);
-            shard.user_end()
+            shard.finish_write(&g)
         };
         if self.write_through() {
             self.await_durable(&[(si, target)]).await?;
@@ -95,9 +94,7 @@ impl State {
                 let (done, target) = {
                     let mut g = shard.lock_for_append(SWEEP_CHUNK * 64).await?;
                     let done = self.sweep_locked(shard, &mut g, ns, swept);
-                    shard.note_expiring(&g);
-                    shard.after_append(&g);
-                    (done, shard.user_end())
+                    (done, shard.finish_write(&g))
                 };
                 let done = done?;
                 if self.write_through() {

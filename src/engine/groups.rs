@@ -78,15 +78,7 @@ impl State {
                     self.shards[*s].index_remove(g, &guard, (ns, *h), k);
                 }
             }
-            let mut targets = Vec::new();
-            for (s, g) in guards.iter().enumerate() {
-                if let Some(g) = g {
-                    self.shards[s].note_expiring(g);
-                    self.shards[s].after_append(g);
-                    targets.push((s, self.shards[s].user_end()));
-                }
-            }
-            (count, targets)
+            (count, self.finish_batch(&guards))
         };
         if self.write_through() {
             self.await_durable(&targets).await?;

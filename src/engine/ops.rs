@@ -183,8 +183,7 @@ impl State {
             let mut g = shard.lock_for_append(len).await?;
             self.ctx.check_namespace(ns)?;
             self.put_locked(shard, &mut g, (ns, h), key, value, expires_at)?;
-            shard.after_append(&g);
-            shard.user_end()
+            shard.finish_write(&g)
         };
         if self.write_through() {
             self.await_durable(&[(si, target)]).await?;
@@ -194,6 +193,7 @@ impl State {
 
     /// Appends a put under the shard lock and points the index at it,
     /// keeping the live-byte accounting and the expiry list.
+    /// The caller ends the write with `Shard::finish_write`.
     pub(super) fn put_locked(
         &self,
         shard: &Shard,
@@ -215,7 +215,6 @@ impl State {
         let loc = shard.append(g, &spec, true)?;
         let guard = epoch::pin();
         shard.index_put(g, &guard, (ns, h), key, loc, spec.encoded_len(), expires_at);
-        shard.note_expiring(g);
         Ok(())
     }
 
@@ -248,9 +247,7 @@ impl State {
             };
             shard.append(&mut g, &spec, true)?;
             shard.index_remove(&mut g, &epoch::pin(), (ns, h), key);
-            shard.note_expiring(&g);
-            shard.after_append(&g);
-            (old, shard.user_end())
+            (old, shard.finish_write(&g))
         };
         if self.write_through() {
             self.await_durable(&[(si, target)]).await?;
@@ -346,15 +343,7 @@ impl State {
                 let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
                 self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
             }
-            let mut targets = Vec::new();
-            for (s, g) in guards.iter().enumerate() {
-                if let Some(g) = g {
-                    self.shards[s].note_expiring(g);
-                    self.shards[s].after_append(g);
-                    targets.push((s, self.shards[s].user_end()));
-                }
-            }
-            targets
+            self.finish_batch(&guards)
         };
         if self.write_through() {
             self.await_durable(&targets).await?;
@@ -402,9 +391,7 @@ impl State {
                 if let Some(o) = &mut g.ordered {
                     o.clear(ns);
                 }
-                self.shards[s].note_expiring(g);
-                self.shards[s].after_append(g);
-                targets.push((s, self.shards[s].user_end()));
+                targets.push((s, self.shards[s].finish_write(g)));
             }
             targets
         };
@@ -421,6 +408,19 @@ impl State {
     /// waiting. The backlog may overshoot by at most one batch. A segment
     /// waited for once and taken by another writer meanwhile is then
     /// created inline by the rotation (rare).
+    /// Ends a batch written under `guards`: [`Shard::finish_write`] for
+    /// each locked shard; the durability targets of the batch.
+    pub(super) fn finish_batch(
+        &self,
+        guards: &[Option<MutexGuard<'_, Inner>>],
+    ) -> Vec<(usize, u64)> {
+        guards
+            .iter()
+            .enumerate()
+            .filter_map(|(s, g)| Some((s, self.shards[s].finish_write(g.as_ref()?))))
+            .collect()
+    }
+
     pub(super) async fn lock_shards(
         &self,
         per_shard: &[usize],

@@ -425,7 +425,7 @@ impl Shard {
     /// Points namespace `ns`'s index at the put of `key` (hash `h`) just
     /// appended at `loc` (`len` bytes, expiring at `expires_at`), keeping
     /// the live-byte accounting and the expiry list. Under the lock; the
-    /// caller publishes the expiry list's length (`note_expiring`).
+    /// caller ends the write with [`finish_write`](Shard::finish_write).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn index_put(
         &self,
@@ -673,6 +673,15 @@ impl Shard {
 
     /// The user records written up to the end of the log (what a flush
     /// waits for).
+    /// Ends a write made under the lock `g`: publishes the expiry list's
+    /// length, wakes the core if it should write now, and returns the log
+    /// position whose durability makes the write durable.
+    pub(super) fn finish_write(&self, g: &Inner) -> u64 {
+        self.note_expiring(g);
+        self.after_append(g);
+        self.user_end()
+    }
+
     pub(crate) fn user_end(&self) -> u64 {
         self.user_end.load(Ordering::Acquire)
     }

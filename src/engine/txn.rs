@@ -225,17 +225,13 @@ impl<'a> Transaction<'a> {
                     }
                 }
             }
-            let mut targets = Vec::new();
-            for (s, g) in guards.iter().enumerate() {
-                if let Some(g) = g {
-                    if per_shard[s] > 0 {
-                        state.shards[s].note_expiring(g);
-                        state.shards[s].after_append(g);
-                        targets.push((s, state.shards[s].user_end()));
-                    }
-                }
-            }
-            targets
+            // Shards locked only for validation wrote nothing.
+            guards
+                .iter()
+                .enumerate()
+                .filter(|(s, _)| per_shard[*s] > 0)
+                .filter_map(|(s, g)| Some((s, state.shards[s].finish_write(g.as_ref()?))))
+                .collect::<Vec<_>>()
         };
         if state.write_through() {
             state.await_durable(&targets).await?;

@@ -550,23 +550,46 @@ fn full_scan(cx: &mut Ctx, store: &dyn Store, expected: u64) -> Res<()> {
         Ok(r) => {
             r?;
             std::hint::black_box(bytes);
-            cx.res.set("15", name, Cell::ms(el));
             eprintln!("   15: {count} keys in {:.1} ms", ms(el));
-            if count != expected {
-                cx.res.note(
-                    name,
-                    format!("full scan visited {count} keys, expected {expected}"),
-                );
-            }
-            if disorder > 0 {
-                cx.res.note(
-                    name,
-                    format!("full scan: {disorder} keys not above the key before them"),
-                );
-            }
+            let checks = ScanChecks {
+                what: "full scan",
+                count,
+                expected,
+                bad: disorder,
+                bad_means: "keys not above the key before them",
+            };
+            scan_result(cx, "15", el, checks);
         }
     }
     Ok(())
+}
+
+/// What a scan phase counted, against what it should have.
+struct ScanChecks {
+    what: &'static str,
+    count: u64,
+    expected: u64,
+    /// Keys that broke the phase's rule, and what that rule is.
+    bad: u64,
+    bad_means: &'static str,
+}
+
+/// Records a scan phase's time in `row`, and a note for each check that
+/// failed.
+fn scan_result(cx: &mut Ctx, row: &str, el: Duration, c: ScanChecks) {
+    let name = cx.name;
+    cx.res.set(row, name, Cell::ms(el));
+    if c.count != c.expected {
+        let note = format!(
+            "{} visited {} keys, expected {}",
+            c.what, c.count, c.expected
+        );
+        cx.res.note(name, note);
+    }
+    if c.bad > 0 {
+        cx.res
+            .note(name, format!("{}: {} {}", c.what, c.bad, c.bad_means));
+    }
 }
 
 /// Phase 16: a prefix scan of each group, in a fixed shuffled order; checks
@@ -603,24 +626,19 @@ fn prefix_scans(cx: &mut Ctx, store: &dyn Store, expected: u64) -> Res<()> {
     let el = t.elapsed();
     pb.finish_and_clear();
     std::hint::black_box(bytes);
-    cx.res.set("16", name, Cell::ms(el));
     eprintln!(
         "   16: {} scans, {count} keys in {:.1} ms",
         order.len(),
         ms(el)
     );
-    if count != expected {
-        cx.res.note(
-            name,
-            format!("prefix scans visited {count} keys, expected {expected}"),
-        );
-    }
-    if stray > 0 {
-        cx.res.note(
-            name,
-            format!("prefix scans: {stray} keys without the scanned prefix"),
-        );
-    }
+    let checks = ScanChecks {
+        what: "prefix scans",
+        count,
+        expected,
+        bad: stray,
+        bad_means: "keys without the scanned prefix",
+    };
+    scan_result(cx, "16", el, checks);
     Ok(())
 }
 

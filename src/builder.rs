@@ -38,6 +38,10 @@ pub struct EmdbBuilder {
     in_memory: bool,
     #[cfg(feature = "fault-injection")]
     fault_plan: Option<crate::io::fault::FaultPlan>,
+    #[cfg(feature = "encrypt")]
+    encryption: Option<crate::crypt::EncryptionInput>,
+    #[cfg(feature = "encrypt")]
+    cipher: Option<crate::crypt::Cipher>,
 }
 
 impl EmdbBuilder {
@@ -201,6 +205,43 @@ impl EmdbBuilder {
         self
     }
 
+    /// Encrypts the database with this 256-bit key (feature `encrypt`). A
+    /// new database is created encrypted; an existing one must have been
+    /// created or encrypted with the same key, else opening fails with
+    /// `Error::EncryptionKeyMismatch` before anything is read. See the
+    /// crate docs, "Encryption".
+    #[cfg(feature = "encrypt")]
+    pub fn encryption_key(mut self, key: [u8; 32]) -> Self {
+        self.encryption = Some(crate::crypt::EncryptionInput::Key(key));
+        self
+    }
+
+    /// Encrypts the database with a key stretched from `passphrase` by
+    /// Argon2id and the database's random salt (feature `encrypt`). The
+    /// stretch is deliberately slow (about a second; see the crate docs);
+    /// otherwise like [`encryption_key`](Self::encryption_key).
+    #[cfg(feature = "encrypt")]
+    pub fn encryption_passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.encryption = Some(crate::crypt::EncryptionInput::Passphrase(passphrase.into()));
+        self
+    }
+
+    /// Encryption with `input` (the admin calls use it).
+    #[cfg(feature = "encrypt")]
+    pub(crate) fn encryption_input(mut self, input: crate::crypt::EncryptionInput) -> Self {
+        self.encryption = Some(input);
+        self
+    }
+
+    /// The AEAD of a new encrypted database (default AES-256-GCM; feature
+    /// `encrypt`). An existing database keeps the cipher it was created
+    /// with, which its keyring records.
+    #[cfg(feature = "encrypt")]
+    pub fn cipher(mut self, cipher: crate::crypt::Cipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
     pub(crate) fn into_config(self) -> Result<Config> {
         let dir = if self.in_memory {
             if self.path.is_some()
@@ -258,7 +299,17 @@ impl EmdbBuilder {
             #[cfg(feature = "fault-injection")]
             fault_plan: self.fault_plan,
             default_ttl: self.default_ttl,
+            #[cfg(feature = "encrypt")]
+            encryption: self
+                .encryption
+                .map(|input| (input, self.cipher.unwrap_or_default())),
         };
+        #[cfg(feature = "encrypt")]
+        if self.cipher.is_some() && config.encryption.is_none() {
+            return Err(Error::InvalidConfig(
+                "cipher() needs encryption_key() or encryption_passphrase()",
+            ));
+        }
         validate(&config)?;
         Ok(config)
     }

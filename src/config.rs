@@ -92,6 +92,9 @@ pub(crate) struct Config {
     pub default_ttl: Option<std::time::Duration>,
     #[cfg(feature = "fault-injection")]
     pub fault_plan: Option<crate::io::fault::FaultPlan>,
+    /// The key or passphrase, and the cipher of a new database.
+    #[cfg(feature = "encrypt")]
+    pub encryption: Option<(crate::crypt::EncryptionInput, crate::crypt::Cipher)>,
 }
 
 impl Config {
@@ -113,7 +116,7 @@ impl Config {
 
     /// The largest frame a single record can produce.
     pub(crate) fn max_frame_len(&self) -> usize {
-        frame::encoded_len(self.max_key_len, self.max_value_len, true)
+        frame::encoded_len(self.max_key_len, self.max_value_len, true) + frame::SEAL_LEN
     }
 }
 

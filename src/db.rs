@@ -171,6 +171,54 @@ impl Emdb {
     }
 }
 
+/// At-rest encryption of a closed database (feature `encrypt`). Each call
+/// takes the database's lock (`Error::LockBusy` while it is open) and is
+/// atomic: a crash or power cut at any point leaves the old database or the
+/// new one, never a mix, and no copy of the old one is left behind.
+#[cfg(feature = "encrypt")]
+impl Emdb {
+    /// Encrypts the plaintext database at `path` with `input` (AES-256-GCM):
+    /// every live record, with its namespace and expiry, is rewritten into
+    /// an encrypted database beside it, which then replaces it. Takes time
+    /// and space in proportion to the live data. An encrypted database is
+    /// `Error::Encryption`.
+    pub fn enable_encryption(path: impl AsRef<Path>, input: crate::EncryptionInput) -> Result<()> {
+        let dir = path.as_ref();
+        if dir.join(crate::crypt::KEYRING_NAME).exists() {
+            return Err(crate::Error::Encryption(
+                "the database is encrypted already: use Emdb::rotate_encryption_key to change its key",
+            ));
+        }
+        crate::crypt::admin::rewrite(dir, Emdb::builder(), |b| b.encryption_input(input))
+    }
+
+    /// Decrypts the database at `path`, encrypted with `input`: rewritten
+    /// as plaintext beside it, which then replaces it. A wrong `input` is
+    /// `Error::EncryptionKeyMismatch` and changes nothing; a plaintext
+    /// database is `Error::Encryption`.
+    pub fn disable_encryption(path: impl AsRef<Path>, input: crate::EncryptionInput) -> Result<()> {
+        let dir = path.as_ref();
+        if !dir.join(crate::crypt::KEYRING_NAME).exists() {
+            return Err(crate::Error::Encryption("the database is not encrypted"));
+        }
+        crate::crypt::admin::rewrite(dir, Emdb::builder().encryption_input(input), |b| b)
+    }
+
+    /// Replaces the key (or passphrase) of the encrypted database at `path`:
+    /// its database key is unwrapped with `current` and wrapped again under
+    /// `new` in a new keyring file, renamed over the old one. The data is
+    /// not rewritten, so this takes the same time at any size (plus the
+    /// Argon2id stretches of passphrases). A wrong `current` is
+    /// `Error::EncryptionKeyMismatch` and changes nothing.
+    pub fn rotate_encryption_key(
+        path: impl AsRef<Path>,
+        current: crate::EncryptionInput,
+        new: crate::EncryptionInput,
+    ) -> Result<()> {
+        crate::crypt::admin::rotate(path.as_ref(), &current, &new)
+    }
+}
+
 impl EmdbBuilder {
     /// Opens (or creates) the database.
     pub fn build(self) -> Result<Emdb> {

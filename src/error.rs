@@ -59,6 +59,13 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
+    /// Encryption cannot go on as asked: an encrypted database opened
+    /// without a key, a plaintext one with a key, a record that fails
+    /// authentication, or an admin call on an open database.
+    Encryption(&'static str),
+    /// The key or passphrase is not the one the database was encrypted
+    /// with. Nothing was read or changed.
+    EncryptionKeyMismatch,
     /// A write or fsync of this shard failed earlier. The shard refuses
     /// writes from then on, because a failed fsync cannot be retried safely;
     /// reopen the database to recover what reached the disk.
@@ -111,6 +118,12 @@ impl fmt::Display for Error {
                 f,
                 "{what} is {len}, over the configured limit of {max}; raise the limit in the builder \
                  or split the data"
+            ),
+            Error::Encryption(why) => write!(f, "encryption error: {why}"),
+            Error::EncryptionKeyMismatch => write!(
+                f,
+                "the encryption key or passphrase does not match the one this database was \
+                 encrypted with; nothing was read or changed, so retry with the right one"
             ),
             Error::Poisoned { shard, cause } => write!(
                 f,

@@ -52,6 +52,16 @@ pub(crate) fn key_hash(seed: u64, ns: u32, key: &[u8]) -> u64 {
     slot_hash(xxhash_rust::xxh3::xxh3_64_with_seed(key, seed))
 }
 
+/// The index hash of the key in frame `f`: the keyed MAC an encrypted
+/// frame carries, else [`key_hash`] of its key.
+#[inline]
+pub(crate) fn frame_hash(seed: u64, f: &crate::log::frame::Frame<'_>) -> u64 {
+    match f.sealed {
+        Some(s) => s.hash,
+        None => key_hash(seed, f.namespace, f.key),
+    }
+}
+
 /// The shard of a key hash among `shards`: the high 32 bits scaled onto the
 /// shard count (multiply-shift, no division; the index uses the low bits).
 /// Part of the on-disk contract: a key must always map to the same shard.

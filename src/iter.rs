@@ -8,8 +8,18 @@
 //! damaged record is skipped (`get` reports it as `Error::Corrupted`). A
 //! record that has expired by the time the iterator reaches it is skipped.
 
+use std::sync::Arc;
+
+use crate::crypt::Crypto;
 use crate::log::frame::{self, unpack_pos, Kind};
 use crate::log::segment::Held;
+
+/// What an iterator reads: per shard, the segments it holds and the
+/// locations of the live records; the keys that open encrypted records.
+pub(crate) struct Snap {
+    pub shards: Vec<(Vec<Held>, Vec<u64>)>,
+    pub crypto: Option<Arc<Crypto>>,
+}
 
 struct ShardSnap {
     segs: Vec<Held>,
@@ -22,12 +32,15 @@ struct Cursor {
     pos: usize,
     remaining: usize,
     ns: u32,
+    crypto: Option<Arc<Crypto>>,
+    buf: Vec<u8>,
 }
 
 impl Cursor {
-    fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> Cursor {
-        let remaining = snap.iter().map(|(_, l)| l.len()).sum();
+    fn new(snap: Snap, ns: u32) -> Cursor {
+        let remaining = snap.shards.iter().map(|(_, l)| l.len()).sum();
         let shards = snap
+            .shards
             .into_iter()
             .map(|(segs, locs)| ShardSnap { segs, locs })
             .collect();
@@ -37,10 +50,12 @@ impl Cursor {
             pos: 0,
             remaining,
             ns,
+            crypto: snap.crypto,
+            buf: Vec::new(),
         }
     }
 
-    fn next_with<R>(&mut self, f: impl Fn(&[u8], &[u8]) -> R) -> Option<R> {
+    fn next_with<R>(&mut self, f: impl Fn(&[u8], &[u8], Option<u64>) -> R) -> Option<R> {
         while self.shard < self.shards.len() {
             let s = &self.shards[self.shard];
             if self.pos >= s.locs.len() {
@@ -56,17 +71,27 @@ impl Cursor {
                 continue;
             };
             let ns = self.ns;
-            let r = s.segs[i]
+            let (crypto, buf) = (self.crypto.as_deref(), &mut self.buf);
+            let seg = &s.segs[i];
+            let r = seg
                 .with_frame(off, |b| {
                     let fr = frame::decode_unchecked(b).ok()?;
-                    // A record whose checksum fails is skipped: an iterator
-                    // never yields bytes that were not written.
-                    // Expired records are invisible here too.
-                    (fr.kind == Kind::Put
-                        && fr.namespace == ns
-                        && !crate::engine::ttl::is_expired(fr.expires_at)
-                        && frame::crc_ok(b))
-                    .then(|| f(fr.key, fr.value))
+                    // A record whose checksum fails (or that fails
+                    // authentication) is skipped: an iterator never yields
+                    // bytes that were not written. Expired records are
+                    // invisible here too.
+                    if fr.kind != Kind::Put
+                        || fr.namespace != ns
+                        || crate::engine::ttl::is_expired(fr.expires_at)
+                        || !frame::crc_ok(b)
+                    {
+                        return None;
+                    }
+                    if fr.sealed.is_none() {
+                        return Some(f(fr.key, fr.value, fr.expires_at));
+                    }
+                    let p = crypto?.open_frame(seg, off, &fr, buf).ok()?;
+                    Some(f(p.key, p.value, p.expires_at))
                 })
                 .flatten();
             if r.is_some() {
@@ -83,7 +108,7 @@ pub struct EmdbIter {
 }
 
 impl EmdbIter {
-    pub(crate) fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> EmdbIter {
+    pub(crate) fn new(snap: Snap, ns: u32) -> EmdbIter {
         EmdbIter {
             cursor: Cursor::new(snap, ns),
         }
@@ -93,10 +118,18 @@ impl EmdbIter {
 impl Iterator for EmdbIter {
     type Item = (Vec<u8>, Vec<u8>);
     fn next(&mut self) -> Option<Self::Item> {
-        self.cursor.next_with(|k, v| (k.to_vec(), v.to_vec()))
+        self.cursor.next_with(|k, v, _| (k.to_vec(), v.to_vec()))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.cursor.remaining))
+    }
+}
+
+impl EmdbIter {
+    /// The next record with its expiry (Unix ms), for copies that keep it.
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub(crate) fn next_expiring(&mut self) -> Option<(Vec<u8>, Vec<u8>, Option<u64>)> {
+        self.cursor.next_with(|k, v, e| (k.to_vec(), v.to_vec(), e))
     }
 }
 
@@ -106,7 +139,7 @@ pub struct EmdbKeyIter {
 }
 
 impl EmdbKeyIter {
-    pub(crate) fn new(snap: Vec<(Vec<Held>, Vec<u64>)>, ns: u32) -> EmdbKeyIter {
+    pub(crate) fn new(snap: Snap, ns: u32) -> EmdbKeyIter {
         EmdbKeyIter {
             cursor: Cursor::new(snap, ns),
         }
@@ -116,7 +149,7 @@ impl EmdbKeyIter {
 impl Iterator for EmdbKeyIter {
     type Item = Vec<u8>;
     fn next(&mut self) -> Option<Vec<u8>> {
-        self.cursor.next_with(|k, _| k.to_vec())
+        self.cursor.next_with(|k, _, _| k.to_vec())
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         (0, Some(self.cursor.remaining))

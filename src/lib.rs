@@ -38,6 +38,7 @@ mod async_db;
 pub mod bench_api;
 mod builder;
 mod config;
+mod crypt;
 mod db;
 mod engine;
 mod error;
@@ -71,6 +72,8 @@ pub use config::{
     DEFAULT_MAX_BATCH_RECORDS, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE,
     DEFAULT_TAIL_BUFFER_BYTES,
 };
+#[cfg(feature = "encrypt")]
+pub use crypt::{Cipher, EncryptionInput};
 pub use db::Emdb;
 pub use engine::txn::Transaction;
 pub use error::{Error, Result};

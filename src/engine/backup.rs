@@ -111,7 +111,15 @@ impl State {
             shards,
             namespaces,
             next_namespace,
+            names: crate::log::manifest::Names(self.ctx.crypto.clone()),
         };
+        if let Some(c) = &self.ctx.crypto {
+            // The keyring before the manifest: a copy with a manifest is
+            // whole. Synced; its entry is durable with the manifest's.
+            let f = files.create_new(&dest.join(crate::crypt::KEYRING_NAME))?;
+            files.write_at(&f, c.keyring(), 0)?;
+            files.sync_data(&f)?;
+        }
         // The manifest's store syncs the directory: every segment's entry
         // and its own are durable after it.
         m.store(files, dest)?;

@@ -31,10 +31,11 @@
 //! 4. A checkpoint at the end writes hint files for the segments that
 //!    received the moved records, so the next open loads them.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::shard::Shard;
+use super::shard::{Inner, Shard};
 use super::{block_on, State};
 use crate::error::{Error, Result};
 use crate::log::frame::{self, pack_pos, FrameSpec, Kind, SEGMENT_HEADER_LEN};
@@ -222,10 +223,11 @@ impl State {
             })?;
             let raw = &bytes[off..off + f.len];
             let loc = pack_pos(v.id, off as u32);
+            let at = off as u32;
             off += f.len;
+            let h = crate::index::frame_hash(seed, &f);
             match f.kind {
                 Kind::Put => {
-                    let h = crate::index::key_hash(seed, f.namespace, f.key);
                     // Checked again under the lock; this skips the dead.
                     if !shard.points_at(f.namespace, h, loc) {
                         // Dead: dropped with the segment.
@@ -236,7 +238,7 @@ impl State {
                             h,
                             ns: f.namespace,
                             loc,
-                            key: f.key,
+                            key: self.to_move(v, at, &f, raw)?.0,
                             tombstone: !shard.is_oldest(v.id),
                         });
                     } else {
@@ -245,19 +247,19 @@ impl State {
                             ns: f.namespace,
                             loc,
                             expires_at: f.expires_at,
-                            raw,
+                            copy: self.to_move(v, at, &f, raw)?.1,
                         });
                     }
                 }
                 Kind::Remove => {
                     // A dropped namespace's tombstones are dropped with it.
                     if !shard.is_oldest(v.id) && self.ctx.namespace_live(f.namespace) {
-                        let h = crate::index::key_hash(seed, f.namespace, f.key);
+                        let (key, copy) = self.to_move(v, at, &f, raw)?;
                         batch.push(Move::Tombstone {
                             h,
                             ns: f.namespace,
-                            key: f.key,
-                            raw,
+                            key,
+                            copy,
                         });
                     }
                 }
@@ -308,7 +310,7 @@ enum Move<'a> {
         ns: u32,
         loc: u64,
         expires_at: Option<u64>,
-        raw: &'a [u8],
+        copy: Copy<'a>,
     },
     /// An expired put, dropped (and its key's index entry with it) if the
     /// index still points at `loc`; a tombstone takes its place in the log
@@ -317,16 +319,106 @@ enum Move<'a> {
         h: u64,
         ns: u32,
         loc: u64,
-        key: &'a [u8],
+        key: Cow<'a, [u8]>,
         tombstone: bool,
     },
     /// A tombstone, kept while its key has no live record.
     Tombstone {
         h: u64,
         ns: u32,
-        key: &'a [u8],
-        raw: &'a [u8],
+        key: Cow<'a, [u8]>,
+        copy: Copy<'a>,
     },
+}
+
+/// How a frame reaches its new place: copied as it is (same sequence
+/// number, flags and checksum), or, in an encrypted database, decrypted
+/// and sealed again, since its data key and nonce belong to its place.
+enum Copy<'a> {
+    Raw(&'a [u8]),
+    Reseal {
+        kind: Kind,
+        seq: u64,
+        batch_count: u32,
+        expires_at: Option<u64>,
+        ns: u32,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        len: usize,
+    },
+}
+
+impl Copy<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Copy::Raw(raw) => raw.len(),
+            Copy::Reseal { len, .. } => *len,
+        }
+    }
+
+    /// Appends the frame at the shard's tail; returns its location.
+    fn append(&self, shard: &Shard, g: &mut Inner) -> Result<u64> {
+        match self {
+            Copy::Raw(raw) => shard.append_raw(g, raw),
+            Copy::Reseal {
+                kind,
+                seq,
+                batch_count,
+                expires_at,
+                ns,
+                key,
+                value,
+                ..
+            } => {
+                let spec = FrameSpec {
+                    kind: *kind,
+                    seq: *seq,
+                    namespace: *ns,
+                    batch_count: *batch_count,
+                    expires_at: *expires_at,
+                    key,
+                    value,
+                };
+                shard.append(g, &spec, false)
+            }
+        }
+    }
+}
+
+impl State {
+    /// The plaintext key of frame `f` (at `off` of `v`) and how to move it.
+    fn to_move<'a>(
+        &self,
+        v: &Segment,
+        off: u32,
+        f: &frame::Frame<'a>,
+        raw: &'a [u8],
+    ) -> Result<(Cow<'a, [u8]>, Copy<'a>)> {
+        if f.sealed.is_none() {
+            return Ok((Cow::Borrowed(f.key), Copy::Raw(raw)));
+        }
+        let damaged = |why| Error::corrupted(v.path.clone().unwrap_or_default(), off as u64, why);
+        let c = self
+            .ctx
+            .crypto
+            .as_ref()
+            .ok_or_else(|| damaged("an encrypted record in a database opened without a key"))?;
+        let mut buf = Vec::new();
+        let p = c.open_frame(v, off, f, &mut buf).map_err(damaged)?;
+        Ok((
+            Cow::Owned(p.key.to_vec()),
+            Copy::Reseal {
+                kind: p.kind,
+                seq: p.seq,
+                batch_count: p.batch_count,
+                expires_at: p.expires_at,
+                ns: p.namespace,
+                key: p.key.to_vec(),
+                value: p.value.to_vec(),
+                len: f.len,
+            },
+        ))
+    }
 }
 
 /// Most bytes of records an explicit compaction moves under one hold of a
@@ -345,8 +437,8 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     fn push(&mut self, m: Move<'a>) {
         self.bytes += match &m {
-            Move::Record { raw, .. } | Move::Tombstone { raw, .. } => raw.len(),
-            Move::Expired { key, .. } => frame::encoded_len(key.len(), 0, false),
+            Move::Record { copy, .. } | Move::Tombstone { copy, .. } => copy.len(),
+            Move::Expired { key, .. } => frame::encoded_len(key.len(), 0, false) + frame::SEAL_LEN,
         };
         self.moves.push(m);
     }
@@ -373,12 +465,12 @@ impl<'a> Batch<'a> {
                     ns,
                     loc,
                     expires_at,
-                    raw,
+                    copy,
                 } => {
                     if !shard.points_at(ns, h, loc) {
                         continue;
                     }
-                    let new = shard.append_raw(&mut g, raw)?;
+                    let new = copy.append(shard, &mut g)?;
                     let moved_entry = shard
                         .indexes
                         .get(ns, &guard)
@@ -386,14 +478,14 @@ impl<'a> Batch<'a> {
                     if moved_entry {
                         account(
                             shard.segments(&guard),
-                            Some((new, raw.len() as u32)),
+                            Some((new, copy.len() as u32)),
                             Some(loc),
                         );
                         if let Some(t) = expires_at {
                             g.expiring.moved(t, loc, new);
                         }
                     }
-                    moved += raw.len() as u64;
+                    moved += copy.len() as u64;
                 }
                 Move::Expired {
                     h,
@@ -415,30 +507,31 @@ impl<'a> Batch<'a> {
                             namespace: ns,
                             batch_count: 0,
                             expires_at: None,
-                            key,
+                            key: &key,
                             value: &[],
                         };
                         shard.append(&mut g, &spec, false)?;
-                        moved += spec.encoded_len() as u64;
+                        moved += shard.ctx.frame_len(key.len(), 0, false) as u64;
                     }
                     let segs = shard.segments(&guard);
                     g.expiring.forget(segs, loc);
                     let gone = ix.remove(h, |l| l == loc);
                     if let (Some(o), Some(_)) = (&mut g.ordered, gone) {
-                        o.remove(ns, key);
+                        o.remove(ns, &key);
                     }
                     account(segs, None, gone);
                 }
-                Move::Tombstone { h, ns, key, raw } => {
+                Move::Tombstone { h, ns, key, copy } => {
                     let live = shard.indexes.get(ns, &guard).is_some_and(|ix| {
                         ix.find_map(h, &guard, |loc| {
-                            frame_has_key(shard.segments(&guard), loc, ns, key).then_some(())
+                            frame_has_key(shard.segments(&guard), loc, ns, &key, shard.ctx.crypto())
+                                .then_some(())
                         })
                         .is_some()
                     });
                     if !live {
-                        shard.append_raw(&mut g, raw)?;
-                        moved += raw.len() as u64;
+                        copy.append(shard, &mut g)?;
+                        moved += copy.len() as u64;
                     }
                 }
             }

@@ -44,7 +44,7 @@ impl State {
         // Room for the record as it is (re-read under the lock below).
         let Some(Some(len)) = self.lookup_with(ns, key, |fr| {
             fr.expires_at
-                .map(|_| frame::encoded_len(fr.key.len(), fr.value.len(), false))
+                .map(|_| self.ctx.frame_len(fr.key.len(), fr.value.len(), false))
         })?
         else {
             return Ok(false);
@@ -133,7 +133,15 @@ impl State {
             let (sid, off) = unpack_pos(loc);
             let key = segs.get(sid).and_then(|seg| {
                 seg.with_frame(off, |b| {
-                    frame::decode_unchecked(b).ok().map(|f| f.key.to_vec())
+                    let f = frame::decode_unchecked(b).ok()?;
+                    match f.sealed {
+                        None => Some(f.key.to_vec()),
+                        Some(_) => {
+                            let mut buf = Vec::new();
+                            let p = self.ctx.open(seg, off, &f, &mut buf).ok()?;
+                            Some(p.key.to_vec())
+                        }
+                    }
                 })
                 .flatten()
             });

@@ -6,7 +6,7 @@ use crossbeam_epoch as epoch;
 
 use super::State;
 use crate::error::Result;
-use crate::log::frame::{self, FrameSpec, Kind};
+use crate::log::frame::{FrameSpec, Kind};
 use crate::log::segtable::frame_has_key;
 
 impl State {
@@ -24,7 +24,7 @@ impl State {
             self.check_key(k)?;
             let h = self.ctx.hash(ns, k);
             let s = self.ctx.shard_of(h);
-            per_shard[s] += frame::encoded_len(k.len(), 0, false);
+            per_shard[s] += self.ctx.frame_len(k.len(), 0, false);
             routed.push((h, s));
         }
         let total = per_shard.iter().sum();
@@ -42,7 +42,7 @@ impl State {
                     let segs = shard.segments(&guard);
                     shard.indexes.get(ns, &guard).is_some_and(|ix| {
                         ix.find_map(*h, &guard, |loc| {
-                            frame_has_key(segs, loc, ns, k)
+                            frame_has_key(segs, loc, ns, k, self.ctx.crypto())
                                 .then(|| super::ttl::frame_expiry(segs, loc))
                                 .filter(|t| !super::ttl::is_expired(*t))
                         })

@@ -32,9 +32,11 @@ pub(crate) use block_on::block_on;
 use shard::Shard;
 
 use crate::config::Config;
+use crate::crypt::Crypto;
 use crate::error::Result;
 use crate::io::IoBackend;
 use crate::lock::LockFile;
+use crate::log::frame;
 use crate::log::manifest::Manifest;
 
 pub(crate) use crate::nsindex::DEFAULT_NS;
@@ -76,6 +78,8 @@ pub(crate) struct Ctx {
     namespaces: parking_lot::RwLock<Registry>,
     /// Serializes namespace creation and drops.
     namespace_change: Mutex<()>,
+    /// The keys of an encrypted database.
+    pub crypto: Option<Arc<Crypto>>,
 }
 
 /// Named namespaces by ascending id, and the next id.
@@ -273,7 +277,64 @@ impl Ctx {
 
     #[inline]
     pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
-        crate::index::key_hash(self.hash_seed, ns, key)
+        match &self.crypto {
+            Some(c) => c.hash(ns, key),
+            None => crate::index::key_hash(self.hash_seed, ns, key),
+        }
+    }
+
+    /// The bytes a frame of this key and value takes, with what encryption
+    /// adds.
+    #[inline]
+    pub(crate) fn frame_len(&self, key_len: usize, value_len: usize, expires: bool) -> usize {
+        frame::encoded_len(key_len, value_len, expires)
+            + if self.crypto.is_some() {
+                frame::SEAL_LEN
+            } else {
+                0
+            }
+    }
+
+    /// Decrypts the encrypted frame `f` at `off` of `seg` into `buf`; a
+    /// frame that fails authentication (or an encrypted frame in a database
+    /// opened without a key) is `Error::Corrupted` with file and offset.
+    pub(crate) fn open<'b>(
+        &self,
+        seg: &crate::log::segment::Segment,
+        off: u32,
+        f: &frame::Frame<'_>,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<frame::Frame<'b>> {
+        let opened = match &self.crypto {
+            Some(c) => c.open_frame(seg, off, f, buf),
+            None => Err("an encrypted record in a database opened without a key"),
+        };
+        opened.map_err(|why| {
+            crate::error::Error::corrupted(seg.path.clone().unwrap_or_default(), off as u64, why)
+        })
+    }
+
+    /// The keys of an encrypted database.
+    #[inline]
+    pub(crate) fn crypto(&self) -> Option<&Crypto> {
+        self.crypto.as_deref()
+    }
+
+    /// The bytes the frame of `spec` takes in the log.
+    #[inline]
+    pub(crate) fn spec_len(&self, spec: &frame::FrameSpec<'_>) -> usize {
+        spec.encoded_len()
+            + if self.crypto.is_some() && crate::crypt::sealed_kind(spec.kind) {
+                frame::SEAL_LEN
+            } else {
+                0
+            }
+    }
+
+    /// Whether frame `f` holds `key` (see `crypt::key_matches`).
+    #[inline]
+    pub(crate) fn key_matches(&self, f: &frame::Frame<'_>, key: &[u8]) -> bool {
+        crate::crypt::key_matches(f, key, self.crypto.as_deref())
     }
 
     /// The shard of a key hash: the high 32 bits scaled onto the shard
@@ -301,6 +362,7 @@ impl Ctx {
         seq: u64,
         gen: u64,
         manifest: Option<Manifest>,
+        crypto: Option<Arc<Crypto>>,
     ) -> Ctx {
         let registry = match &manifest {
             Some(m) => Registry {
@@ -330,6 +392,7 @@ impl Ctx {
             bytes_moved: AtomicU64::new(0),
             namespaces: parking_lot::RwLock::new(registry),
             namespace_change: Mutex::new(()),
+            crypto,
         }
     }
 }

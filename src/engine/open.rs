@@ -12,12 +12,13 @@ use parking_lot::Mutex;
 use super::shard::Shard;
 use super::{Ctx, Engine};
 use crate::config::Config;
+use crate::crypt::Crypto;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::io::IoBackend;
 use crate::lock::LockFile;
 use crate::log::frame::{self, SegmentHeader};
-use crate::log::manifest::{self, Manifest, ShardEntry};
+use crate::log::manifest::{self, Manifest, Names, ShardEntry};
 use crate::log::segment::{self, Segment};
 use crate::nsindex::Indexes;
 use crate::recovery;
@@ -44,9 +45,16 @@ impl Engine {
             super::handoff::wait_for_close(dir);
         }
         let (lock, path) = match &config.dir {
-            Some(dir) => (Some(prepare_dir(&config.files(), dir)?), dir.clone()),
+            Some(dir) => {
+                let lock = prepare_dir(&config.files(), dir)?;
+                // Under the lock no rewrite runs: one a crash interrupted
+                // left its staging directory (maybe a plaintext copy).
+                crate::crypt::admin::remove_stale_rewrite(dir)?;
+                (Some(lock), dir.clone())
+            }
             None => (None, PathBuf::new()),
         };
+        let crypto = crate::crypt::open_keys(&config)?;
         let (ctx, parts) = match &config.dir {
             None => {
                 let ctx = Arc::new(Ctx::new(
@@ -57,6 +65,7 @@ impl Engine {
                     1,
                     0,
                     None,
+                    crypto,
                 ));
                 let mut parts = Vec::new();
                 for s in 0..ctx.shard_count {
@@ -76,7 +85,7 @@ impl Engine {
                 }
                 (ctx, parts)
             }
-            Some(dir) => open_dir(dir, &config, backend)?,
+            Some(dir) => open_dir(dir, &config, backend, crypto)?,
         };
         let shards: Vec<Arc<Shard>> = parts
             .into_iter()
@@ -162,8 +171,9 @@ fn open_dir(
     dir: &Path,
     config: &Config,
     backend: IoBackend,
+    crypto: Option<Arc<Crypto>>,
 ) -> Result<(Arc<Ctx>, Vec<recovery::RecoveredShard>)> {
-    match Manifest::load(dir)? {
+    match Manifest::load(dir, Names(crypto.clone()))? {
         Some(mut m) => {
             let ctx_seed = m.hash_seed;
             let shard_count = m.shard_count as usize;
@@ -178,6 +188,7 @@ fn open_dir(
                 max_seq + 1,
                 gen,
                 Some(m),
+                crypto,
             ));
             Ok((ctx, parts.shards))
         }
@@ -212,6 +223,7 @@ fn open_dir(
                 shards: vec![ShardEntry::default(); config.shards],
                 namespaces: Vec::new(),
                 next_namespace: 1,
+                names: Names(crypto.clone()),
             };
             // The manifest comes first: a crash before the segments are
             // created and listed leaves a database that opens (recovery
@@ -244,6 +256,7 @@ fn open_dir(
                 1,
                 0,
                 Some(m),
+                crypto,
             ));
             Ok((ctx, parts))
         }

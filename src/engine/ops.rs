@@ -90,7 +90,8 @@ impl State {
                 };
                 seg.with_frame(off, |b| {
                     let fr = frame::decode_unchecked(b).ok()?;
-                    if fr.kind != Kind::Put || fr.namespace != ns || fr.key != key {
+                    if fr.kind != Kind::Put || fr.namespace != ns || !self.ctx.key_matches(&fr, key)
+                    {
                         return None;
                     }
                     // Expired: invisible (the clock is read only for a
@@ -105,6 +106,14 @@ impl State {
                             off as u64,
                             "record checksum mismatch",
                         )));
+                    }
+                    if fr.sealed.is_some() {
+                        let mut buf = Vec::new();
+                        return Some(
+                            self.ctx
+                                .open(seg, off, &fr, &mut buf)
+                                .map(|p| f(seg, off, &p)),
+                        );
                     }
                     Some(Ok(f(seg, off, &fr)))
                 })
@@ -123,6 +132,10 @@ impl State {
     }
 
     pub(crate) fn get_ref(&self, ns: u32, key: &[u8]) -> Result<Option<ValueRef<'static>>> {
+        if self.ctx.crypto.is_some() {
+            // Decrypted: the value is a buffer of its own.
+            return self.lookup(ns, key, true, |_, _, fr| ValueRef::owned(fr.value.to_vec()));
+        }
         self.lookup(ns, key, true, |seg, off, fr| {
             let voff = off + (fr.len - frame::CRC_LEN - fr.value.len()) as u32;
             match seg.mapped(voff, fr.value.len() as u32) {
@@ -178,7 +191,9 @@ impl State {
         let h = self.ctx.hash(ns, key);
         let si = self.ctx.shard_of(h);
         let shard = &self.shards[si];
-        let len = frame::encoded_len(key.len(), value.len(), expires_at.is_some());
+        let len = self
+            .ctx
+            .frame_len(key.len(), value.len(), expires_at.is_some());
         let target = {
             let mut g = shard.lock_for_append(len).await?;
             self.ctx.check_namespace(ns)?;
@@ -214,7 +229,15 @@ impl State {
         };
         let loc = shard.append(g, &spec, true)?;
         let guard = epoch::pin();
-        shard.index_put(g, &guard, (ns, h), key, loc, spec.encoded_len(), expires_at);
+        shard.index_put(
+            g,
+            &guard,
+            (ns, h),
+            key,
+            loc,
+            self.ctx.spec_len(&spec),
+            expires_at,
+        );
         Ok(())
     }
 
@@ -223,7 +246,7 @@ impl State {
         let h = self.ctx.hash(ns, key);
         let si = self.ctx.shard_of(h);
         let shard = &self.shards[si];
-        let len = frame::encoded_len(key.len(), 0, false);
+        let len = self.ctx.frame_len(key.len(), 0, false);
         let (old, target) = {
             let mut g = shard.lock_for_append(len).await?;
             // Under the lock no other writer can change this key.
@@ -277,7 +300,7 @@ impl State {
             self.check_kv(k, v)?;
             let h = self.ctx.hash(ns, k);
             let s = self.ctx.shard_of(h);
-            let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
+            let len = self.ctx.frame_len(k.len(), v.len(), expires_at.is_some());
             per_shard[s] += len;
             total += len;
             routed.push((h, s));
@@ -340,7 +363,7 @@ impl State {
                     continue;
                 };
                 let (k, v) = (k.as_ref(), v.as_ref());
-                let len = frame::encoded_len(k.len(), v.len(), expires_at.is_some());
+                let len = self.ctx.frame_len(k.len(), v.len(), expires_at.is_some());
                 self.shards[*s].index_put(g, &guard, (ns, *h), k, loc, len, expires_at);
             }
             self.finish_batch(&guards)
@@ -546,7 +569,7 @@ impl State {
     /// taken under all shard locks at once, with claims on the segments
     /// they point into (taken under the locks too: before compaction can
     /// move a record off a segment, so before it can retire one).
-    pub(crate) fn snapshot(&self, ns: u32) -> Vec<(Vec<Held>, Vec<u64>)> {
+    pub(crate) fn snapshot(&self, ns: u32) -> crate::iter::Snap {
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let guard = epoch::pin();
         let out = self
@@ -563,12 +586,16 @@ impl State {
             })
             .collect();
         drop(guards);
-        out
+        crate::iter::Snap {
+            shards: out,
+            crypto: self.ctx.crypto.clone(),
+        }
     }
 
     pub(crate) fn stats(&self) -> EmdbStats {
         let mut st = EmdbStats::empty(self.ctx.backend, self.shards.len());
         st.namespace_count = self.ctx.namespace_count();
+        st.encrypted = self.ctx.crypto.is_some();
         for s in &self.shards {
             for g in s.segment_list() {
                 st.logical_size_bytes += g.data_end.load(Ordering::Acquire) as u64;

@@ -192,6 +192,7 @@ impl Shard {
             let mut bytes: Vec<u8> = Vec::new();
             let mut spans: Vec<Span> = Vec::with_capacity(ix.len());
             let mut locs = Vec::with_capacity(ix.len());
+            let mut plain = Vec::new();
             ix.for_each(|_, loc| locs.push(loc));
             for batch in locs.chunks(BATCH) {
                 for &loc in batch {
@@ -206,12 +207,24 @@ impl Shard {
                     // `with_frame` may run this twice: the sort's dedup
                     // drops the second copy.
                     seg.with_frame(off, |b| {
-                        if let Ok(f) = frame::decode_unchecked(b) {
-                            if f.kind == Kind::Put && f.namespace == ns {
-                                spans.push(Span::new(bytes.len(), f.key));
-                                bytes.extend_from_slice(f.key);
-                            }
+                        let Ok(f) = frame::decode_unchecked(b) else {
+                            return;
+                        };
+                        if f.kind != Kind::Put || f.namespace != ns {
+                            return;
                         }
+                        // An encrypted key is decrypted; one that fails
+                        // authentication is left out (a read of it reports
+                        // the damage).
+                        let f = match f.sealed {
+                            None => f,
+                            Some(_) => match self.ctx.open(seg, off, &f, &mut plain) {
+                                Ok(p) => p,
+                                Err(_) => return,
+                            },
+                        };
+                        spans.push(Span::new(bytes.len(), f.key));
+                        bytes.extend_from_slice(f.key);
                     });
                 }
             }

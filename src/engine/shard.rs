@@ -307,14 +307,24 @@ impl Shard {
     /// Appends one frame. The caller holds the lock and has checked the
     /// poison flag. Returns the frame's location.
     pub(crate) fn append(&self, g: &mut Inner, spec: &FrameSpec<'_>, user: bool) -> Result<u64> {
-        self.append_with(g, spec.encoded_len(), user, |out| frame::encode(spec, out))
+        let len = self.ctx.spec_len(spec);
+        match &self.ctx.crypto {
+            Some(c) if crate::crypt::sealed_kind(spec.kind) => {
+                self.append_with(g, len, user, |seg, off, out| {
+                    c.seal_frame(seg, off, spec, out)
+                })
+            }
+            _ => self.append_with(g, len, user, |_, _, out| frame::encode(spec, out)),
+        }
     }
 
     /// Appends a frame copied as it is (compaction moves records so: same
     /// sequence number, flags and checksum). Not a user record: `flush()`
     /// does not wait for it; its mover does.
     pub(crate) fn append_raw(&self, g: &mut Inner, frame: &[u8]) -> Result<u64> {
-        self.append_with(g, frame.len(), false, |out| out.copy_from_slice(frame))
+        self.append_with(g, frame.len(), false, |_, _, out| {
+            out.copy_from_slice(frame)
+        })
     }
 
     /// Reserves `len` bytes at the tail (rotating or growing the file as
@@ -325,7 +335,7 @@ impl Shard {
         g: &mut Inner,
         len: usize,
         user: bool,
-        fill: impl FnOnce(&mut [u8]),
+        fill: impl FnOnce(&Segment, u32, &mut [u8]),
     ) -> Result<u64> {
         if g.reserved as usize + len > g.active.cap as usize {
             self.rotate(g)?;
@@ -343,7 +353,7 @@ impl Shard {
         // above; rotation leaves room for any frame within the limits) and
         // is reserved by us under the shard lock.
         let out = unsafe { g.active.shadow_mut(off, len) };
-        fill(out);
+        fill(&g.active, off, out);
         g.reserved += len as u32;
         g.active.data_end.store(g.reserved, Ordering::Release);
         g.lpos += len as u64;
@@ -438,10 +448,9 @@ impl Shard {
         expires_at: Option<u64>,
     ) {
         let segs = self.segments(guard);
-        let old = self
-            .indexes
-            .get_or_create(ns, guard)
-            .upsert(h, loc, |old| frame_has_key(segs, old, ns, key));
+        let old = self.indexes.get_or_create(ns, guard).upsert(h, loc, |old| {
+            frame_has_key(segs, old, ns, key, self.ctx.crypto())
+        });
         match old {
             Some(old) => g.expiring.forget(segs, old),
             None => {
@@ -466,10 +475,11 @@ impl Shard {
         key: &[u8],
     ) -> Option<u64> {
         let segs = self.segments(guard);
-        let gone = self
-            .indexes
-            .get(ns, guard)
-            .and_then(|ix| ix.remove(h, |loc| frame_has_key(segs, loc, ns, key)));
+        let gone = self.indexes.get(ns, guard).and_then(|ix| {
+            ix.remove(h, |loc| {
+                frame_has_key(segs, loc, ns, key, self.ctx.crypto())
+            })
+        });
         if let Some(old) = gone {
             g.expiring.forget(segs, old);
             if let Some(o) = &mut g.ordered {

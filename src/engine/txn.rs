@@ -18,7 +18,7 @@ use crossbeam_epoch as epoch;
 
 use super::State;
 use crate::error::{Error, Result};
-use crate::log::frame::{self, pack_pos, FrameSpec, Kind};
+use crate::log::frame::{pack_pos, FrameSpec, Kind};
 
 /// A staged write.
 enum Staged {
@@ -146,9 +146,11 @@ impl<'a> Transaction<'a> {
             let s = state.ctx.shard_of(h);
             let len = match w {
                 Staged::Put { value, expires_at } => {
-                    frame::encoded_len(k.len(), value.len(), expires_at.is_some())
+                    self.state
+                        .ctx
+                        .frame_len(k.len(), value.len(), expires_at.is_some())
                 }
-                Staged::Remove => frame::encoded_len(k.len(), 0, false),
+                Staged::Remove => self.state.ctx.frame_len(k.len(), 0, false),
             };
             per_shard[s] += len;
             total += len;
@@ -201,7 +203,7 @@ impl<'a> Transaction<'a> {
                     },
                 };
                 match state.shards[*s].append(g, &spec, true) {
-                    Ok(loc) => locs.push((loc, spec.encoded_len())),
+                    Ok(loc) => locs.push((loc, state.ctx.spec_len(&spec))),
                     Err(e) => {
                         state.ctx.abort_batch(seq);
                         return Err(e);

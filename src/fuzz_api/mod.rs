@@ -124,14 +124,15 @@ pub fn decode_segment_header(bytes: &[u8]) -> bool {
 /// Decodes a manifest. `true` if it is valid.
 pub fn decode_manifest(bytes: &[u8]) -> bool {
     let path = Path::new("MANIFEST");
-    match Manifest::decode(bytes, path) {
+    match Manifest::decode(bytes, path, Default::default()) {
         Ok(m) => {
             assert_eq!(m.shards.len(), m.shard_count as usize);
             for s in &m.shards {
                 assert!(s.segments.windows(2).all(|w| w[0] < w[1]));
             }
             let enc = m.encode();
-            let again = Manifest::decode(&enc, path).expect("a re-encoded manifest decodes");
+            let again = Manifest::decode(&enc, path, Default::default())
+                .expect("a re-encoded manifest decodes");
             assert_eq!(again, m, "manifest roundtrip");
             if bytes.get(20..24) == Some(&[0, 0, 0, 0][..]) {
                 assert_eq!(enc, bytes, "manifest does not re-encode to its bytes");
@@ -290,6 +291,7 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                 shards,
                 namespaces: Vec::new(),
                 next_namespace: 1,
+                names: Default::default(),
             }
             .encode()
         }

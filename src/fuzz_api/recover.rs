@@ -250,6 +250,7 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
                 checkpoint_pos,
             })
             .collect(),
+        names: Default::default(),
     };
     let manifest = if raw_manifest {
         let mut b = m.encode();

@@ -241,6 +241,18 @@ impl Files {
         rename()
     }
 
+    /// Writes `bytes` durably to a new file `tmp` (a stale one is removed
+    /// first, never opened: a symlink's target stays untouched) and renames
+    /// it over `path`. Atomic; durable once the caller syncs the directory.
+    pub(crate) fn write_replace(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.remove(tmp)?;
+        let f = self.create_new(tmp)?;
+        self.write_at(&f, bytes, 0)?;
+        self.sync_data(&f)?;
+        drop(f);
+        self.replace(tmp, path)
+    }
+
     /// Removes the file at `path` (a symlink itself, never its target).
     /// Missing is not an error. Durable after `sync_dir` of the directory.
     pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {

@@ -15,10 +15,18 @@
 //! | 24 | 4 | `value_len` |
 //! | 28 | 4 | `batch_count`: records in the whole batch, all shards; 0 if not a batch |
 //! | 32 | 8 | `expires_at` Unix ms, present only with flag bit 0 |
-//! | .. | 12 | nonce, present only with flag bit 1 |
-//! | .. | key_len | key |
-//! | .. | value_len | value |
+//! | .. | 8 | key id, only with flag bit 1 (encrypted): the append session whose key sealed the frame |
+//! | .. | 16 | keyed MAC of namespace and key, only with flag bit 1: index hash (8), then key check (8) |
+//! | .. | key_len | key (ciphertext with flag bit 1) |
+//! | .. | value_len | value (ciphertext with flag bit 1) |
+//! | .. | 16 | AEAD tag, only with flag bit 1 |
 //! | len-4 | 4 | CRC32C of bytes `0 .. len-4` |
+//!
+//! An encrypted frame's additional data is bytes `4 ..` up to the key: every
+//! field but the length (which the lengths inside it fix), so kind,
+//! sequence, namespace, expiry, key id and MAC are all authenticated. The
+//! nonce is not stored: it is the frame's offset in its segment (see
+//! `crate::crypt`).
 
 /// Fixed part of a frame header.
 pub(crate) const HEADER_LEN: usize = 32;
@@ -27,7 +35,12 @@ pub(crate) const CRC_LEN: usize = 4;
 /// Smallest possible frame.
 pub(crate) const MIN_FRAME: usize = HEADER_LEN + CRC_LEN;
 pub(crate) const EXPIRY_LEN: usize = 8;
-pub(crate) const NONCE_LEN: usize = 12;
+/// Key id and key MAC of an encrypted frame.
+pub(crate) const SEAL_HEAD_LEN: usize = 24;
+/// AEAD tag of an encrypted frame.
+pub(crate) const TAG_LEN: usize = 16;
+/// What encryption adds to a frame.
+pub(crate) const SEAL_LEN: usize = SEAL_HEAD_LEN + TAG_LEN;
 
 pub(crate) const FLAG_EXPIRES: u8 = 1 << 0;
 pub(crate) const FLAG_ENCRYPTED: u8 = 1 << 1;
@@ -111,9 +124,53 @@ pub(crate) const fn encoded_len(key_len: usize, value_len: usize, expires: bool)
 
 /// Encodes `spec` into `out`, which must be exactly `spec.encoded_len()` long.
 pub(crate) fn encode(spec: &FrameSpec<'_>, out: &mut [u8]) {
-    let len = spec.encoded_len();
-    debug_assert_eq!(out.len(), len);
-    let mut flags = 0u8;
+    let at = encode_head(spec, out, 0);
+    let at = encode_body(spec, out, at);
+    let crc = crc32c::crc32c(&out[..at]);
+    out[at..at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What an encrypted frame carries besides its spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seal {
+    /// The append session whose key sealed the frame.
+    pub key_id: u64,
+    /// Index hash of namespace and key (a keyed MAC, so recovery and
+    /// compaction need not decrypt to index the frame).
+    pub hash: u64,
+    /// The rest of the MAC: a lookup compares it instead of the key.
+    pub check: u64,
+}
+
+/// Encodes `spec` as an encrypted frame into `out`, which must be
+/// `spec.encoded_len() + SEAL_LEN` long. `seal` encrypts the key and value
+/// in place given the additional data and returns the tag.
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+pub(crate) fn encode_sealed(
+    spec: &FrameSpec<'_>,
+    head: Seal,
+    out: &mut [u8],
+    seal: impl FnOnce(&[u8], &mut [u8]) -> [u8; TAG_LEN],
+) {
+    let mut at = encode_head(spec, out, FLAG_ENCRYPTED);
+    out[at..at + 8].copy_from_slice(&head.key_id.to_le_bytes());
+    out[at + 8..at + 16].copy_from_slice(&head.hash.to_le_bytes());
+    out[at + 16..at + 24].copy_from_slice(&head.check.to_le_bytes());
+    at += SEAL_HEAD_LEN;
+    let body_at = at;
+    at = encode_body(spec, out, at);
+    let (aad, body) = out.split_at_mut(body_at);
+    let tag = seal(&aad[4..], &mut body[..at - body_at]);
+    out[at..at + TAG_LEN].copy_from_slice(&tag);
+    at += TAG_LEN;
+    let crc = crc32c::crc32c(&out[..at]);
+    out[at..at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes the fixed header and the expiry; returns where the next field goes.
+fn encode_head(spec: &FrameSpec<'_>, out: &mut [u8], extra_flags: u8) -> usize {
+    let len = out.len();
+    let mut flags = extra_flags;
     if spec.expires_at.is_some() {
         flags |= FLAG_EXPIRES;
     }
@@ -134,12 +191,15 @@ pub(crate) fn encode(spec: &FrameSpec<'_>, out: &mut [u8]) {
         out[at..at + EXPIRY_LEN].copy_from_slice(&exp.to_le_bytes());
         at += EXPIRY_LEN;
     }
+    at
+}
+
+/// Writes key and value at `at`; returns where they end.
+fn encode_body(spec: &FrameSpec<'_>, out: &mut [u8], mut at: usize) -> usize {
     out[at..at + spec.key.len()].copy_from_slice(spec.key);
     at += spec.key.len();
     out[at..at + spec.value.len()].copy_from_slice(spec.value);
-    at += spec.value.len();
-    let crc = crc32c::crc32c(&out[..at]);
-    out[at..at + CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+    at + spec.value.len()
 }
 
 /// A decoded frame borrowing its bytes.
@@ -151,8 +211,50 @@ pub(crate) struct Frame<'a> {
     pub namespace: u32,
     pub batch_count: u32,
     pub expires_at: Option<u64>,
+    /// Plaintext, or ciphertext when `sealed` is set.
     pub key: &'a [u8],
+    /// Plaintext, or ciphertext when `sealed` is set.
     pub value: &'a [u8],
+    /// Set on an encrypted frame (`crate::crypt` opens it).
+    pub sealed: Option<Seal>,
+    /// The whole frame's bytes.
+    pub raw: &'a [u8],
+}
+
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+impl<'a> Frame<'a> {
+    /// This frame's fields with a decrypted key and value.
+    pub(crate) fn with_plain<'b>(&self, key: &'b [u8], value: &'b [u8]) -> Frame<'b> {
+        Frame {
+            len: self.len,
+            kind: self.kind,
+            seq: self.seq,
+            namespace: self.namespace,
+            batch_count: self.batch_count,
+            expires_at: self.expires_at,
+            key,
+            value,
+            sealed: None,
+            raw: key,
+        }
+    }
+
+    /// Where the key starts within the frame.
+    pub(crate) fn key_at(&self) -> usize {
+        self.len - CRC_LEN - self.sealed.map_or(0, |_| TAG_LEN) - self.value.len() - self.key.len()
+    }
+
+    /// Whether two frames hold the same namespace and key: equal bytes, or
+    /// for encrypted frames an equal MAC (128 bits) and length.
+    pub(crate) fn same_key(&self, other: &Frame<'_>) -> bool {
+        self.namespace == other.namespace
+            && self.key.len() == other.key.len()
+            && match (self.sealed, other.sealed) {
+                (None, None) => self.key == other.key,
+                (Some(a), Some(b)) => a.hash == b.hash && a.check == b.check,
+                _ => false,
+            }
+    }
 }
 
 /// Why bytes are not a frame.
@@ -230,13 +332,17 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     if flags & FLAG_EXPIRES != 0 {
         at += EXPIRY_LEN;
     }
-    if flags & FLAG_ENCRYPTED != 0 {
-        at += NONCE_LEN;
-    }
+    let sealed_at = at;
+    let tag = if flags & FLAG_ENCRYPTED != 0 {
+        at += SEAL_HEAD_LEN;
+        TAG_LEN
+    } else {
+        0
+    };
     let expected = at
         .checked_add(key_len)
         .and_then(|n| n.checked_add(value_len))
-        .and_then(|n| n.checked_add(CRC_LEN));
+        .and_then(|n| n.checked_add(tag + CRC_LEN));
     if expected != Some(len) {
         return Err(DecodeError::Invalid(
             "frame length disagrees with its fields",
@@ -244,6 +350,11 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     }
     // Read only now: `len` (within `buf`) covers the expiry field.
     let expires_at = (flags & FLAG_EXPIRES != 0).then(|| u64_at(buf, HEADER_LEN));
+    let sealed = (flags & FLAG_ENCRYPTED != 0).then(|| Seal {
+        key_id: u64_at(buf, sealed_at),
+        hash: u64_at(buf, sealed_at + 8),
+        check: u64_at(buf, sealed_at + 16),
+    });
     Ok(Frame {
         len,
         kind,
@@ -253,6 +364,8 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
         expires_at,
         key: &buf[at..at + key_len],
         value: &buf[at + key_len..at + key_len + value_len],
+        sealed,
+        raw: &buf[..len],
     })
 }
 

@@ -70,13 +70,7 @@ pub(crate) fn write(
     b.extend_from_slice(&crc.to_le_bytes());
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    files.remove(&tmp)?;
-    let f = files.create_new(&tmp)?;
-    files.write_at(&f, &b, 0)?;
-    files.sync_data(&f)?;
-    drop(f);
-    files.replace(&tmp, path)
+    files.write_replace(&std::path::PathBuf::from(tmp), path, &b)
 }
 
 /// What a hint file holds: its entries and the segment's data end.

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | magic `EMDBMAN\0` | 8 |
 //! | format version | 4 |
-//! | feature flags (0) | 4 |
+//! | feature flags: bit 0, namespace names are sealed (encrypted database) | 4 |
 //! | shard count | 4 |
 //! | reserved | 4 |
 //! | hash seed | 8 |
@@ -16,7 +16,7 @@
 //! | batch floor: every batch with a lower sequence number is whole on disk, but those listed next (version 2) | 8 |
 //! | aborted batches: count (u32), sequence numbers (u64 each) of batches known incomplete (version 2) | .. |
 //! | per shard: checkpoint position (u64), segment count (u32), segment ids (u32 each, ascending) | .. |
-//! | namespaces (version 3): next id (u32), count (u32), then per namespace its id (u32, ascending), name length (u16) and name (UTF-8) | .. |
+//! | namespaces (version 3): next id (u32), count (u32), then per namespace its id (u32, ascending), name length (u16) and name (UTF-8, or sealed with flag bit 0) | .. |
 //! | CRC32C of everything before | 4 |
 //!
 //! Version 1 manifests (no batch floor, no aborted list) are read as a batch
@@ -33,6 +33,9 @@ use std::io;
 use std::path::Path;
 
 use super::frame::{FORMAT_VERSION, OLDEST_READ_VERSION};
+use std::sync::Arc;
+
+use crate::crypt::Crypto;
 use crate::error::{Error, Result};
 use crate::io::Files;
 
@@ -60,7 +63,30 @@ pub(crate) struct Manifest {
     pub namespaces: Vec<(u32, String)>,
     /// The id the next namespace gets (ids start at 1).
     pub next_namespace: u32,
+    /// Seals the names of an encrypted database's namespaces.
+    pub names: Names,
 }
+
+/// How namespace names are stored: as they are, or sealed (see
+/// `Crypto::seal_name`).
+#[derive(Clone, Default)]
+pub(crate) struct Names(pub Option<Arc<Crypto>>);
+
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        self.0.is_some() == other.0.is_some()
+    }
+}
+
+impl Eq for Names {}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Sealed" } else { "Plain" })
+    }
+}
+
+const FLAG_SEALED_NAMES: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ShardEntry {
@@ -75,7 +101,12 @@ impl Manifest {
         let mut b = Vec::with_capacity(64 + self.shards.len() * 32);
         b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
+        let flags = if self.names.0.is_some() {
+            FLAG_SEALED_NAMES
+        } else {
+            0
+        };
+        b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&self.shard_count.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.hash_seed.to_le_bytes());
@@ -97,15 +128,26 @@ impl Manifest {
         b.extend_from_slice(&(self.namespaces.len() as u32).to_le_bytes());
         for (id, name) in &self.namespaces {
             b.extend_from_slice(&id.to_le_bytes());
-            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            b.extend_from_slice(name.as_bytes());
+            match &self.names.0 {
+                Some(c) => {
+                    let sealed = c.seal_name(*id, name);
+                    b.extend_from_slice(&(sealed.len() as u16).to_le_bytes());
+                    b.extend_from_slice(&sealed);
+                }
+                None => {
+                    b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                    b.extend_from_slice(name.as_bytes());
+                }
+            }
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
 
-    pub(crate) fn decode(b: &[u8], path: &Path) -> Result<Manifest> {
+    /// Decodes a manifest; `names` opens sealed namespace names (a manifest
+    /// with sealed names and no `names` is `Error::Encryption`).
+    pub(crate) fn decode(b: &[u8], path: &Path, names: Names) -> Result<Manifest> {
         let bad = |off: usize, why| Error::corrupted(path, off as u64, why);
         if b.len() < 8 || b[..8] != MAGIC {
             return Err(Error::MagicMismatch);
@@ -131,8 +173,23 @@ impl Manifest {
             });
         }
         let flags = r.u32().ok_or(bad(12, "manifest truncated"))?;
-        if flags != 0 {
+        if flags & !FLAG_SEALED_NAMES != 0 {
             return Err(bad(12, "manifest uses unknown feature flags"));
+        }
+        let sealed = flags & FLAG_SEALED_NAMES != 0;
+        match (sealed, &names.0) {
+            (true, None) => {
+                return Err(Error::Encryption(
+                    "the database is encrypted: open it with its key or passphrase",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(Error::Encryption(
+                    "the database is not encrypted: open it without a key, or encrypt it first \
+                     with Emdb::enable_encryption",
+                ))
+            }
+            _ => {}
         }
         let shard_count = r.u32().ok_or(bad(r.at, "manifest truncated"))?;
         r.u32().ok_or(bad(r.at, "manifest truncated"))?;
@@ -185,17 +242,19 @@ impl Manifest {
             for _ in 0..n {
                 let id = r.u32().ok_or(bad(r.at, "manifest truncated"))?;
                 let len = r.u16().ok_or(bad(r.at, "manifest truncated"))? as usize;
-                let name = r
-                    .bytes(len)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .ok_or(bad(r.at, "manifest namespace name damaged"))?;
+                let raw = r.bytes(len).ok_or(bad(r.at, "manifest truncated"))?;
+                let name = match &names.0 {
+                    Some(c) => c.open_name(id, raw),
+                    None => std::str::from_utf8(raw).ok().map(str::to_string),
+                }
+                .ok_or(bad(r.at, "manifest namespace name damaged"))?;
                 if id == 0 || id >= next || list.last().is_some_and(|(p, _)| *p >= id) {
                     return Err(bad(r.at, "manifest namespace ids out of order"));
                 }
-                if list.iter().any(|(_, other)| other == name) {
+                if list.iter().any(|(_, other)| *other == name) {
                     return Err(bad(r.at, "manifest lists a namespace name twice"));
                 }
-                list.push((id, name.to_string()));
+                list.push((id, name));
             }
             (next, list)
         } else {
@@ -214,14 +273,15 @@ impl Manifest {
             shards,
             namespaces,
             next_namespace,
+            names,
         })
     }
 
     /// Reads the manifest of `dir`; `Ok(None)` if there is none.
-    pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>> {
+    pub(crate) fn load(dir: &Path, names: Names) -> Result<Option<Manifest>> {
         let path = dir.join(FILE);
         match fs::read(&path) {
-            Ok(b) => Manifest::decode(&b, &path).map(Some),
+            Ok(b) => Manifest::decode(&b, &path, names).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -233,15 +293,7 @@ impl Manifest {
     /// synced. The directory sync also makes durable every entry created in
     /// `dir` before it (the segment files the manifest lists).
     pub(crate) fn store(&self, files: &Files, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(TMP);
-        // A stale one from a crash (or anything else there) is removed, not
-        // opened: its entry is unlinked, a symlink's target untouched.
-        files.remove(&tmp)?;
-        let f = files.create_new(&tmp)?;
-        files.write_at(&f, &self.encode(), 0)?;
-        files.sync_data(&f)?;
-        drop(f);
-        files.replace(&tmp, &dir.join(FILE))?;
+        files.write_replace(&dir.join(TMP), &dir.join(FILE), &self.encode())?;
         files.sync_dir(dir)
     }
 }
@@ -302,17 +354,24 @@ mod tests {
             ],
             namespaces: vec![(1, "users".into()), (4, "sessions ü".into())],
             next_namespace: 6,
+            names: Default::default(),
         };
         let b = m.encode();
         let p = Path::new("MANIFEST");
-        assert_eq!(Manifest::decode(&b, p).unwrap(), m);
+        assert_eq!(Manifest::decode(&b, p, Names::default()).unwrap(), m);
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 0x10;
-            assert!(Manifest::decode(&d, p).is_err(), "flip at {i}");
+            assert!(
+                Manifest::decode(&d, p, Names::default()).is_err(),
+                "flip at {i}"
+            );
         }
         for cut in 0..b.len() {
-            assert!(Manifest::decode(&b[..cut], p).is_err(), "cut at {cut}");
+            assert!(
+                Manifest::decode(&b[..cut], p, Names::default()).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -39,6 +39,13 @@ const MAX_LEN: u32 = !4095;
 
 pub(crate) struct Segment {
     pub id: u32,
+    /// The shard whose log this segment is part of.
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub shard: u32,
+    /// Data keys of the append sessions this process used here (encrypted
+    /// databases; see `crate::crypt`).
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub keys: crate::crypt::KeyCache,
     /// Size of both mappings: the most the segment can hold.
     pub cap: u32,
     /// Bytes of the file allocated (preallocated zeros or data): appends
@@ -238,6 +245,8 @@ impl Segment {
             Storage::Memory(_) => cap,
         };
         Ok(Segment {
+            shard: header.shard,
+            keys: Default::default(),
             id: header.segment,
             cap,
             files: config.files(),
@@ -283,7 +292,16 @@ impl Segment {
             Some(_) if cap > 0 => Some(io::map_anon(cap as usize)?),
             _ => None,
         };
+        // The shard is in the file's name (recovery checks it against the
+        // header before using the segment).
+        let shard = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_file_name)
+            .map_or(0, |(s, _)| s);
         Ok(Segment {
+            shard,
+            keys: Default::default(),
             id,
             cap,
             files: files.clone(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::frame::{self, unpack_pos, Kind};
 use super::segment::Segment;
+use crate::crypt::Crypto;
 
 /// Segments readers can reach, sorted by id (not log order: a compaction
 /// output has a higher id than segments after it in the log).
@@ -57,14 +58,34 @@ impl SegTable {
 
 /// Does the frame at `loc` (in `segs`) hold `key` of namespace `ns`?
 #[inline]
-pub(crate) fn frame_has_key(segs: &SegTable, loc: u64, ns: u32, key: &[u8]) -> bool {
+pub(crate) fn frame_has_key(
+    segs: &SegTable,
+    loc: u64,
+    ns: u32,
+    key: &[u8],
+    crypto: Option<&Crypto>,
+) -> bool {
     let (sid, off) = unpack_pos(loc);
     let Some(seg) = segs.get(sid) else {
         return false;
     };
     seg.with_frame(off, |b| {
-        frame::decode_unchecked(b)
-            .is_ok_and(|f| f.kind == Kind::Put && f.namespace == ns && f.key == key)
+        frame::decode_unchecked(b).is_ok_and(|f| {
+            f.kind == Kind::Put && f.namespace == ns && crate::crypt::key_matches(&f, key, crypto)
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// Does the frame at `loc` (in `segs`) hold a put of the same key as `f`?
+#[inline]
+pub(crate) fn frame_same_key(segs: &SegTable, loc: u64, f: &frame::Frame<'_>) -> bool {
+    let (sid, off) = unpack_pos(loc);
+    let Some(seg) = segs.get(sid) else {
+        return false;
+    };
+    seg.with_frame(off, |b| {
+        frame::decode_unchecked(b).is_ok_and(|o| o.kind == Kind::Put && o.same_key(f))
     })
     .unwrap_or(false)
 }

@@ -35,7 +35,7 @@ use crate::log::frame::{
 };
 use crate::log::manifest::{self, Manifest};
 use crate::log::segment::{self, Segment};
-use crate::log::segtable::{account, frame_has_key, SegTable};
+use crate::log::segtable::{account, frame_same_key, SegTable};
 use crate::nsindex::Indexes;
 
 /// The sequence number of the put at `loc`, if it holds `f`'s key.
@@ -43,7 +43,7 @@ fn seq_of_same_key(table: &SegTable, loc: u64, f: &Frame<'_>) -> Option<u64> {
     let (sid, off) = crate::log::frame::unpack_pos(loc);
     table.get(sid)?.with_frame(off, |b| {
         let o = frame::decode_unchecked(b).ok()?;
-        (o.kind == Kind::Put && o.namespace == f.namespace && o.key == f.key).then_some(o.seq)
+        (o.kind == Kind::Put && o.same_key(f)).then_some(o.seq)
     })?
 }
 
@@ -323,7 +323,7 @@ fn build_index(
                 let off = e.off;
                 let same_key = |old: u64| {
                     frame::decode_unchecked(&bytes[off as usize..])
-                        .is_ok_and(|f| frame_has_key(&table, old, f.namespace, f.key))
+                        .is_ok_and(|f| frame_same_key(&table, old, &f))
                 };
                 // A dropped namespace's entries: its records are dead.
                 let Some(ix) = index.index(e.ns) else {
@@ -394,7 +394,7 @@ fn apply(
     loc: u64,
     (seed, shard, shards): (u64, usize, usize),
 ) -> bool {
-    let hash = crate::index::key_hash(seed, f.namespace, f.key);
+    let hash = crate::index::frame_hash(seed, f);
     if matches!(f.kind, Kind::Put | Kind::Remove) && crate::index::shard_for(hash, shards) != shard
     {
         return false;

@@ -118,7 +118,7 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
                     f.kind == Kind::Put
                         && f.namespace == e.ns
                         && off + f.len <= limit
-                        && crate::index::key_hash(m.hash_seed, f.namespace, f.key) == *h
+                        && crate::index::frame_hash(m.hash_seed, &f) == *h
                         && crate::index::shard_for(*h, m.shard_count as usize) == s
                 })
         });

@@ -1,0 +1,168 @@
+//! The admin calls on a closed database: `enable_encryption`,
+//! `disable_encryption` (each a rewrite into a staging directory, swapped
+//! in atomically) and `rotate_encryption_key` (a new keyring, renamed in).
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[cfg(feature = "encrypt")]
+use super::{keyring::Keyring, keys::EncryptionInput};
+use crate::engine::{block_on, DEFAULT_NS};
+use crate::error::{Error, Result};
+use crate::io::Files;
+use crate::lock::LockFile;
+use crate::Emdb;
+
+/// Where a rewrite of `dir` is staged: a hidden sibling, so the swap is a
+/// rename within one directory.
+pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?;
+    let mut s = std::ffi::OsString::from(".");
+    s.push(name);
+    s.push(".emdb-rewrite");
+    Some(dir.with_file_name(s))
+}
+
+/// Rewrites `dir` into a new database whose builder `target` sets up
+/// (encrypted or not), then swaps it in. `source` opens the old one (which
+/// takes its lock, refusing a database that is open). A crash at any point
+/// leaves the old database or the new one at `dir`: the new one is
+/// complete and durable before one `renameat2(RENAME_EXCHANGE)` swaps the
+/// two directories, and the old one (now at the staging name) is removed
+/// after; a staging directory left by a crash is removed by the next open
+/// or rewrite.
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+pub(crate) fn rewrite(
+    dir: &Path,
+    source: crate::EmdbBuilder,
+    target: impl FnOnce(crate::EmdbBuilder) -> crate::EmdbBuilder,
+) -> Result<()> {
+    let dir = std::path::absolute(dir)?;
+    if !dir.join(crate::log::manifest::FILE).exists() {
+        return Err(Error::InvalidInput("no emdb database at this path"));
+    }
+    let staging = staging_dir(&dir).ok_or(Error::InvalidInput("the path has no file name"))?;
+    let old = source.path(&dir).background_compaction(false).build()?;
+    remove_tree(&staging)?;
+    let shards = old.stats()?.shards;
+    let new = target(Emdb::builder())
+        .path(&staging)
+        .shards(shards)
+        .background_compaction(false)
+        .build();
+    let copied = new.and_then(|new| {
+        copy_records(&old, &new)?;
+        new.close()
+    });
+    old.close()?;
+    if let Err(e) = copied {
+        let _ = remove_tree(&staging);
+        return Err(e);
+    }
+    // Between the close and this lock another process may have opened the
+    // old database: then nothing changes.
+    let files = Files::default();
+    let lock = match LockFile::acquire(&files, &dir) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = remove_tree(&staging);
+            return Err(e);
+        }
+    };
+    if let Err(e) = exchange(&staging, &dir) {
+        let _ = remove_tree(&staging);
+        return Err(e.into());
+    }
+    if let Some(parent) = dir.parent() {
+        files.sync_dir(parent)?;
+    }
+    drop(lock);
+    // The old database, now at the staging name.
+    remove_tree(&staging)?;
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+/// Every live record of every namespace of `old`, with its expiry, into
+/// `new`.
+fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
+    let mut spaces = vec![(DEFAULT_NS, DEFAULT_NS)];
+    for name in old.list_namespaces()? {
+        let from = old.engine().ctx.find_namespace(&name);
+        let to = new.engine().ctx.namespace_id(&name)?;
+        if let Some(from) = from {
+            spaces.push((from, to));
+        }
+    }
+    for (from, to) in spaces {
+        let mut it = crate::iter::EmdbIter::new(old.engine().snapshot(from), from);
+        while let Some((k, v, expires_at)) = it.next_expiring() {
+            block_on(new.engine().insert_expiring(to, &k, &v, expires_at))?;
+        }
+    }
+    new.flush()
+}
+
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+/// Swaps two directories atomically.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes a directory tree (missing is fine) and makes that durable.
+fn remove_tree(p: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => {
+            if let Some(parent) = p.parent() {
+                Files::default().sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the staging directory a crashed rewrite of `dir` left behind
+/// (called by open, under the database's lock: no rewrite is running).
+pub(crate) fn remove_stale_rewrite(dir: &Path) -> Result<()> {
+    match staging_dir(dir) {
+        Some(s) if s.exists() => remove_tree(&s),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(feature = "encrypt")]
+/// `Emdb::rotate_encryption_key`: the database key rewrapped under `new`
+/// in a new keyring, renamed over the old one.
+pub(crate) fn rotate(dir: &Path, current: &EncryptionInput, new: &EncryptionInput) -> Result<()> {
+    if !dir.join(crate::log::manifest::FILE).exists() {
+        return Err(Error::InvalidInput("no emdb database at this path"));
+    }
+    let files = Files::default();
+    let _lock = LockFile::acquire(&files, dir)?;
+    let ring = Keyring::load(dir)?.ok_or(Error::Encryption(
+        "the database is not encrypted: use Emdb::enable_encryption",
+    ))?;
+    let dk = ring.unwrap(current)?;
+    Keyring::wrap(ring.cipher, new, &dk)?.store(&files, dir)?;
+    Ok(())
+}

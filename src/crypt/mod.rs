@@ -1,0 +1,132 @@
+//! At-rest encryption (feature `encrypt`).
+//!
+//! Keys, from the user's down:
+//! - the user's key: 32 raw bytes, or Argon2id of a passphrase with the
+//!   database's salt (`keyring`);
+//! - the database key: 32 random bytes drawn when encryption is enabled,
+//!   stored only wrapped (AEAD) under the user's key in the `KEYRING` file.
+//!   Rotating the user's key rewraps it; the data is not touched;
+//! - derived from the database key with HKDF-SHA256: the SipHash key of the
+//!   index hash and key check (`mac`), the key that seals namespace names,
+//!   and one data key per append session of a segment.
+//!
+//! An append session starts whenever this process first appends to a
+//! segment: it draws a random 64-bit key id, and its data key is
+//! HKDF(database key, shard, segment, key id). The nonce of a frame is its
+//! byte offset in the segment. Within a session offsets only grow, so a
+//! (data key, nonce) pair is used once; a torn tail cut by recovery is
+//! rewritten by a new session, under a new key. See ARCHITECTURE.md,
+//! "Encryption", for the whole argument.
+
+pub(crate) mod admin;
+#[cfg(feature = "encrypt")]
+mod keyring;
+#[cfg(feature = "encrypt")]
+mod keys;
+
+#[cfg(feature = "encrypt")]
+pub(crate) use keyring::Keyring;
+#[cfg(feature = "encrypt")]
+pub use keys::{Cipher, EncryptionInput};
+#[cfg(feature = "encrypt")]
+pub(crate) use keys::{Crypto, KeyCache};
+
+#[cfg(not(feature = "encrypt"))]
+mod off;
+#[cfg(not(feature = "encrypt"))]
+pub(crate) use off::{Crypto, KeyCache};
+
+use crate::log::frame::{Frame, Kind};
+
+/// Whether frame `f` holds `key`: equal bytes, or for an encrypted frame an
+/// equal key check (the index hash matched already, so 128 bits of MAC
+/// agree) and length. Kind and namespace are the caller's to check.
+#[inline]
+pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) -> bool {
+    match (f.sealed, crypto) {
+        (None, _) => f.key == key,
+        (Some(s), Some(c)) => f.key.len() == key.len() && c.check(f.namespace, key) == s.check,
+        (Some(_), None) => false,
+    }
+}
+
+/// Whether frames of this kind are encrypted: those that carry a key.
+#[inline]
+pub(crate) fn sealed_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::Put | Kind::Remove)
+}
+
+/// The name of the keyring file; known to every build, so one without the
+/// `encrypt` feature can refuse an encrypted database clearly.
+pub(crate) const KEYRING_NAME: &str = "KEYRING";
+
+/// The keys of the database `config` opens: `None` for a plaintext
+/// database. For an encrypted one the user's key unwraps the keyring
+/// (`Error::EncryptionKeyMismatch` if it does not, before anything else is
+/// read); a new database gets a fresh database key and keyring, stored
+/// durably before its manifest.
+#[cfg(feature = "encrypt")]
+pub(crate) fn open_keys(
+    config: &crate::config::Config,
+) -> crate::Result<Option<std::sync::Arc<Crypto>>> {
+    use crate::error::Error;
+    let Some((input, cipher)) = &config.encryption else {
+        if let Some(dir) = &config.dir {
+            if dir.join(KEYRING_NAME).exists() {
+                return Err(Error::Encryption(
+                    "the database is encrypted: open it with its key or passphrase",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let Some(dir) = &config.dir else {
+        // In memory: a keyring all the same, for backups.
+        let mut dk = [0u8; 32];
+        keys::random(&mut dk)?;
+        let ring = Keyring::wrap(*cipher, input, &dk)?;
+        return Ok(Some(std::sync::Arc::new(Crypto::new(
+            *cipher,
+            &dk,
+            ring.encode(),
+        ))));
+    };
+    let (ring, dk) = match Keyring::load(dir)? {
+        Some(ring) => {
+            let dk = ring.unwrap(input)?;
+            (ring, dk)
+        }
+        None => {
+            if dir.join(crate::log::manifest::FILE).exists() {
+                return Err(Error::Encryption(
+                    "the database is not encrypted: open it without a key, or encrypt it first \
+                     with Emdb::enable_encryption",
+                ));
+            }
+            let mut dk = [0u8; 32];
+            keys::random(&mut dk)?;
+            let ring = Keyring::wrap(*cipher, input, &dk)?;
+            ring.store(&config.files(), dir)?;
+            (ring, dk)
+        }
+    };
+    Ok(Some(std::sync::Arc::new(Crypto::new(
+        ring.cipher,
+        &dk,
+        ring.encode(),
+    ))))
+}
+
+/// Without the `encrypt` feature: a database with a keyring is refused.
+#[cfg(not(feature = "encrypt"))]
+pub(crate) fn open_keys(
+    config: &crate::config::Config,
+) -> crate::Result<Option<std::sync::Arc<Crypto>>> {
+    match &config.dir {
+        Some(dir) if dir.join(KEYRING_NAME).exists() => Err(crate::Error::Encryption(
+            "the database is encrypted: open it with a build of emdb that has the `encrypt` \
+             feature, and its key",
+        )),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,304 @@
+//! At-rest encryption: round trips through every layer (namespaces, TTL,
+//! batches, transactions, ranges, zero-copy reads, compaction, checkpoints,
+//! backups, reopen), the wrong-input errors, tampering, a scan of every
+//! file for plaintext, and the admin calls.
+#![cfg(feature = "encrypt")]
+
+use std::path::{Path, PathBuf};
+
+use emdb::{Cipher, Emdb, EncryptionInput, Error};
+
+const KEY: [u8; 32] = [7u8; 32];
+const OTHER: [u8; 32] = [9u8; 32];
+
+fn builder(path: &Path, key: [u8; 32]) -> emdb::EmdbBuilder {
+    Emdb::builder()
+        .path(path)
+        .shards(2)
+        .segment_size(256 << 10)
+        .max_key_len(64)
+        .max_value_len(4096)
+        .encryption_key(key)
+}
+
+fn open(path: &Path) -> Emdb {
+    builder(path, KEY).build().unwrap()
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// How many times each needle occurs across every file under `dirs`, and
+/// how many bytes were read.
+fn scan(dirs: &[&Path], needles: &[&[u8]]) -> (Vec<usize>, u64) {
+    let mut files = Vec::new();
+    for d in dirs {
+        files_under(d, &mut files);
+    }
+    let mut hits = vec![0; needles.len()];
+    let mut read = 0u64;
+    for f in files {
+        // A file may go between listing and reading (a retired segment).
+        let Ok(b) = std::fs::read(&f) else { continue };
+        read += b.len() as u64;
+        for (i, n) in needles.iter().enumerate() {
+            hits[i] += b.windows(n.len()).filter(|w| w == n).count();
+        }
+    }
+    (hits, read)
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("secret-key-{i:06}").into_bytes()
+}
+
+fn value(i: u32) -> Vec<u8> {
+    format!("secret-value-{i:06}-").repeat(6).into_bytes()
+}
+
+/// Writes 2,000 records in three namespaces, in every way a record can be
+/// written.
+fn fill(db: &Emdb) {
+    for i in 0..1000 {
+        db.insert(key(i), value(i)).unwrap();
+    }
+    let batch: Vec<(Vec<u8>, Vec<u8>)> = (1000..1500).map(|i| (key(i), value(i))).collect();
+    db.insert_many(batch).unwrap();
+    let ns = db.namespace("hidden-namespace-name").unwrap();
+    for i in 1500..1800 {
+        ns.insert(key(i), value(i)).unwrap();
+    }
+    db.transaction(|tx| {
+        for i in 1800..2000 {
+            tx.insert(key(i), value(i))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn check(db: &Emdb) {
+    check_with(db, 0)
+}
+
+/// [`check`], with `extra` more records in the default namespace.
+fn check_with(db: &Emdb, extra: usize) {
+    let ns = db.namespace("hidden-namespace-name").unwrap();
+    for i in 0..2000 {
+        let got = if (1500..1800).contains(&i) {
+            ns.get(key(i)).unwrap()
+        } else {
+            db.get(key(i)).unwrap()
+        };
+        assert_eq!(got, Some(value(i)), "key {i}");
+    }
+    assert_eq!(db.len().unwrap(), 1700 + extra);
+    assert_eq!(ns.len().unwrap(), 300);
+}
+
+#[test]
+fn records_round_trip_through_reopen_compaction_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let db = open(&p);
+    fill(&db);
+    check(&db);
+    assert!(db.stats().unwrap().encrypted);
+    // Overwrite half, compact, reopen (replay), checkpoint, reopen (hints).
+    for i in 0..500 {
+        db.insert(key(i), value(i + 7)).unwrap();
+        db.insert(key(i), value(i)).unwrap();
+    }
+    db.remove(key(1999)).unwrap();
+    db.insert(key(1999), value(1999)).unwrap();
+    db.compact().unwrap();
+    check(&db);
+    db.close().unwrap();
+    let db = open(&p);
+    check(&db);
+    let got: Vec<_> = db.iter().unwrap().collect();
+    assert_eq!(got.len(), 1700);
+    for (k, v) in got {
+        let i: u32 = std::str::from_utf8(&k[11..]).unwrap().parse().unwrap();
+        assert_eq!(v, value(i));
+    }
+    assert_eq!(db.keys().unwrap().count(), 1700);
+    db.checkpoint().unwrap();
+    drop(db);
+    let db = open(&p);
+    check(&db);
+    let v = db.get_zerocopy(key(3)).unwrap().unwrap();
+    assert_eq!(&*v, &value(3)[..]);
+}
+
+#[test]
+fn chacha_and_memory_databases_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let db = builder(&p, KEY)
+        .cipher(Cipher::ChaCha20Poly1305)
+        .build()
+        .unwrap();
+    fill(&db);
+    drop(db);
+    // The keyring decides the cipher of an existing database.
+    let db = open(&p);
+    check(&db);
+    drop(db);
+    let mem = Emdb::builder()
+        .in_memory()
+        .encryption_key(KEY)
+        .build()
+        .unwrap();
+    fill(&mem);
+    check(&mem);
+    // A backup of an in-memory database opens with the same key.
+    let b = dir.path().join("backup");
+    mem.backup_to(&b).unwrap();
+    check(&open(&b));
+}
+
+#[test]
+fn wrong_inputs_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let db = open(&p);
+    fill(&db);
+    db.close().unwrap();
+    let before = snapshot_files(&p);
+    match builder(&p, OTHER).build() {
+        Err(Error::EncryptionKeyMismatch) => {}
+        other => panic!("wrong key opened: {other:?}"),
+    }
+    match Emdb::builder().path(&p).build() {
+        Err(Error::Encryption(_)) => {}
+        other => panic!("opened without its key: {other:?}"),
+    }
+    match Emdb::builder()
+        .path(&p)
+        .encryption_passphrase("guess")
+        .build()
+    {
+        Err(Error::EncryptionKeyMismatch) => {}
+        other => panic!("a passphrase opened a raw-key database: {other:?}"),
+    }
+    assert_eq!(before, snapshot_files(&p), "a failed open changed a file");
+    check(&open(&p));
+
+    let plain = dir.path().join("plain");
+    let db = Emdb::open(&plain).unwrap();
+    db.insert("k", "v").unwrap();
+    db.close().unwrap();
+    match builder(&plain, KEY).build() {
+        Err(Error::Encryption(_)) => {}
+        other => panic!("a plaintext database opened with a key: {other:?}"),
+    }
+    assert_eq!(
+        Emdb::open(&plain).unwrap().get("k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+/// Contents of every file but the lock file (its holder line changes).
+fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    files_under(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "LOCK"))
+        .map(|f| {
+            let b = std::fs::read(&f).unwrap();
+            (f, b)
+        })
+        .collect()
+}
+
+#[test]
+fn no_file_holds_plaintext_after_flush_checkpoint_compact_backup_and_close() {
+    let needles: [&[u8]; 4] = [
+        b"secret-key-",
+        b"secret-value-",
+        b"hidden-namespace-name",
+        b"ttl-key-",
+    ];
+    for encrypted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        let db = if encrypted {
+            open(&p)
+        } else {
+            Emdb::builder()
+                .path(&p)
+                .shards(2)
+                .segment_size(256 << 10)
+                .max_key_len(64)
+                .max_value_len(4096)
+                .build()
+                .unwrap()
+        };
+        fill(&db);
+        db.insert_with_ttl(
+            "ttl-key-1",
+            "x",
+            emdb::Ttl::After(std::time::Duration::from_secs(3600)),
+        )
+        .unwrap();
+        let backup = dir.path().join("backup");
+        let mut steps: Vec<(&str, Box<dyn Fn(&Emdb)>)> = vec![
+            ("flush", Box::new(|db: &Emdb| db.flush().unwrap())),
+            ("checkpoint", Box::new(|db: &Emdb| db.checkpoint().unwrap())),
+            (
+                "compact",
+                Box::new(|db: &Emdb| {
+                    for i in 0..1000 {
+                        db.insert(key(i), value(i)).unwrap();
+                    }
+                    db.compact().unwrap()
+                }),
+            ),
+        ];
+        let b2 = backup.clone();
+        steps.push((
+            "backup",
+            Box::new(move |db: &Emdb| db.backup_to(&b2).unwrap()),
+        ));
+        for (step, f) in &steps {
+            f(&db);
+            let dirs: Vec<&Path> = if backup.exists() {
+                vec![&p, &backup]
+            } else {
+                vec![&p]
+            };
+            let (hits, read) = scan(&dirs, &needles);
+            // The scan read the data: the files hold at least the records.
+            assert!(read > 2000 * 100, "{step}: only {read} bytes read");
+            if encrypted {
+                assert_eq!(hits, vec![0; needles.len()], "{step}: plaintext found");
+            } else {
+                // The same scan finds plaintext where there is some.
+                assert!(
+                    hits.iter().all(|&h| h > 0),
+                    "{step}: the scan missed plaintext {hits:?}"
+                );
+            }
+        }
+        db.close().unwrap();
+        let (hits, _) = scan(&[&p, &backup], &needles);
+        if encrypted {
+            assert_eq!(hits, vec![0; needles.len()], "close: plaintext found");
+            let b = open(&backup);
+            check_with(&b, 1);
+            assert!(b.ttl("ttl-key-1").unwrap().is_some());
+        }
+    }
+}

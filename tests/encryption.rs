@@ -302,3 +302,315 @@ fn no_file_holds_plaintext_after_flush_checkpoint_compact_backup_and_close() {
         }
     }
 }
+
+/// Offsets and lengths of the encrypted puts in a segment file.
+fn sealed_puts(seg: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut off = 64;
+    while off + 8 <= seg.len() {
+        let len = u32::from_le_bytes(seg[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 || off + len > seg.len() {
+            break;
+        }
+        if seg[off + 4] == 1 && seg[off + 5] & 2 != 0 {
+            out.push((off, len));
+        }
+        off += len;
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn tamper_value(i: u8) -> Vec<u8> {
+    vec![i; 100]
+}
+
+/// Opens `dir` and reads the three keys; `victim` must not read back as
+/// anything but an error. Returns whether the damage was reported at open.
+fn assert_no_garbage(dir: &Path, victim: u8, what: &str) -> bool {
+    let db = match open_result(dir) {
+        Err(Error::Corrupted { .. }) => return true,
+        Err(e) => panic!("{what}: open failed with an unexpected error: {e}"),
+        Ok(db) => db,
+    };
+    for i in 0..3u8 {
+        match db.get([b'k', i]) {
+            Ok(Some(v)) => {
+                assert_eq!(v, tamper_value(i), "{what}: garbage returned for key {i}");
+                assert_ne!(i, victim, "{what}: the damaged record read back whole");
+            }
+            Ok(None) => panic!("{what}: key {i} went missing without an error"),
+            Err(Error::Corrupted { .. }) => assert_eq!(i, victim, "{what}: wrong key damaged"),
+            Err(e) => panic!("{what}: unexpected error {e}"),
+        }
+    }
+    false
+}
+
+fn open_result(path: &Path) -> emdb::Result<Emdb> {
+    Emdb::builder()
+        .path(path)
+        .shards(1)
+        .segment_size(256 << 10)
+        .max_key_len(64)
+        .max_value_len(4096)
+        .encryption_key(KEY)
+        .build()
+}
+
+#[test]
+fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("db");
+    let db = open_result(&base).unwrap();
+    for i in 0..3u8 {
+        db.insert([b'k', i], tamper_value(i)).unwrap();
+    }
+    db.close().unwrap();
+    let seg_path = base.join("000-00000001.seg");
+    let seg = std::fs::read(&seg_path).unwrap();
+    let puts = sealed_puts(&seg);
+    assert_eq!(puts.len(), 3, "three encrypted puts in the segment");
+    // The middle record is the victim: frames follow it, so its damage is
+    // inside durable data, never a torn tail.
+    let (at, len) = puts[1];
+    let mut reported_at_open = 0;
+    let mut cases = 0;
+    for hints in [true, false] {
+        for fix_crc in [false, true] {
+            for i in at..at + len {
+                let case = dir.path().join(format!("case-{hints}-{fix_crc}-{i}"));
+                copy_dir(&base, &case);
+                if !hints {
+                    for e in std::fs::read_dir(&case).unwrap().flatten() {
+                        if e.file_name().to_string_lossy().ends_with(".hint") {
+                            std::fs::remove_file(e.path()).unwrap();
+                        }
+                    }
+                }
+                let mut b = seg.clone();
+                b[i] ^= 0x01;
+                if fix_crc && i < at + len - 4 {
+                    let crc = crc32c::crc32c(&b[at..at + len - 4]);
+                    b[at + len - 4..at + len].copy_from_slice(&crc.to_le_bytes());
+                }
+                std::fs::write(case.join("000-00000001.seg"), &b).unwrap();
+                let what = format!(
+                    "byte {} of the frame (hints {hints}, crc fixed {fix_crc})",
+                    i - at
+                );
+                if assert_no_garbage(&case, 1, &what) {
+                    reported_at_open += 1;
+                }
+                cases += 1;
+                std::fs::remove_dir_all(&case).unwrap();
+            }
+        }
+    }
+    // Without hints every frame is authenticated at open.
+    assert!(
+        reported_at_open >= 2 * len,
+        "{reported_at_open} of {cases} reported at open"
+    );
+}
+
+#[test]
+fn a_truncated_encrypted_frame_is_an_error_never_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("db");
+    let db = open_result(&base).unwrap();
+    for i in 0..3u8 {
+        db.insert([b'k', i], tamper_value(i)).unwrap();
+    }
+    db.close().unwrap();
+    let seg = std::fs::read(base.join("000-00000001.seg")).unwrap();
+    let (at, len) = sealed_puts(&seg)[1];
+    for hints in [true, false] {
+        for cut in at + 1..at + len {
+            let case = dir.path().join(format!("cut-{hints}-{cut}"));
+            copy_dir(&base, &case);
+            if !hints {
+                for e in std::fs::read_dir(&case).unwrap().flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".hint") {
+                        std::fs::remove_file(e.path()).unwrap();
+                    }
+                }
+            }
+            std::fs::write(case.join("000-00000001.seg"), &seg[..cut]).unwrap();
+            let what = format!("cut at byte {} of the frame (hints {hints})", cut - at);
+            match open_result(&case) {
+                Err(Error::Corrupted { .. }) => {}
+                Err(e) => panic!("{what}: unexpected error {e}"),
+                Ok(db) => {
+                    assert_eq!(db.get([b'k', 0]).unwrap(), Some(tamper_value(0)), "{what}");
+                    for i in 1..3u8 {
+                        match db.get([b'k', i]) {
+                            Err(Error::Corrupted { .. }) => {}
+                            other => panic!("{what}: key {i} read as {other:?}"),
+                        }
+                    }
+                }
+            }
+            std::fs::remove_dir_all(&case).unwrap();
+        }
+    }
+}
+
+#[test]
+fn enable_rotate_and_disable_keep_every_record_and_refuse_wrong_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let plain = Emdb::builder()
+        .path(&p)
+        .shards(2)
+        .segment_size(256 << 10)
+        .max_key_len(64)
+        .max_value_len(4096)
+        .build()
+        .unwrap();
+    fill(&plain);
+    plain
+        .insert_with_ttl(
+            "ttl-key-1",
+            "x",
+            emdb::Ttl::After(std::time::Duration::from_secs(3600)),
+        )
+        .unwrap();
+    // An open database is refused.
+    match Emdb::enable_encryption(&p, EncryptionInput::Key(KEY)) {
+        Err(Error::LockBusy { .. }) => {}
+        other => panic!("enabled encryption on an open database: {other:?}"),
+    }
+    plain.close().unwrap();
+
+    Emdb::enable_encryption(&p, EncryptionInput::Key(KEY)).unwrap();
+    let needles: [&[u8]; 3] = [b"secret-key-", b"secret-value-", b"hidden-namespace-name"];
+    let parent = dir.path();
+    assert_eq!(
+        scan(&[parent], &needles).0,
+        vec![0; 3],
+        "plaintext left after enable"
+    );
+    assert!(matches!(Emdb::open(&p), Err(Error::Encryption(_))));
+    let db = open(&p);
+    check_with(&db, 1);
+    let ttl = db.ttl("ttl-key-1").unwrap().unwrap();
+    assert!(
+        ttl > std::time::Duration::from_secs(3500),
+        "expiry kept: {ttl:?}"
+    );
+    // Enabling twice is refused.
+    match Emdb::enable_encryption(&p, EncryptionInput::Key(OTHER)) {
+        Err(Error::LockBusy { .. }) | Err(Error::Encryption(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    db.close().unwrap();
+    assert!(matches!(
+        Emdb::enable_encryption(&p, EncryptionInput::Key(OTHER)),
+        Err(Error::Encryption(_))
+    ));
+
+    // Rotation: a wrong current key changes nothing.
+    let before = snapshot_files(&p);
+    assert!(matches!(
+        Emdb::rotate_encryption_key(&p, EncryptionInput::Key(OTHER), EncryptionInput::Key(OTHER)),
+        Err(Error::EncryptionKeyMismatch)
+    ));
+    assert_eq!(before, snapshot_files(&p));
+    Emdb::rotate_encryption_key(&p, EncryptionInput::Key(KEY), EncryptionInput::Key(OTHER))
+        .unwrap();
+    // Only the keyring changed.
+    let after = snapshot_files(&p);
+    assert_eq!(before.len(), after.len());
+    let changed: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(changed, vec!["KEYRING".to_string()]);
+    assert!(matches!(
+        builder(&p, KEY).build(),
+        Err(Error::EncryptionKeyMismatch)
+    ));
+    check_with(&builder(&p, OTHER).build().unwrap(), 1);
+
+    // Disable: a wrong key changes nothing, the right one decrypts all.
+    let before = snapshot_files(&p);
+    assert!(matches!(
+        Emdb::disable_encryption(&p, EncryptionInput::Key(KEY)),
+        Err(Error::EncryptionKeyMismatch)
+    ));
+    assert_eq!(before, snapshot_files(&p));
+    Emdb::disable_encryption(&p, EncryptionInput::Key(OTHER)).unwrap();
+    assert!(!p.join("KEYRING").exists());
+    let db = Emdb::builder()
+        .path(&p)
+        .max_key_len(64)
+        .max_value_len(4096)
+        .build()
+        .unwrap();
+    check_with(&db, 1);
+    drop(db);
+    // No staging directory is left beside it.
+    let names: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn passphrases_open_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let mk = |pass: &str| {
+        Emdb::builder()
+            .path(&p)
+            .shards(1)
+            .encryption_passphrase(pass)
+    };
+    let db = mk("correct horse").build().unwrap();
+    db.insert("k", "v").unwrap();
+    db.close().unwrap();
+    assert!(matches!(
+        mk("wrong horse").build(),
+        Err(Error::EncryptionKeyMismatch)
+    ));
+    Emdb::rotate_encryption_key(
+        &p,
+        EncryptionInput::Passphrase("correct horse".into()),
+        EncryptionInput::Passphrase("battery staple".into()),
+    )
+    .unwrap();
+    assert!(matches!(
+        mk("correct horse").build(),
+        Err(Error::EncryptionKeyMismatch)
+    ));
+    let db = mk("battery staple").build().unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    // From a passphrase to a raw key and back.
+    Emdb::rotate_encryption_key(
+        &p,
+        EncryptionInput::Passphrase("battery staple".into()),
+        EncryptionInput::Key(KEY),
+    )
+    .unwrap();
+    let db = Emdb::builder()
+        .path(&p)
+        .shards(1)
+        .encryption_key(KEY)
+        .build()
+        .unwrap();
+    assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+}

@@ -89,7 +89,7 @@ pub(crate) fn rewrite(
 /// `new`.
 fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
     let mut spaces = vec![(DEFAULT_NS, DEFAULT_NS)];
-    for name in old.list_namespaces()? {
+    for name in old.list_namespaces()?.into_iter().filter(|n| !n.is_empty()) {
         let from = old.engine().ctx.find_namespace(&name);
         let to = new.engine().ctx.namespace_id(&name)?;
         if let Some(from) = from {

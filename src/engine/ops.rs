@@ -89,9 +89,30 @@ impl State {
                     return None;
                 };
                 seg.with_frame(off, |b| {
-                    let fr = frame::decode_unchecked(b).ok()?;
-                    if fr.kind != Kind::Put || fr.namespace != ns || !self.ctx.key_matches(&fr, key)
-                    {
+                    let fr = match frame::decode_unchecked(b) {
+                        Ok(fr) => fr,
+                        // The index points here, so a frame was written
+                        // here: bytes that no longer decode are damage.
+                        Err(_) => {
+                            return Some(Err(Error::corrupted(
+                                seg.path.clone().unwrap_or_default(),
+                                off as u64,
+                                "a record the index points to no longer decodes",
+                            )))
+                        }
+                    };
+                    if fr.kind != Kind::Put || fr.namespace != ns {
+                        return None;
+                    }
+                    if !self.ctx.key_matches(&fr, key) {
+                        // An encrypted frame whose index hash matched but
+                        // whose key check did not: a 2^-64 collision, or
+                        // damage. Authenticating it tells which.
+                        if fr.sealed.is_some() {
+                            if let Err(e) = self.ctx.open(seg, off, &fr, &mut Vec::new()) {
+                                return Some(Err(e));
+                            }
+                        }
                         return None;
                     }
                     // Expired: invisible (the clock is read only for a

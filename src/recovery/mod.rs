@@ -345,6 +345,7 @@ fn build_index(
             }
         }
     }
+    let mut plain = Vec::new();
     for (i, end) in scan.ends.iter().enumerate() {
         let si = scan.start.0 + i;
         segs[si]
@@ -360,6 +361,22 @@ fn build_index(
             let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
                 break;
             };
+            if f.sealed.is_some() {
+                // Authenticated as it is replayed: a changed byte anywhere
+                // in an encrypted frame (its index hash included) is
+                // reported here, with file and offset.
+                let authentic = match m.names.0.as_deref() {
+                    Some(c) => c.open_frame(&segs[si], off, &f, &mut plain).map(|_| ()),
+                    None => Err("an encrypted record in a database opened without a key"),
+                };
+                if let Err(why) = authentic {
+                    return Err(Error::corrupted(
+                        segs[si].path.clone().unwrap_or_default(),
+                        off as u64,
+                        why,
+                    ));
+                }
+            }
             if !apply(
                 &mut index,
                 &table,

@@ -72,7 +72,13 @@ pub(super) fn pass1(dir: &Path, m: &Manifest, all_segs: &[Vec<Arc<Segment>>]) ->
             }
             None => (0, SEGMENT_HEADER_LEN as u32),
         };
-        let mut scan = scan_shard(segs, start, &mut batches, &mut max_seq)?;
+        // Everything before the last checkpoint's position was durable.
+        let durable = if m.checkpoint_gen == 0 {
+            0
+        } else {
+            m.shards[s].checkpoint_pos
+        };
+        let mut scan = scan_shard(segs, start, durable, &mut batches, &mut max_seq)?;
         scan.hints = hints;
         scans.push(scan);
     }
@@ -180,12 +186,23 @@ fn zero_from(seg: &Segment, off: usize) -> bool {
 fn scan_shard(
     segs: &[Arc<Segment>],
     start: (usize, u32),
+    durable: u64,
     batches: &mut HashMap<u64, (u32, u32)>,
     max_seq: &mut u64,
 ) -> Result<Scan> {
     let mut ends = Vec::new();
     // Durable positions claimed by sync markers.
     let mut claims: Vec<u64> = Vec::new();
+    let short = |seg: &Segment, off: usize| {
+        let (dseg, doff) = frame::unpack_pos(durable);
+        (seg.id == dseg && (off as u64) < doff as u64).then(|| {
+            Error::corrupted(
+                seg.path.clone().unwrap_or_default(),
+                off as u64,
+                "the segment ends before data the last checkpoint made durable",
+            )
+        })
+    };
     for si in start.0..segs.len() {
         let seg = &segs[si];
         let bytes = seg.file_bytes();
@@ -196,6 +213,9 @@ fn scan_shard(
         };
         loop {
             if off >= bytes.len() {
+                if let Some(e) = short(seg, off) {
+                    return Err(e);
+                }
                 ends.push(off as u32);
                 break;
             }
@@ -236,7 +256,8 @@ fn scan_shard(
                 }
                 Err(DecodeError::Zero) | Err(DecodeError::Invalid(_)) => {
                     let damage = pack_pos(seg.id, off as u32);
-                    if let Some(claim) = durable_claim_after(segs, si, off) {
+                    let claim = durable_claim_after(segs, si, off).max(Some(durable));
+                    if let Some(claim) = claim {
                         if claim > damage {
                             let why = match frame::decode(rest) {
                                 Err(DecodeError::Invalid(w)) => w,

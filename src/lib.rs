@@ -72,6 +72,9 @@ pub use config::{
     DEFAULT_MAX_BATCH_RECORDS, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_VALUE_LEN, DEFAULT_SEGMENT_SIZE,
     DEFAULT_TAIL_BUFFER_BYTES,
 };
+#[cfg(all(feature = "encrypt", feature = "fault-injection"))]
+#[doc(hidden)]
+pub use crypt::nonce_log;
 #[cfg(feature = "encrypt")]
 pub use crypt::{Cipher, EncryptionInput};
 pub use db::Emdb;

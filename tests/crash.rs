@@ -39,6 +39,10 @@
 //! which often lands in `open`. Every [`FRESH_EVERY`] cycles start a new
 //! directory.
 //!
+//! With the `encrypt` feature every other fresh directory holds an encrypted
+//! database (its name ends in `-enc`), so the same checks cover encrypted
+//! recovery.
+//!
 //! Knobs: `EMDB_CRASH_CYCLES` (default 30), `EMDB_CRASH_SEED` (replays the
 //! operation streams, kill delays and modes of a run; thread interleaving is
 //! up to the scheduler), `EMDB_CRASH_FROM=<cycle>` (start at the fresh
@@ -73,12 +77,30 @@ const FRESH_EVERY: u64 = 5;
 const TEST_NAME: &str = "crash_cycles";
 
 fn open(path: &Path) -> emdb::Result<Emdb> {
-    Emdb::builder()
+    let b = Emdb::builder()
         .path(path)
         .shards(2)
         .segment_size(SEGMENT_SIZE)
-        .max_value_len(MAX_VALUE_LEN)
-        .build()
+        .max_value_len(MAX_VALUE_LEN);
+    // With the `encrypt` feature every other fresh directory (its name
+    // ends in `-enc`) is an encrypted database.
+    #[cfg(feature = "encrypt")]
+    let b = if path.to_string_lossy().ends_with("-enc") {
+        b.encryption_key([0xc5; 32])
+    } else {
+        b
+    };
+    b.build()
+}
+
+/// The suffix of the directories of `cycle`'s database: `-enc` for an
+/// encrypted one.
+fn dir_suffix(cycle: u64) -> &'static str {
+    if cfg!(feature = "encrypt") && (cycle / FRESH_EVERY) % 2 == 1 {
+        "-enc"
+    } else {
+        ""
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -798,7 +820,7 @@ fn crash_cycles() {
             if !db_dir.as_os_str().is_empty() {
                 let _ = fs::remove_dir_all(&db_dir);
             }
-            db_dir = work.path().join(format!("db-{cycle}"));
+            db_dir = work.path().join(format!("db-{cycle}{}", dir_suffix(cycle)));
             baseline = vec![None; KEYS];
         }
         let early = rng.u32(0..8) == 0 && !(creates && no_early_create);
@@ -813,7 +835,9 @@ fn crash_cycles() {
             early,
             on_copy: rng.bool(),
             db_dir: db_dir.clone(),
-            crashed_copy: work.path().join("crashed-copy"),
+            crashed_copy: work
+                .path()
+                .join(format!("crashed-copy{}", dir_suffix(cycle))),
         };
         match run_cycle(&info, &mut baseline, &mut totals) {
             Ok(line) => eprintln!(

@@ -181,6 +181,8 @@ impl Crypto {
     /// `spec.encoded_len() + SEAL_LEN` long.
     pub(crate) fn seal_frame(&self, seg: &Segment, off: u32, spec: &FrameSpec<'_>, out: &mut [u8]) {
         let (key_id, key) = self.session(seg);
+        #[cfg(feature = "fault-injection")]
+        super::nonce_log::record((seg.shard, seg.id, *key_id, off));
         let (hash, check) = self.mac(spec.namespace, spec.key);
         let head = Seal {
             key_id: *key_id,

@@ -130,3 +130,34 @@ pub(crate) fn open_keys(
         _ => Ok(None),
     }
 }
+
+/// A record of every (data key, nonce) pair this process sealed a frame
+/// with, for the test that asserts none repeats (features `encrypt` and
+/// `fault-injection`). Off until [`start`](nonce_log::start).
+#[cfg(all(feature = "encrypt", feature = "fault-injection"))]
+#[doc(hidden)]
+pub mod nonce_log {
+    use parking_lot::Mutex;
+
+    /// Shard, segment, key id (the data key's identity) and offset (the
+    /// nonce) of one sealed frame.
+    pub type Sealed = (u32, u32, u64, u32);
+
+    static LOG: Mutex<Option<Vec<Sealed>>> = Mutex::new(None);
+
+    /// Starts recording (clearing what was recorded).
+    pub fn start() {
+        *LOG.lock() = Some(Vec::new());
+    }
+
+    /// Stops recording; returns what was recorded.
+    pub fn take() -> Vec<Sealed> {
+        LOG.lock().take().unwrap_or_default()
+    }
+
+    pub(crate) fn record(s: Sealed) {
+        if let Some(v) = LOG.lock().as_mut() {
+            v.push(s);
+        }
+    }
+}

@@ -24,6 +24,8 @@ use crate::log::manifest::{Manifest, ShardEntry};
 use crate::log::segment;
 
 mod recover;
+#[cfg(feature = "encrypt")]
+pub use recover::recover_encrypted_from_bytes;
 pub use recover::recover_from_bytes;
 use recover::{damage, gen_frames};
 
@@ -80,7 +82,9 @@ pub fn decode_frames(bytes: &[u8]) -> FrameWalk {
     walk
 }
 
-/// A frame without a nonce re-encodes to exactly its bytes.
+/// A frame re-encodes to exactly its bytes: a plain one with `encode`, an
+/// encrypted one with `encode_sealed` given its ciphertext and tag back (and
+/// opening it with a fixed key fails cleanly, never panics).
 fn check_reencode(bytes: &[u8], f: &frame::Frame<'_>) {
     let spec = FrameSpec {
         kind: f.kind,
@@ -91,16 +95,96 @@ fn check_reencode(bytes: &[u8], f: &frame::Frame<'_>) {
         key: f.key,
         value: f.value,
     };
-    if spec.encoded_len() != bytes.len() {
-        // Carries a nonce (the encrypted flag), which `encode` never writes.
-        return;
-    }
     let mut out = vec![0u8; bytes.len()];
-    frame::encode(&spec, &mut out);
+    match f.sealed {
+        None => frame::encode(&spec, &mut out),
+        Some(seal) => {
+            let at = f.key_at();
+            let n = f.key.len() + f.value.len();
+            frame::encode_sealed(&spec, seal, &mut out, |_, body| {
+                body.copy_from_slice(&bytes[at..at + n]);
+                let mut tag = [0u8; frame::TAG_LEN];
+                tag.copy_from_slice(&bytes[at + n..at + n + frame::TAG_LEN]);
+                tag
+            });
+            #[cfg(feature = "encrypt")]
+            open_with_a_fixed_key(f);
+        }
+    }
     assert_eq!(
         out, bytes,
         "a decoded frame does not re-encode to its bytes"
     );
+}
+
+/// Opens an encrypted frame under a fixed key at a few places: arbitrary
+/// bytes must fail authentication (a forgery is 2^-128), never panic.
+#[cfg(feature = "encrypt")]
+fn open_with_a_fixed_key(f: &frame::Frame<'_>) {
+    use std::sync::OnceLock;
+    static FIXED: OnceLock<(crate::crypt::Crypto, crate::log::segment::Segment)> = OnceLock::new();
+    let (c, seg) = FIXED.get_or_init(|| {
+        let c = crate::crypt::Crypto::new(crate::crypt::Cipher::Aes256Gcm, &[1u8; 32], Vec::new());
+        let header = SegmentHeader {
+            shard: 0,
+            shard_count: 1,
+            segment: 1,
+            hash_seed: 0,
+        };
+        let config = crate::EmdbBuilder::new()
+            .in_memory()
+            .segment_size(64 << 10)
+            .max_key_len(64)
+            .max_value_len(1024)
+            .into_config()
+            .expect("a valid configuration");
+        let seg =
+            crate::log::segment::Segment::create(None, header, &config).expect("a memory segment");
+        (c, seg)
+    });
+    let mut buf = Vec::new();
+    for off in [64u32, 4096] {
+        assert!(
+            c.open_frame(seg, off, f, &mut buf).is_err(),
+            "an arbitrary frame authenticated"
+        );
+    }
+}
+
+/// Appends up to three encrypted frames (their "ciphertext" and tag from
+/// the input: the decoders see the layout, not a real seal).
+fn gen_sealed_frames(r: &mut Input<'_>, seq: &mut u64, out: &mut Vec<u8>) {
+    for _ in 0..r.u8() % 4 {
+        *seq += 1;
+        let n = 1 + r.u8() as usize % 16;
+        let key = r.take(n).to_vec();
+        let n = r.u8() as usize % 64;
+        let value = r.take(n).to_vec();
+        let spec = FrameSpec {
+            kind: if r.u8() % 3 == 0 {
+                frame::Kind::Remove
+            } else {
+                frame::Kind::Put
+            },
+            seq: *seq,
+            namespace: r.u8() as u32 % 2,
+            batch_count: 0,
+            expires_at: (r.u8() % 4 == 0).then(|| r.u64()),
+            key: &key,
+            value: &value,
+        };
+        let seal = frame::Seal {
+            key_id: r.u64(),
+            hash: r.u64(),
+            check: r.u64(),
+        };
+        let at = out.len();
+        out.resize(at + spec.encoded_len() + frame::SEAL_LEN, 0);
+        let tag_byte = r.u8();
+        frame::encode_sealed(&spec, seal, &mut out[at..], |_, _| {
+            [tag_byte; frame::TAG_LEN]
+        });
+    }
 }
 
 /// Decodes a segment header. `true` if it is valid.
@@ -243,6 +327,7 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
         SampleKind::Frames => {
             let mut b = Vec::new();
             gen_frames(r, (0, 1), 1, &mut seq, &mut b, &mut BTreeMap::new());
+            gen_sealed_frames(r, &mut seq, &mut b);
             b
         }
         SampleKind::Segment => {
@@ -262,6 +347,7 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
                 &mut b,
                 &mut BTreeMap::new(),
             );
+            gen_sealed_frames(r, &mut seq, &mut b);
             b
         }
         SampleKind::Manifest => {

@@ -256,7 +256,18 @@ fn scan_shard(
                 }
                 Err(DecodeError::Zero) | Err(DecodeError::Invalid(_)) => {
                     let damage = pack_pos(seg.id, off as u32);
-                    let claim = durable_claim_after(segs, si, off).max(Some(durable));
+                    // A file that ends inside a frame (not zeros: those may
+                    // be a torn tail's unwritten blocks) before the last
+                    // checkpoint's position lost durable data.
+                    let cut_short = match rest.get(..4) {
+                        None => true,
+                        Some(l) => {
+                            let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+                            len > rest.len() || (len != 0 && rest.len() < frame::MIN_FRAME)
+                        }
+                    };
+                    let claim =
+                        durable_claim_after(segs, si, off).max(cut_short.then_some(durable));
                     if let Some(claim) = claim {
                         if claim > damage {
                             let why = match frame::decode(rest) {

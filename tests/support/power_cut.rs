@@ -36,10 +36,22 @@ pub fn reopen_image(
     policy: ImagePolicy,
     seed: u64,
 ) -> (Emdb, String) {
+    reopen_image_with(plan, live, image, policy, seed, Emdb::builder())
+}
+
+/// [`reopen_image`] with the settings of `builder` (a key, say).
+pub fn reopen_image_with(
+    plan: &FaultPlan,
+    live: &Path,
+    image: &Path,
+    policy: ImagePolicy,
+    seed: u64,
+    builder: EmdbBuilder,
+) -> (Emdb, String) {
     let report = plan
         .durable_image(live, image, policy, seed)
         .expect("durable image");
-    let db = Emdb::builder()
+    let db = builder
         .path(image)
         .build()
         .unwrap_or_else(|e| panic!("the image does not open: {e:?} ({report:?})"));

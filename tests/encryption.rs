@@ -57,6 +57,9 @@ fn scan(dirs: &[&Path], needles: &[&[u8]]) -> (Vec<usize>, u64) {
     (hits, read)
 }
 
+/// One step of the plaintext scan test.
+type Step = Box<dyn Fn(&Emdb)>;
+
 fn key(i: u32) -> Vec<u8> {
     format!("secret-key-{i:06}").into_bytes()
 }
@@ -254,7 +257,7 @@ fn no_file_holds_plaintext_after_flush_checkpoint_compact_backup_and_close() {
         )
         .unwrap();
         let backup = dir.path().join("backup");
-        let mut steps: Vec<(&str, Box<dyn Fn(&Emdb)>)> = vec![
+        let mut steps: Vec<(&str, Step)> = vec![
             ("flush", Box::new(|db: &Emdb| db.flush().unwrap())),
             ("checkpoint", Box::new(|db: &Emdb| db.checkpoint().unwrap())),
             (

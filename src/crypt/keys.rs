@@ -126,7 +126,7 @@ impl Crypto {
     /// key: the index hash (kept clear of the index's reserved values),
     /// then the key check.
     #[inline]
-    fn mac(&self, ns: u32, key: &[u8]) -> (u64, u64) {
+    pub(crate) fn mac(&self, ns: u32, key: &[u8]) -> (u64, u64) {
         let mut h = SipHasher24::new_with_key(&self.mac_key);
         std::hash::Hasher::write(&mut h, &ns.to_le_bytes());
         std::hash::Hasher::write(&mut h, key);
@@ -178,12 +178,20 @@ impl Crypto {
 
     /// Encodes `spec` encrypted at offset `off` of `seg` (the active
     /// segment, under its shard's lock) into `out`, which is
-    /// `spec.encoded_len() + SEAL_LEN` long.
-    pub(crate) fn seal_frame(&self, seg: &Segment, off: u32, spec: &FrameSpec<'_>, out: &mut [u8]) {
+    /// `spec.encoded_len() + SEAL_LEN` long. `mac` is the key's
+    /// [`mac`](Crypto::mac) if the caller has it.
+    pub(crate) fn seal_frame(
+        &self,
+        seg: &Segment,
+        off: u32,
+        spec: &FrameSpec<'_>,
+        mac: Option<(u64, u64)>,
+        out: &mut [u8],
+    ) {
         let (key_id, key) = self.session(seg);
         #[cfg(feature = "fault-injection")]
         super::nonce_log::record((seg.shard, seg.id, *key_id, off));
-        let (hash, check) = self.mac(spec.namespace, spec.key);
+        let (hash, check) = mac.unwrap_or_else(|| self.mac(spec.namespace, spec.key));
         let head = Seal {
             key_id: *key_id,
             hash,

@@ -50,6 +50,17 @@ pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) ->
     }
 }
 
+/// [`key_matches`] with the key's MAC already computed (`None` in a
+/// plaintext database).
+#[inline]
+pub(crate) fn key_matches_mac(f: &Frame<'_>, key: &[u8], mac: Option<(u64, u64)>) -> bool {
+    match (f.sealed, mac) {
+        (None, _) => f.key == key,
+        (Some(s), Some((_, check))) => f.key.len() == key.len() && check == s.check,
+        (Some(_), None) => false,
+    }
+}
+
 /// Whether frames of this kind are encrypted: those that carry a key.
 #[inline]
 pub(crate) fn sealed_kind(kind: Kind) -> bool {

@@ -56,7 +56,7 @@ impl State {
             let Some(Some(value)) = value else {
                 return Ok(false);
             };
-            self.put_locked(shard, &mut g, (ns, h), key, &value, None)?;
+            self.put_locked(shard, &mut g, (ns, h, None), key, &value, None)?;
             shard.finish_write(&g)
         };
         if self.write_through() {

@@ -283,6 +283,20 @@ impl Ctx {
         }
     }
 
+    /// The index hash of a key and, in an encrypted database, its whole
+    /// MAC (index hash and key check), which the append then need not
+    /// compute again.
+    #[inline]
+    pub(crate) fn keyed(&self, ns: u32, key: &[u8]) -> (u64, Option<(u64, u64)>) {
+        match &self.crypto {
+            Some(c) => {
+                let mac = c.mac(ns, key);
+                (mac.0, Some(mac))
+            }
+            None => (crate::index::key_hash(self.hash_seed, ns, key), None),
+        }
+    }
+
     /// The bytes a frame of this key and value takes, with what encryption
     /// adds.
     #[inline]
@@ -331,12 +345,6 @@ impl Ctx {
             }
     }
 
-    /// Whether frame `f` holds `key` (see `crypt::key_matches`).
-    #[inline]
-    pub(crate) fn key_matches(&self, f: &frame::Frame<'_>, key: &[u8]) -> bool {
-        crate::crypt::key_matches(f, key, self.crypto.as_deref())
-    }
-
     /// The shard of a key hash: the high 32 bits scaled onto the shard
     /// count (multiply-shift, no division; the index uses the low bits).
     /// Part of the on-disk contract: a key must always map to the same shard.
@@ -359,8 +367,7 @@ impl Ctx {
         shard_count: usize,
         hash_seed: u64,
         backend: IoBackend,
-        seq: u64,
-        gen: u64,
+        (seq, gen): (u64, u64),
         manifest: Option<Manifest>,
         crypto: Option<Arc<Crypto>>,
     ) -> Ctx {

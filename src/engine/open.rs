@@ -62,8 +62,7 @@ impl Engine {
                     config.shards,
                     random_seed(),
                     backend,
-                    1,
-                    0,
+                    (1, 0),
                     None,
                     crypto,
                 ));
@@ -185,8 +184,7 @@ fn open_dir(
                 shard_count,
                 ctx_seed,
                 backend,
-                max_seq + 1,
-                gen,
+                (max_seq + 1, gen),
                 Some(m),
                 crypto,
             ));
@@ -253,8 +251,7 @@ fn open_dir(
                 config.shards,
                 seed,
                 backend,
-                1,
-                0,
+                (1, 0),
                 Some(m),
                 crypto,
             ));

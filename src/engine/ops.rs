@@ -68,7 +68,7 @@ impl State {
         hide_expired: bool,
         f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
     ) -> Result<Option<R>> {
-        let h = self.ctx.hash(ns, key);
+        let (h, mac) = self.ctx.keyed(ns, key);
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
         let Some(index) = shard.indexes.get(ns, &guard) else {
@@ -104,7 +104,7 @@ impl State {
                     if fr.kind != Kind::Put || fr.namespace != ns {
                         return None;
                     }
-                    if !self.ctx.key_matches(&fr, key) {
+                    if !crate::crypt::key_matches_mac(&fr, key, mac) {
                         // An encrypted frame whose index hash matched but
                         // whose key check did not: a 2^-64 collision, or
                         // damage. Authenticating it tells which.
@@ -209,7 +209,7 @@ impl State {
         expires_at: Option<u64>,
     ) -> Result<()> {
         self.check_kv(key, value)?;
-        let h = self.ctx.hash(ns, key);
+        let (h, mac) = self.ctx.keyed(ns, key);
         let si = self.ctx.shard_of(h);
         let shard = &self.shards[si];
         let len = self
@@ -218,7 +218,7 @@ impl State {
         let target = {
             let mut g = shard.lock_for_append(len).await?;
             self.ctx.check_namespace(ns)?;
-            self.put_locked(shard, &mut g, (ns, h), key, value, expires_at)?;
+            self.put_locked(shard, &mut g, (ns, h, mac), key, value, expires_at)?;
             shard.finish_write(&g)
         };
         if self.write_through() {
@@ -234,7 +234,7 @@ impl State {
         &self,
         shard: &Shard,
         g: &mut Inner,
-        (ns, h): (u32, u64),
+        (ns, h, mac): (u32, u64, Option<(u64, u64)>),
         key: &[u8],
         value: &[u8],
         expires_at: Option<u64>,
@@ -248,7 +248,7 @@ impl State {
             key,
             value,
         };
-        let loc = shard.append(g, &spec, true)?;
+        let loc = shard.append_keyed(g, &spec, true, mac)?;
         let guard = epoch::pin();
         shard.index_put(
             g,
@@ -319,12 +319,12 @@ impl State {
         for (k, v) in items {
             let (k, v) = (k.as_ref(), v.as_ref());
             self.check_kv(k, v)?;
-            let h = self.ctx.hash(ns, k);
+            let (h, mac) = self.ctx.keyed(ns, k);
             let s = self.ctx.shard_of(h);
             let len = self.ctx.frame_len(k.len(), v.len(), expires_at.is_some());
             per_shard[s] += len;
             total += len;
-            routed.push((h, s));
+            routed.push((h, s, mac));
         }
         within("batch size in bytes", total, cfg.max_batch_bytes)?;
         // With range scans, each shard's part of the batch is appended and
@@ -356,7 +356,7 @@ impl State {
             // appended form an incomplete batch that recovery ignores.
             let mut locs = Vec::with_capacity(items.len());
             for &i in &order {
-                let ((k, v), (_, s)) = (&items[i], &routed[i]);
+                let ((k, v), (_, s, mac)) = (&items[i], &routed[i]);
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };
@@ -369,7 +369,7 @@ impl State {
                     key: k.as_ref(),
                     value: v.as_ref(),
                 };
-                match self.shards[*s].append(g, &spec, true) {
+                match self.shards[*s].append_keyed(g, &spec, true, *mac) {
                     Ok(loc) => locs.push(loc),
                     Err(e) => {
                         self.ctx.abort_batch(seq);
@@ -379,7 +379,7 @@ impl State {
             }
             let guard = epoch::pin();
             for (&i, loc) in order.iter().zip(locs) {
-                let ((k, v), (h, s)) = (&items[i], &routed[i]);
+                let ((k, v), (h, s, _)) = (&items[i], &routed[i]);
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };

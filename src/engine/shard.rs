@@ -307,11 +307,23 @@ impl Shard {
     /// Appends one frame. The caller holds the lock and has checked the
     /// poison flag. Returns the frame's location.
     pub(crate) fn append(&self, g: &mut Inner, spec: &FrameSpec<'_>, user: bool) -> Result<u64> {
+        self.append_keyed(g, spec, user, None)
+    }
+
+    /// [`append`](Shard::append), given the key's MAC (index hash and key
+    /// check) when the caller computed it already (encrypted databases).
+    pub(crate) fn append_keyed(
+        &self,
+        g: &mut Inner,
+        spec: &FrameSpec<'_>,
+        user: bool,
+        mac: Option<(u64, u64)>,
+    ) -> Result<u64> {
         let len = self.ctx.spec_len(spec);
         match &self.ctx.crypto {
             Some(c) if crate::crypt::sealed_kind(spec.kind) => {
                 self.append_with(g, len, user, |seg, off, out| {
-                    c.seal_frame(seg, off, spec, out)
+                    c.seal_frame(seg, off, spec, mac, out)
                 })
             }
             _ => self.append_with(g, len, user, |_, _, out| frame::encode(spec, out)),

@@ -103,6 +103,20 @@ pub fn kinds() -> Vec<Kind> {
             open: EmdbUpstream::open,
         },
         Kind {
+            name: "emdb enc",
+            settings: "emdb (this tree), encrypted: as `emdb`, plus encryption_key([0x42; 32]) \
+                       (AES-256-GCM, the default cipher)",
+            scan: "scans: as `emdb`",
+            open: EmdbOurs::open_encrypted,
+        },
+        Kind {
+            name: "emdb 1.0.3 enc",
+            settings: "emdb 1.0.3, encrypted: as `emdb 1.0.3`, plus encryption_key([0x42; 32]) \
+                       (its default cipher, AES-256-GCM)",
+            scan: "scans: as `emdb 1.0.3`",
+            open: EmdbUpstream::open_encrypted,
+        },
+        Kind {
             name: "redb",
             settings: "redb 4: Database::create, one table; a write transaction per batch/record; \
                        durable = Durability::Immediate (default) commit; no-sync phases = Durability::None \
@@ -226,14 +240,28 @@ macro_rules! emdb_store_methods {
 struct EmdbOurs(emdb::Emdb);
 emdb_store_common!(EmdbOursReader, emdb::Emdb);
 
+/// The key of the encrypted configurations.
+const BENCH_KEY: [u8; 32] = [0x42; 32];
+
 impl EmdbOurs {
     fn open(dir: &Path) -> Res<Box<dyn Store>> {
-        let db = emdb::Emdb::builder()
+        Self::open_as(dir, None)
+    }
+
+    fn open_encrypted(dir: &Path) -> Res<Box<dyn Store>> {
+        Self::open_as(dir, Some(BENCH_KEY))
+    }
+
+    fn open_as(dir: &Path, key: Option<[u8; 32]>) -> Res<Box<dyn Store>> {
+        let b = emdb::Emdb::builder()
             .path(dir)
             .flush_policy(emdb::FlushPolicy::OnEachFlush)
-            .enable_range_scans(range_scans())
-            .build()?;
-        Ok(Box::new(EmdbOurs(db)))
+            .enable_range_scans(range_scans());
+        let b = match key {
+            Some(k) => b.encryption_key(k),
+            None => b,
+        };
+        Ok(Box::new(EmdbOurs(b.build()?)))
     }
 }
 
@@ -255,13 +283,24 @@ emdb_store_common!(EmdbUpstreamReader, emdb_upstream::Emdb);
 
 impl EmdbUpstream {
     fn open(dir: &Path) -> Res<Box<dyn Store>> {
+        Self::open_as(dir, None)
+    }
+
+    fn open_encrypted(dir: &Path) -> Res<Box<dyn Store>> {
+        Self::open_as(dir, Some(BENCH_KEY))
+    }
+
+    fn open_as(dir: &Path, key: Option<[u8; 32]>) -> Res<Box<dyn Store>> {
         std::fs::create_dir_all(dir)?;
-        let db = emdb_upstream::Emdb::builder()
+        let b = emdb_upstream::Emdb::builder()
             .path(dir.join("db.emdb"))
             .flush_policy(emdb_upstream::FlushPolicy::Group)
-            .enable_range_scans(range_scans())
-            .build()?;
-        Ok(Box::new(EmdbUpstream(db)))
+            .enable_range_scans(range_scans());
+        let b = match key {
+            Some(k) => b.encryption_key(k),
+            None => b,
+        };
+        Ok(Box::new(EmdbUpstream(b.build()?)))
     }
 }
 

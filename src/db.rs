@@ -189,7 +189,7 @@ impl Emdb {
                 "the database is encrypted already: use Emdb::rotate_encryption_key to change its key",
             ));
         }
-        crate::crypt::admin::rewrite(dir, Emdb::builder(), |b| b.encryption_input(input))
+        crate::admin::rewrite(dir, Emdb::builder(), |b| b.encryption_input(input))
     }
 
     /// Decrypts the database at `path`, encrypted with `input`: rewritten
@@ -201,7 +201,7 @@ impl Emdb {
         if !dir.join(crate::crypt::KEYRING_NAME).exists() {
             return Err(crate::Error::Encryption("the database is not encrypted"));
         }
-        crate::crypt::admin::rewrite(dir, Emdb::builder().encryption_input(input), |b| b)
+        crate::admin::rewrite(dir, Emdb::builder().encryption_input(input), |b| b)
     }
 
     /// Replaces the key (or passphrase) of the encrypted database at `path`:
@@ -215,7 +215,7 @@ impl Emdb {
         current: crate::EncryptionInput,
         new: crate::EncryptionInput,
     ) -> Result<()> {
-        crate::crypt::admin::rotate(path.as_ref(), &current, &new)
+        crate::admin::rotate(path.as_ref(), &current, &new)
     }
 }
 

@@ -90,7 +90,7 @@ impl Cursor {
                     if fr.sealed.is_none() {
                         return Some(f(fr.key, fr.value, fr.expires_at));
                     }
-                    let p = crypto?.open_frame(seg, off, &fr, buf).ok()?;
+                    let p = crypto?.open_frame(seg.place(), off, &fr, buf).ok()?;
                     Some(f(p.key, p.value, p.expires_at))
                 })
                 .flatten();

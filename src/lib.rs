@@ -31,6 +31,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "encrypt")]
+mod admin;
 #[cfg(feature = "async")]
 mod async_db;
 #[cfg(feature = "bench-internals")]

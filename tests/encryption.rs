@@ -11,14 +11,18 @@ use emdb::{Cipher, Emdb, EncryptionInput, Error};
 const KEY: [u8; 32] = [7u8; 32];
 const OTHER: [u8; 32] = [9u8; 32];
 
-fn builder(path: &Path, key: [u8; 32]) -> emdb::EmdbBuilder {
+/// Two shards, small segments: the settings of every database here.
+fn plain_builder(path: &Path) -> emdb::EmdbBuilder {
     Emdb::builder()
         .path(path)
         .shards(2)
         .segment_size(256 << 10)
         .max_key_len(64)
         .max_value_len(4096)
-        .encryption_key(key)
+}
+
+fn builder(path: &Path, key: [u8; 32]) -> emdb::EmdbBuilder {
+    plain_builder(path).encryption_key(key)
 }
 
 fn open(path: &Path) -> Emdb {
@@ -108,12 +112,19 @@ fn check_with(db: &Emdb, extra: usize) {
     assert_eq!(ns.len().unwrap(), 300);
 }
 
-#[test]
-fn records_round_trip_through_reopen_compaction_and_checkpoint() {
+/// A new encrypted database with [`fill`]'s records: its temporary
+/// directory, path and handle.
+fn filled() -> (tempfile::TempDir, PathBuf, Emdb) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
     let db = open(&p);
     fill(&db);
+    (dir, p, db)
+}
+
+#[test]
+fn records_round_trip_through_reopen_compaction_and_checkpoint() {
+    let (_dir, p, db) = filled();
     check(&db);
     assert!(db.stats().unwrap().encrypted);
     // Overwrite half, compact, reopen (replay), checkpoint, reopen (hints).
@@ -172,10 +183,7 @@ fn chacha_and_memory_databases_work_too() {
 
 #[test]
 fn wrong_inputs_get_clear_errors_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("db");
-    let db = open(&p);
-    fill(&db);
+    let (dir, p, db) = filled();
     db.close().unwrap();
     let before = snapshot_files(&p);
     match builder(&p, OTHER).build() {
@@ -240,14 +248,7 @@ fn no_file_holds_plaintext_after_flush_checkpoint_compact_backup_and_close() {
         let db = if encrypted {
             open(&p)
         } else {
-            Emdb::builder()
-                .path(&p)
-                .shards(2)
-                .segment_size(256 << 10)
-                .max_key_len(64)
-                .max_value_len(4096)
-                .build()
-                .unwrap()
+            plain_builder(&p).build().unwrap()
         };
         fill(&db);
         db.insert_with_ttl(
@@ -369,8 +370,9 @@ fn open_result(path: &Path) -> emdb::Result<Emdb> {
         .build()
 }
 
-#[test]
-fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
+/// An encrypted database of one shard holding three records, closed: its
+/// temporary directory, its path and its segment file's bytes.
+fn three_records() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("db");
     let db = open_result(&base).unwrap();
@@ -378,8 +380,26 @@ fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
         db.insert([b'k', i], tamper_value(i)).unwrap();
     }
     db.close().unwrap();
-    let seg_path = base.join("000-00000001.seg");
-    let seg = std::fs::read(&seg_path).unwrap();
+    let seg = std::fs::read(base.join("000-00000001.seg")).unwrap();
+    (dir, base, seg)
+}
+
+/// A copy of database `base` at `case`, without its hint files unless
+/// `hints`.
+fn case_copy(base: &Path, case: &Path, hints: bool) {
+    copy_dir(base, case);
+    if !hints {
+        for e in std::fs::read_dir(case).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".hint") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
+    let (dir, base, seg) = three_records();
     let puts = sealed_puts(&seg);
     assert_eq!(puts.len(), 3, "three encrypted puts in the segment");
     // The middle record is the victim: frames follow it, so its damage is
@@ -391,14 +411,7 @@ fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
         for fix_crc in [false, true] {
             for i in at..at + len {
                 let case = dir.path().join(format!("case-{hints}-{fix_crc}-{i}"));
-                copy_dir(&base, &case);
-                if !hints {
-                    for e in std::fs::read_dir(&case).unwrap().flatten() {
-                        if e.file_name().to_string_lossy().ends_with(".hint") {
-                            std::fs::remove_file(e.path()).unwrap();
-                        }
-                    }
-                }
+                case_copy(&base, &case, hints);
                 let mut b = seg.clone();
                 b[i] ^= 0x01;
                 if fix_crc && i < at + len - 4 {
@@ -427,26 +440,12 @@ fn every_changed_byte_of_an_encrypted_frame_is_an_error_never_garbage() {
 
 #[test]
 fn a_truncated_encrypted_frame_is_an_error_never_garbage() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("db");
-    let db = open_result(&base).unwrap();
-    for i in 0..3u8 {
-        db.insert([b'k', i], tamper_value(i)).unwrap();
-    }
-    db.close().unwrap();
-    let seg = std::fs::read(base.join("000-00000001.seg")).unwrap();
+    let (dir, base, seg) = three_records();
     let (at, len) = sealed_puts(&seg)[1];
     for hints in [true, false] {
         for cut in at + 1..at + len {
             let case = dir.path().join(format!("cut-{hints}-{cut}"));
-            copy_dir(&base, &case);
-            if !hints {
-                for e in std::fs::read_dir(&case).unwrap().flatten() {
-                    if e.file_name().to_string_lossy().ends_with(".hint") {
-                        std::fs::remove_file(e.path()).unwrap();
-                    }
-                }
-            }
+            case_copy(&base, &case, hints);
             std::fs::write(case.join("000-00000001.seg"), &seg[..cut]).unwrap();
             let what = format!("cut at byte {} of the frame (hints {hints})", cut - at);
             match open_result(&case) {
@@ -471,14 +470,7 @@ fn a_truncated_encrypted_frame_is_an_error_never_garbage() {
 fn enable_rotate_and_disable_keep_every_record_and_refuse_wrong_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("db");
-    let plain = Emdb::builder()
-        .path(&p)
-        .shards(2)
-        .segment_size(256 << 10)
-        .max_key_len(64)
-        .max_value_len(4096)
-        .build()
-        .unwrap();
+    let plain = plain_builder(&p).build().unwrap();
     fill(&plain);
     plain
         .insert_with_ttl(

@@ -12,8 +12,8 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
+use super::Place;
 use crate::log::frame::{self, Frame, FrameSpec, Seal, TAG_LEN};
-use crate::log::segment::Segment;
 
 /// The AEAD that seals records (feature `encrypt`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -162,35 +162,36 @@ impl Crypto {
         aead_key(self.cipher, &k)
     }
 
-    /// This process's append session of `seg`, started on first use.
-    fn session<'s>(&self, seg: &'s Segment) -> &'s (u64, LessSafeKey) {
-        seg.keys.writer.get_or_init(|| {
+    /// This process's append session of the segment at `at`, started on
+    /// first use.
+    fn session<'s>(&self, at: Place<'s>) -> &'s (u64, LessSafeKey) {
+        at.keys.writer.get_or_init(|| {
             let mut id = [0u8; 8];
             // A failing system RNG leaves a fixed id: fall back to the
             // clock mixed with the address of this segment, never zero.
             let id = match random(&mut id) {
                 Ok(()) => u64::from_le_bytes(id),
-                Err(_) => fallback_id(seg),
+                Err(_) => fallback_id(at),
             };
-            (id, self.data_key(seg.shard, seg.id, id))
+            (id, self.data_key(at.shard, at.segment, id))
         })
     }
 
-    /// Encodes `spec` encrypted at offset `off` of `seg` (the active
-    /// segment, under its shard's lock) into `out`, which is
+    /// Encodes `spec` encrypted at offset `off` of the segment at `at` (the
+    /// active segment, under its shard's lock) into `out`, which is
     /// `spec.encoded_len() + SEAL_LEN` long. `mac` is the key's
     /// [`mac`](Crypto::mac) if the caller has it.
     pub(crate) fn seal_frame(
         &self,
-        seg: &Segment,
+        at: Place<'_>,
         off: u32,
         spec: &FrameSpec<'_>,
         mac: Option<(u64, u64)>,
         out: &mut [u8],
     ) {
-        let (key_id, key) = self.session(seg);
+        let (key_id, key) = self.session(at);
         #[cfg(feature = "fault-injection")]
-        super::nonce_log::record((seg.shard, seg.id, *key_id, off));
+        super::nonce_log::record((at.shard, at.segment, *key_id, off));
         let (hash, check) = mac.unwrap_or_else(|| self.mac(spec.namespace, spec.key));
         let head = Seal {
             key_id: *key_id,
@@ -207,10 +208,10 @@ impl Crypto {
     }
 
     /// Decrypts and authenticates the encrypted frame `f` found at `off` of
-    /// `seg`; the returned frame's key and value live in `buf`.
+    /// the segment at `place`; the returned frame's key and value live in `buf`.
     pub(crate) fn open_frame<'b>(
         &self,
-        seg: &Segment,
+        place: Place<'_>,
         off: u32,
         f: &Frame<'_>,
         buf: &'b mut Vec<u8>,
@@ -223,12 +224,12 @@ impl Crypto {
         buf.clear();
         buf.extend_from_slice(&f.raw[at..at + n + TAG_LEN]);
         let aad = Aad::from(&f.raw[4..at]);
-        let opened = match self.cached_key(seg, s.key_id) {
+        let opened = match self.cached_key(place, s.key_id) {
             Some(k) => k.open_in_place(nonce(off), aad, buf).is_ok(),
             None => {
-                let k = self.data_key(seg.shard, seg.id, s.key_id);
+                let k = self.data_key(place.shard, place.segment, s.key_id);
                 let ok = k.open_in_place(nonce(off), aad, buf).is_ok();
-                let _ = seg.keys.remember(s.key_id, k);
+                let _ = place.keys.remember(s.key_id, k);
                 ok
             }
         };
@@ -241,8 +242,8 @@ impl Crypto {
         Ok(f.with_plain(k, v))
     }
 
-    fn cached_key<'s>(&self, seg: &'s Segment, key_id: u64) -> Option<&'s LessSafeKey> {
-        let c = &seg.keys;
+    fn cached_key<'s>(&self, at: Place<'s>, key_id: u64) -> Option<&'s LessSafeKey> {
+        let c = at.keys;
         if let Some((id, k)) = c.writer.get() {
             if *id == key_id {
                 return Some(k);
@@ -322,11 +323,11 @@ pub(crate) fn aead_key(cipher: Cipher, key: &[u8; 32]) -> LessSafeKey {
     }
 }
 
-fn fallback_id(seg: &Segment) -> u64 {
+fn fallback_id(at: Place<'_>) -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    (t ^ (seg as *const Segment as u64).rotate_left(32)) | 1
+    (t ^ (at.keys as *const KeyCache as u64).rotate_left(32)) | 1
 }
 
 /// The data keys of one segment's append sessions this process has used:

@@ -18,7 +18,6 @@
 //! rewritten by a new session, under a new key. See ARCHITECTURE.md,
 //! "Encryption", for the whole argument.
 
-pub(crate) mod admin;
 #[cfg(feature = "encrypt")]
 mod keyring;
 #[cfg(feature = "encrypt")]
@@ -26,6 +25,8 @@ mod keys;
 
 #[cfg(feature = "encrypt")]
 pub(crate) use keyring::Keyring;
+#[cfg(feature = "encrypt")]
+pub(crate) use keys::random;
 #[cfg(feature = "encrypt")]
 pub use keys::{Cipher, EncryptionInput};
 #[cfg(feature = "encrypt")]
@@ -37,6 +38,16 @@ mod off;
 pub(crate) use off::{Crypto, KeyCache};
 
 use crate::log::frame::{Frame, Kind};
+
+/// Where a frame lives, as encryption sees it: the shard and segment its
+/// data keys derive from, and that segment's cache of them.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+pub(crate) struct Place<'a> {
+    pub shard: u32,
+    pub segment: u32,
+    pub keys: &'a KeyCache,
+}
 
 /// Whether frame `f` holds `key`: equal bytes, or for an encrypted frame an
 /// equal key check (the index hash matched already, so 128 bits of MAC
@@ -71,80 +82,6 @@ pub(crate) fn sealed_kind(kind: Kind) -> bool {
 /// `encrypt` feature can refuse an encrypted database clearly.
 pub(crate) const KEYRING_NAME: &str = "KEYRING";
 
-/// The keys of the database `config` opens: `None` for a plaintext
-/// database. For an encrypted one the user's key unwraps the keyring
-/// (`Error::EncryptionKeyMismatch` if it does not, before anything else is
-/// read); a new database gets a fresh database key and keyring, stored
-/// durably before its manifest.
-#[cfg(feature = "encrypt")]
-pub(crate) fn open_keys(
-    config: &crate::config::Config,
-) -> crate::Result<Option<std::sync::Arc<Crypto>>> {
-    use crate::error::Error;
-    let Some((input, cipher)) = &config.encryption else {
-        if let Some(dir) = &config.dir {
-            if dir.join(KEYRING_NAME).exists() {
-                return Err(Error::Encryption(
-                    "the database is encrypted: open it with its key or passphrase",
-                ));
-            }
-        }
-        return Ok(None);
-    };
-    let Some(dir) = &config.dir else {
-        // In memory: a keyring all the same, for backups.
-        let mut dk = [0u8; 32];
-        keys::random(&mut dk)?;
-        let ring = Keyring::wrap(*cipher, input, &dk)?;
-        return Ok(Some(std::sync::Arc::new(Crypto::new(
-            *cipher,
-            &dk,
-            ring.encode(),
-        ))));
-    };
-    let (ring, dk) = match Keyring::load(dir)? {
-        Some(ring) => {
-            let dk = ring.unwrap(input)?;
-            (ring, dk)
-        }
-        None => {
-            if dir.join(crate::log::manifest::FILE).exists() {
-                return Err(Error::Encryption(
-                    "the database is not encrypted: open it without a key, or encrypt it first \
-                     with Emdb::enable_encryption",
-                ));
-            }
-            let mut dk = [0u8; 32];
-            keys::random(&mut dk)?;
-            let ring = Keyring::wrap(*cipher, input, &dk)?;
-            ring.store(&config.files(), dir)?;
-            (ring, dk)
-        }
-    };
-    Ok(Some(std::sync::Arc::new(Crypto::new(
-        ring.cipher,
-        &dk,
-        ring.encode(),
-    ))))
-}
-
-/// Without the `encrypt` feature: a database with a keyring is refused.
-#[cfg(not(feature = "encrypt"))]
-pub(crate) fn open_keys(
-    config: &crate::config::Config,
-) -> crate::Result<Option<std::sync::Arc<Crypto>>> {
-    match &config.dir {
-        Some(dir) if dir.join(KEYRING_NAME).exists() => Err(crate::Error::Encryption(
-            "the database is encrypted: open it with a build of emdb that has the `encrypt` \
-             feature, and its key",
-        )),
-        _ => Ok(None),
-    }
-}
-
-/// A record of every (data key, nonce) pair this process sealed a frame
-/// with, for the test that asserts none repeats (features `encrypt` and
-/// `fault-injection`). Off until [`start`](nonce_log::start).
 #[cfg(all(feature = "encrypt", feature = "fault-injection"))]
 #[doc(hidden)]
 pub mod nonce_log {

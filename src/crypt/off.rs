@@ -2,8 +2,8 @@
 //! encrypted paths compile away. An encrypted frame met by such a build is
 //! an error where it is read.
 
+use super::Place;
 use crate::log::frame::{Frame, FrameSpec};
-use crate::log::segment::Segment;
 
 /// Never constructed without the `encrypt` feature.
 pub(crate) enum Crypto {}
@@ -23,7 +23,7 @@ impl Crypto {
 
     pub(crate) fn seal_frame(
         &self,
-        _seg: &Segment,
+        _at: Place<'_>,
         _off: u32,
         _spec: &FrameSpec<'_>,
         _mac: Option<(u64, u64)>,
@@ -34,7 +34,7 @@ impl Crypto {
 
     pub(crate) fn open_frame<'b>(
         &self,
-        _seg: &Segment,
+        _at: Place<'_>,
         _off: u32,
         _f: &Frame<'_>,
         _buf: &'b mut Vec<u8>,

@@ -404,7 +404,7 @@ impl State {
             .as_ref()
             .ok_or_else(|| damaged("an encrypted record in a database opened without a key"))?;
         let mut buf = Vec::new();
-        let p = c.open_frame(v, off, f, &mut buf).map_err(damaged)?;
+        let p = c.open_frame(v.place(), off, f, &mut buf).map_err(damaged)?;
         Ok((
             Cow::Owned(p.key.to_vec()),
             Copy::Reseal {

@@ -12,7 +12,7 @@ mod expiry;
 #[cfg(feature = "nested")]
 mod groups;
 pub(crate) mod handoff;
-mod open;
+pub(crate) mod open;
 mod ops;
 pub(crate) mod range;
 pub(crate) mod shard;
@@ -320,7 +320,7 @@ impl Ctx {
         buf: &'b mut Vec<u8>,
     ) -> Result<frame::Frame<'b>> {
         let opened = match &self.crypto {
-            Some(c) => c.open_frame(seg, off, f, buf),
+            Some(c) => c.open_frame(seg.place(), off, f, buf),
             None => Err("an encrypted record in a database opened without a key"),
         };
         opened.map_err(|why| {

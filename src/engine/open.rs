@@ -49,12 +49,12 @@ impl Engine {
                 let lock = prepare_dir(&config.files(), dir)?;
                 // Under the lock no rewrite runs: one a crash interrupted
                 // left its staging directory (maybe a plaintext copy).
-                crate::crypt::admin::remove_stale_rewrite(dir)?;
+                remove_stale_rewrite(dir)?;
                 (Some(lock), dir.clone())
             }
             None => (None, PathBuf::new()),
         };
-        let crypto = crate::crypt::open_keys(&config)?;
+        let crypto = open_keys(&config)?;
         let (ctx, parts) = match &config.dir {
             None => {
                 let ctx = Arc::new(Ctx::new(
@@ -129,6 +129,100 @@ impl Engine {
             *engine.compactor.lock() = Some(c);
         }
         Ok(engine)
+    }
+}
+
+/// The keys of the database `config` opens: `None` for a plaintext
+/// database. For an encrypted one the user's key unwraps the keyring
+/// (`Error::EncryptionKeyMismatch` if it does not, before anything else is
+/// read); a new database gets a fresh database key and keyring, stored
+/// durably before its manifest.
+#[cfg(feature = "encrypt")]
+fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
+    let Some((input, cipher)) = &config.encryption else {
+        if let Some(dir) = &config.dir {
+            if dir.join(crate::crypt::KEYRING_NAME).exists() {
+                return Err(Error::Encryption(
+                    "the database is encrypted: open it with its key or passphrase",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let Some(dir) = &config.dir else {
+        // In memory: a keyring all the same, for backups.
+        let mut dk = [0u8; 32];
+        crate::crypt::random(&mut dk)?;
+        let ring = crate::crypt::Keyring::wrap(*cipher, input, &dk)?;
+        return Ok(Some(Arc::new(Crypto::new(*cipher, &dk, ring.encode()))));
+    };
+    let (ring, dk) = match crate::crypt::Keyring::load(dir)? {
+        Some(ring) => {
+            let dk = ring.unwrap(input)?;
+            (ring, dk)
+        }
+        None => {
+            if dir.join(crate::log::manifest::FILE).exists() {
+                return Err(Error::Encryption(
+                    "the database is not encrypted: open it without a key, or encrypt it first \
+                     with Emdb::enable_encryption",
+                ));
+            }
+            let mut dk = [0u8; 32];
+            crate::crypt::random(&mut dk)?;
+            let ring = crate::crypt::Keyring::wrap(*cipher, input, &dk)?;
+            ring.store(&config.files(), dir)?;
+            (ring, dk)
+        }
+    };
+    Ok(Some(Arc::new(Crypto::new(ring.cipher, &dk, ring.encode()))))
+}
+
+/// Without the `encrypt` feature: a database with a keyring is refused.
+#[cfg(not(feature = "encrypt"))]
+fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
+    match &config.dir {
+        Some(dir) if dir.join(crate::crypt::KEYRING_NAME).exists() => Err(Error::Encryption(
+            "the database is encrypted: open it with a build of emdb that has the `encrypt` \
+             feature, and its key",
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// A record of every (data key, nonce) pair this process sealed a frame
+/// with, for the test that asserts none repeats (features `encrypt` and
+/// `fault-injection`). Off until [`start`](nonce_log::start).
+/// Where a rewrite of `dir` (`enable_encryption`, `disable_encryption`) is
+/// staged: a hidden sibling, so the swap is a rename within one directory.
+pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?;
+    let mut s = std::ffi::OsString::from(".");
+    s.push(name);
+    s.push(".emdb-rewrite");
+    Some(dir.with_file_name(s))
+}
+
+/// Removes a directory tree (missing is fine) and makes that durable.
+pub(crate) fn remove_tree(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => {
+            if let Some(parent) = p.parent() {
+                crate::io::Files::default().sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the staging directory a crashed rewrite of `dir` left behind
+/// (called by open, under the database's lock: no rewrite is running).
+fn remove_stale_rewrite(dir: &Path) -> Result<()> {
+    match staging_dir(dir) {
+        Some(s) if s.exists() => remove_tree(&s),
+        _ => Ok(()),
     }
 }
 

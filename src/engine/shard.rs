@@ -323,7 +323,7 @@ impl Shard {
         match &self.ctx.crypto {
             Some(c) if crate::crypt::sealed_kind(spec.kind) => {
                 self.append_with(g, len, user, |seg, off, out| {
-                    c.seal_frame(seg, off, spec, mac, out)
+                    c.seal_frame(seg.place(), off, spec, mac, out)
                 })
             }
             _ => self.append_with(g, len, user, |_, _, out| frame::encode(spec, out)),

@@ -122,30 +122,20 @@ fn check_reencode(bytes: &[u8], f: &frame::Frame<'_>) {
 #[cfg(feature = "encrypt")]
 fn open_with_a_fixed_key(f: &frame::Frame<'_>) {
     use std::sync::OnceLock;
-    static FIXED: OnceLock<(crate::crypt::Crypto, crate::log::segment::Segment)> = OnceLock::new();
-    let (c, seg) = FIXED.get_or_init(|| {
+    static FIXED: OnceLock<(crate::crypt::Crypto, crate::crypt::KeyCache)> = OnceLock::new();
+    let (c, keys) = FIXED.get_or_init(|| {
         let c = crate::crypt::Crypto::new(crate::crypt::Cipher::Aes256Gcm, &[1u8; 32], Vec::new());
-        let header = SegmentHeader {
-            shard: 0,
-            shard_count: 1,
-            segment: 1,
-            hash_seed: 0,
-        };
-        let config = crate::EmdbBuilder::new()
-            .in_memory()
-            .segment_size(64 << 10)
-            .max_key_len(64)
-            .max_value_len(1024)
-            .into_config()
-            .expect("a valid configuration");
-        let seg =
-            crate::log::segment::Segment::create(None, header, &config).expect("a memory segment");
-        (c, seg)
+        (c, Default::default())
     });
     let mut buf = Vec::new();
     for off in [64u32, 4096] {
+        let at = crate::crypt::Place {
+            shard: 0,
+            segment: 1,
+            keys,
+        };
         assert!(
-            c.open_frame(seg, off, f, &mut buf).is_err(),
+            c.open_frame(at, off, f, &mut buf).is_err(),
             "an arbitrary frame authenticated"
         );
     }

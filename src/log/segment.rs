@@ -169,6 +169,16 @@ impl Drop for Held {
 }
 
 impl Segment {
+    /// This segment as encryption sees it.
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub(crate) fn place(&self) -> crate::crypt::Place<'_> {
+        crate::crypt::Place {
+            shard: self.shard,
+            segment: self.id,
+            keys: &self.keys,
+        }
+    }
+
     /// Marks the segment retired (no longer listed by the manifest): its
     /// files go now if nothing [`Held`] it, else when the last claim does.
     pub(crate) fn retire(&self) {

@@ -366,7 +366,9 @@ fn build_index(
                 // in an encrypted frame (its index hash included) is
                 // reported here, with file and offset.
                 let authentic = match m.names.0.as_deref() {
-                    Some(c) => c.open_frame(&segs[si], off, &f, &mut plain).map(|_| ()),
+                    Some(c) => c
+                        .open_frame(segs[si].place(), off, &f, &mut plain)
+                        .map(|_| ()),
                     None => Err("an encrypted record in a database opened without a key"),
                 };
                 if let Err(why) = authentic {

@@ -1,29 +1,19 @@
-//! The admin calls on a closed database: `enable_encryption`,
+//! The admin calls of encryption (feature `encrypt`) on a closed database: `enable_encryption`,
 //! `disable_encryption` (each a rewrite into a staging directory, swapped
 //! in atomically) and `rotate_encryption_key` (a new keyring, renamed in).
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[cfg(feature = "encrypt")]
-use super::{keyring::Keyring, keys::EncryptionInput};
+use crate::crypt::{EncryptionInput, Keyring};
+use crate::engine::open::{remove_tree, staging_dir};
 use crate::engine::{block_on, DEFAULT_NS};
 use crate::error::{Error, Result};
 use crate::io::Files;
 use crate::lock::LockFile;
 use crate::Emdb;
-
-/// Where a rewrite of `dir` is staged: a hidden sibling, so the swap is a
-/// rename within one directory.
-pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
-    let name = dir.file_name()?;
-    let mut s = std::ffi::OsString::from(".");
-    s.push(name);
-    s.push(".emdb-rewrite");
-    Some(dir.with_file_name(s))
-}
 
 /// Rewrites `dir` into a new database whose builder `target` sets up
 /// (encrypted or not), then swaps it in. `source` opens the old one (which
@@ -33,7 +23,6 @@ pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
 /// two directories, and the old one (now at the staging name) is removed
 /// after; a staging directory left by a crash is removed by the next open
 /// or rewrite.
-#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
 pub(crate) fn rewrite(
     dir: &Path,
     source: crate::EmdbBuilder,
@@ -84,7 +73,6 @@ pub(crate) fn rewrite(
     Ok(())
 }
 
-#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
 /// Every live record of every namespace of `old`, with its expiry, into
 /// `new`.
 fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
@@ -105,7 +93,6 @@ fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
     new.flush()
 }
 
-#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
 /// Swaps two directories atomically.
 fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let ca = CString::new(a.as_os_str().as_bytes())?;
@@ -127,30 +114,6 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes a directory tree (missing is fine) and makes that durable.
-fn remove_tree(p: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(p) {
-        Ok(()) => {
-            if let Some(parent) = p.parent() {
-                Files::default().sync_dir(parent)?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes the staging directory a crashed rewrite of `dir` left behind
-/// (called by open, under the database's lock: no rewrite is running).
-pub(crate) fn remove_stale_rewrite(dir: &Path) -> Result<()> {
-    match staging_dir(dir) {
-        Some(s) if s.exists() => remove_tree(&s),
-        _ => Ok(()),
-    }
-}
-
-#[cfg(feature = "encrypt")]
 /// `Emdb::rotate_encryption_key`: the database key rewrapped under `new`
 /// in a new keyring, renamed over the old one.
 pub(crate) fn rotate(dir: &Path, current: &EncryptionInput, new: &EncryptionInput) -> Result<()> {

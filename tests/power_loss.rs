@@ -247,14 +247,22 @@ fn check_writer(db: &Emdb, th: usize, w: &Writer, prefix_only: bool, ctx: &str) 
 }
 
 /// 256 KiB segments (rotation every few hundred records) in most cycles;
-/// 4 MiB in every fourth, whose files grow from 1 MiB as they fill.
+/// 4 MiB in every fourth, whose files grow from 1 MiB as they fill. With
+/// the `encrypt` feature, every third cycle's database is encrypted.
 fn builder(path: &Path, shards: usize, seed: u64) -> emdb::EmdbBuilder {
     let segment_size = if seed % 4 == 3 { 4 << 20 } else { 256 * 1024 };
-    Emdb::builder()
+    let b = Emdb::builder()
         .path(path)
         .shards(shards)
         .segment_size(segment_size)
-        .max_value_len(4096)
+        .max_value_len(4096);
+    #[cfg(feature = "encrypt")]
+    let b = if seed % 3 == 1 {
+        b.encryption_key([0x9d; 32])
+    } else {
+        b
+    };
+    b
 }
 
 /// Totals over a run, printed at its end.

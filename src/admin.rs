@@ -117,15 +117,25 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 /// `Emdb::rotate_encryption_key`: the database key rewrapped under `new`
 /// in a new keyring, renamed over the old one.
 pub(crate) fn rotate(dir: &Path, current: &EncryptionInput, new: &EncryptionInput) -> Result<()> {
+    rotate_with(&Files::default(), dir, current, new)
+}
+
+/// [`rotate`] with its file changes made through `files` (a fault plan's,
+/// in the power-cut test).
+pub(crate) fn rotate_with(
+    files: &Files,
+    dir: &Path,
+    current: &EncryptionInput,
+    new: &EncryptionInput,
+) -> Result<()> {
     if !dir.join(crate::log::manifest::FILE).exists() {
         return Err(Error::InvalidInput("no emdb database at this path"));
     }
-    let files = Files::default();
-    let _lock = LockFile::acquire(&files, dir)?;
+    let _lock = LockFile::acquire(files, dir)?;
     let ring = Keyring::load(dir)?.ok_or(Error::Encryption(
         "the database is not encrypted: use Emdb::enable_encryption",
     ))?;
     let dk = ring.unwrap(current)?;
-    Keyring::wrap(ring.cipher, new, &dk)?.store(&files, dir)?;
+    Keyring::wrap(ring.cipher, new, &dk)?.store(files, dir)?;
     Ok(())
 }

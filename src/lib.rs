@@ -95,6 +95,21 @@ pub use config::{
 #[cfg(all(feature = "encrypt", feature = "fault-injection"))]
 #[doc(hidden)]
 pub use crypt::nonce_log;
+
+/// `Emdb::rotate_encryption_key` with its file changes watched by `plan`,
+/// for the power-cut test of rotation (features `encrypt` and
+/// `fault-injection`).
+#[cfg(all(feature = "encrypt", feature = "fault-injection"))]
+#[doc(hidden)]
+pub fn rotate_encryption_key_under_plan(
+    path: impl AsRef<std::path::Path>,
+    current: EncryptionInput,
+    new: EncryptionInput,
+    plan: &FaultPlan,
+) -> Result<()> {
+    let files = io::Files::watched(Some(plan.clone()));
+    admin::rotate_with(&files, path.as_ref(), &current, &new)
+}
 #[cfg(feature = "encrypt")]
 pub use crypt::{Cipher, EncryptionInput};
 pub use db::Emdb;

@@ -284,3 +284,73 @@ fn admin_calls_killed_at_any_point_leave_the_old_or_the_new_database() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// A power cut at every step of a key rotation (before the new keyring is
+/// written, after its write, after its sync, after the rename before the
+/// directory's sync, after): the image opens with exactly one of the two
+/// keys, holds every record, and opens with the new key whenever the
+/// rotation returned `Ok`.
+#[test]
+fn a_power_cut_during_key_rotation_leaves_the_old_key_or_the_new() {
+    let mut seen = HashSet::new();
+    for cut in 0..10u64 {
+        for durable_only in [true, false] {
+            let work = tempfile::tempdir().unwrap();
+            let live = work.path().join("db");
+            let (db, plan) = tracked(builder(&live));
+            for i in 0..200 {
+                db.insert(format!("key-{i}"), admin_value(i)).unwrap();
+            }
+            db.close().unwrap();
+            plan.power_off_after_file_changes(cut);
+            let rotated = emdb::rotate_encryption_key_under_plan(
+                &live,
+                EncryptionInput::Key(KEY),
+                EncryptionInput::Key(OTHER),
+                &plan,
+            );
+            plan.power_off();
+            let image = work.path().join("image");
+            let policy = if durable_only {
+                ImagePolicy::DurableOnly
+            } else {
+                ImagePolicy::Random
+            };
+            let report = plan.durable_image(&live, &image, policy, cut).unwrap();
+            let open = |key: [u8; 32]| builder(&image).encryption_key(key).build();
+            let what = format!(
+                "cut after {cut} file changes, {policy:?}, rotation {rotated:?}, {report:?}"
+            );
+            let opens = |key: [u8; 32]| match open(key) {
+                Ok(db) => {
+                    drop(db);
+                    true
+                }
+                Err(Error::EncryptionKeyMismatch) => false,
+                Err(e) => panic!("{what}: {e:?}"),
+            };
+            let (old, new) = (opens(KEY), opens(OTHER));
+            assert!(
+                old != new,
+                "{what}: the old key opens: {old}, the new key opens: {new}"
+            );
+            if rotated.is_ok() {
+                assert!(new, "{what}: a rotation that returned Ok was lost");
+            }
+            seen.insert(if new { "new" } else { "old" });
+            let db = open(if new { OTHER } else { KEY }).unwrap();
+            for i in 0..200 {
+                assert_eq!(
+                    db.get(format!("key-{i}")).unwrap(),
+                    Some(admin_value(i)),
+                    "{what}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "the cuts never landed on both sides: {seen:?}"
+    );
+}

@@ -59,6 +59,9 @@ struct PlanState {
     short_write: Option<(u64, usize, i32)>,
     /// Ops (writes and syncs) to let through before the power goes off.
     power_off_after: Option<u64>,
+    /// File changes outside the log path to let through before the power
+    /// goes off.
+    file_changes_left: Option<u64>,
     writes: u64,
     syncs: u64,
     fallocates: u64,
@@ -166,6 +169,14 @@ impl FaultPlan {
     /// file (the image may keep it torn), its caller gets `EIO`.
     pub fn power_off_after(&self, after: u64) {
         self.lock().power_off_after = Some(after);
+    }
+
+    /// Lets `after` more file changes outside the log path through
+    /// (creations, writes, syncs, renames and removals by `Files`: the
+    /// manifest, hint files, the keyring, the lock file), then cuts the
+    /// power as the next one is issued; it fails with `EIO`.
+    pub fn power_off_after_file_changes(&self, after: u64) {
+        self.lock().file_changes_left = Some(after);
     }
 
     /// Whether the power is off.

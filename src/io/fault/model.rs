@@ -290,10 +290,7 @@ impl FaultPlan {
 
     /// Any file change: refused once the power is off.
     pub(crate) fn fs_check(&self) -> io::Result<()> {
-        if self.lock().powered_off {
-            return Err(eio());
-        }
-        Ok(())
+        file_change(&mut self.lock())
     }
 
     /// A database at `dir` is being opened: the nearest existing directory
@@ -351,9 +348,7 @@ impl FaultPlan {
     /// ones there now (an entry made while it runs may miss it).
     pub(crate) fn fs_sync_dir_begin(&self, dir: &Path) -> io::Result<DirSnapshot> {
         let mut st = self.lock();
-        if st.powered_off {
-            return Err(eio());
-        }
+        file_change(&mut st)?;
         if !st.tracking {
             return Ok(DirSnapshot(None));
         }
@@ -376,9 +371,7 @@ impl FaultPlan {
 
     pub(crate) fn fs_write(&self, f: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
         let mut st = self.lock();
-        if st.powered_off {
-            return Err(eio());
-        }
+        file_change(&mut st)?;
         if st.tracking {
             record_write(&mut st, f, offset, buf, &[])?;
         }
@@ -387,9 +380,7 @@ impl FaultPlan {
 
     pub(crate) fn fs_set_len(&self, f: &File, len: u64) -> io::Result<()> {
         let mut st = self.lock();
-        if st.powered_off {
-            return Err(eio());
-        }
+        file_change(&mut st)?;
         if !st.tracking {
             return Ok(());
         }
@@ -405,10 +396,8 @@ impl FaultPlan {
 
     /// A sync outside the backends starts; returns its stamp.
     pub(crate) fn fs_sync_begin(&self) -> io::Result<u64> {
-        let st = self.lock();
-        if st.powered_off {
-            return Err(eio());
-        }
+        let mut st = self.lock();
+        file_change(&mut st)?;
         Ok(st.clock)
     }
 
@@ -713,5 +702,25 @@ mod tests {
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             fs::remove_dir_all(&out).unwrap();
         }
+    }
+}
+
+/// A file change outside the log path begins: refused once the power is
+/// off, and the one that runs out `power_off_after_file_changes` cuts it.
+fn file_change(st: &mut super::PlanState) -> io::Result<()> {
+    if st.powered_off {
+        return Err(eio());
+    }
+    match st.file_changes_left {
+        Some(0) => {
+            st.file_changes_left = None;
+            st.powered_off = true;
+            Err(eio())
+        }
+        Some(n) => {
+            st.file_changes_left = Some(n - 1);
+            Ok(())
+        }
+        None => Ok(()),
     }
 }

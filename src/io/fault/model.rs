@@ -462,6 +462,26 @@ fn insert_interval(set: &mut Vec<(u64, u64)>, (mut a, mut b): (u64, u64)) {
     *set = out;
 }
 
+/// A file change outside the log path begins: refused once the power is
+/// off, and the one that runs out `power_off_after_file_changes` cuts it.
+fn file_change(st: &mut super::PlanState) -> io::Result<()> {
+    if st.powered_off {
+        return Err(eio());
+    }
+    match st.file_changes_left {
+        Some(0) => {
+            st.file_changes_left = None;
+            st.powered_off = true;
+            Err(eio())
+        }
+        Some(n) => {
+            st.file_changes_left = Some(n - 1);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{FaultIo, Op, Storage};
@@ -702,25 +722,5 @@ mod tests {
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             fs::remove_dir_all(&out).unwrap();
         }
-    }
-}
-
-/// A file change outside the log path begins: refused once the power is
-/// off, and the one that runs out `power_off_after_file_changes` cuts it.
-fn file_change(st: &mut super::PlanState) -> io::Result<()> {
-    if st.powered_off {
-        return Err(eio());
-    }
-    match st.file_changes_left {
-        Some(0) => {
-            st.file_changes_left = None;
-            st.powered_off = true;
-            Err(eio())
-        }
-        Some(n) => {
-            st.file_changes_left = Some(n - 1);
-            Ok(())
-        }
-        None => Ok(()),
     }
 }

@@ -28,10 +28,12 @@ pub(crate) fn rewrite(
     source: crate::EmdbBuilder,
     target: impl FnOnce(crate::EmdbBuilder) -> crate::EmdbBuilder,
 ) -> Result<()> {
-    let dir = std::path::absolute(dir)?;
     if !dir.join(crate::log::manifest::FILE).exists() {
         return Err(Error::InvalidInput("no emdb database at this path"));
     }
+    // The real directory: a symlink to it would be swapped itself, and the
+    // old database left where it points.
+    let dir = std::fs::canonicalize(dir)?;
     let staging = staging_dir(&dir).ok_or(Error::InvalidInput("the path has no file name"))?;
     let old = source.path(&dir).background_compaction(false).build()?;
     remove_tree(&staging)?;
@@ -45,8 +47,8 @@ pub(crate) fn rewrite(
         copy_records(&old, &new)?;
         new.close()
     });
-    old.close()?;
-    if let Err(e) = copied {
+    let closed = old.close();
+    if let Err(e) = copied.and(closed) {
         let _ = remove_tree(&staging);
         return Err(e);
     }
@@ -64,13 +66,17 @@ pub(crate) fn rewrite(
         let _ = remove_tree(&staging);
         return Err(e.into());
     }
-    if let Some(parent) = dir.parent() {
-        files.sync_dir(parent)?;
-    }
+    // Swapped: from here the call has done its work. The parent's sync
+    // makes the swap durable (an error there is reported: a power cut could
+    // still bring the old database back); removing the old one, now at the
+    // staging name, is best effort (the next open removes it otherwise).
     drop(lock);
-    // The old database, now at the staging name.
-    remove_tree(&staging)?;
-    Ok(())
+    let synced = match dir.parent() {
+        Some(parent) => files.sync_dir(parent).map_err(Error::Io),
+        None => Ok(()),
+    };
+    let _ = remove_tree(&staging);
+    synced
 }
 
 /// Every live record of every namespace of `old`, with its expiry, into
@@ -88,6 +94,16 @@ fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
         let mut it = crate::iter::EmdbIter::new(old.engine().snapshot(from), from);
         while let Some((k, v, expires_at)) = it.next_expiring() {
             block_on(new.engine().insert_expiring(to, &k, &v, expires_at))?;
+        }
+        if it.damaged() > 0 {
+            // The rewrite would drop them, and the original is removed
+            // after it: refuse, and change nothing.
+            return Err(Error::Corrupted {
+                offset: 0,
+                reason:
+                    "damaged records: the rewrite would lose them (restore from a backup first)",
+                file: old.path().to_path_buf(),
+            });
         }
     }
     new.flush()

@@ -114,9 +114,18 @@ impl Config {
         Ok(self.files().wrap_backend(io))
     }
 
+    /// Whether the database is opened with a key (feature `encrypt`).
+    pub(crate) fn encrypted(&self) -> bool {
+        #[cfg(feature = "encrypt")]
+        return self.encryption.is_some();
+        #[cfg(not(feature = "encrypt"))]
+        false
+    }
+
     /// The largest frame a single record can produce.
     pub(crate) fn max_frame_len(&self) -> usize {
-        frame::encoded_len(self.max_key_len, self.max_value_len, true) + frame::SEAL_LEN
+        frame::encoded_len(self.max_key_len, self.max_value_len, true)
+            + if self.encrypted() { frame::SEAL_LEN } else { 0 }
     }
 }
 

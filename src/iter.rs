@@ -34,6 +34,15 @@ struct Cursor {
     ns: u32,
     crypto: Option<Arc<Crypto>>,
     buf: Vec<u8>,
+    /// Records skipped because they were damaged.
+    damaged: usize,
+}
+
+/// What the cursor did with one record.
+enum Visit<R> {
+    Yield(R),
+    Skip,
+    Damaged,
 }
 
 impl Cursor {
@@ -52,6 +61,7 @@ impl Cursor {
             ns,
             crypto: snap.crypto,
             buf: Vec::new(),
+            damaged: 0,
         }
     }
 
@@ -73,29 +83,35 @@ impl Cursor {
             let ns = self.ns;
             let (crypto, buf) = (self.crypto.as_deref(), &mut self.buf);
             let seg = &s.segs[i];
-            let r = seg
-                .with_frame(off, |b| {
-                    let fr = frame::decode_unchecked(b).ok()?;
-                    // A record whose checksum fails (or that fails
-                    // authentication) is skipped: an iterator never yields
-                    // bytes that were not written. Expired records are
-                    // invisible here too.
-                    if fr.kind != Kind::Put
-                        || fr.namespace != ns
-                        || crate::engine::ttl::is_expired(fr.expires_at)
-                        || !frame::crc_ok(b)
-                    {
-                        return None;
-                    }
-                    if fr.sealed.is_none() {
-                        return Some(f(fr.key, fr.value, fr.expires_at));
-                    }
-                    let p = crypto?.open_frame(seg.place(), off, &fr, buf).ok()?;
-                    Some(f(p.key, p.value, p.expires_at))
-                })
-                .flatten();
-            if r.is_some() {
-                return r;
+            let r = seg.with_frame(off, |b| {
+                // A record whose checksum fails (or that fails
+                // authentication) is skipped and counted: an iterator never
+                // yields bytes that were not written. Expired records are
+                // invisible here too.
+                let Ok(fr) = frame::decode_unchecked(b) else {
+                    return Visit::Damaged;
+                };
+                if fr.kind != Kind::Put
+                    || fr.namespace != ns
+                    || crate::engine::ttl::is_expired(fr.expires_at)
+                {
+                    return Visit::Skip;
+                }
+                if !frame::crc_ok(b) {
+                    return Visit::Damaged;
+                }
+                if fr.sealed.is_none() {
+                    return Visit::Yield(f(fr.key, fr.value, fr.expires_at));
+                }
+                match crypto.map(|c| c.open_frame(seg.place(), off, &fr, buf)) {
+                    Some(Ok(p)) => Visit::Yield(f(p.key, p.value, p.expires_at)),
+                    _ => Visit::Damaged,
+                }
+            });
+            match r {
+                Some(Visit::Yield(r)) => return Some(r),
+                Some(Visit::Damaged) => self.damaged += 1,
+                _ => {}
             }
         }
         None
@@ -130,6 +146,12 @@ impl EmdbIter {
     #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
     pub(crate) fn next_expiring(&mut self) -> Option<(Vec<u8>, Vec<u8>, Option<u64>)> {
         self.cursor.next_with(|k, v, e| (k.to_vec(), v.to_vec(), e))
+    }
+
+    /// Records skipped so far because they were damaged.
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub(crate) fn damaged(&self) -> usize {
+        self.cursor.damaged
     }
 }
 

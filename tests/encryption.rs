@@ -609,3 +609,115 @@ fn passphrases_open_and_rotate() {
         .unwrap();
     assert_eq!(db.get("k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// Where the frames of a segment end: the first zero length field.
+fn data_end(seg: &[u8]) -> usize {
+    let mut off = 64;
+    while off + 4 <= seg.len() {
+        let len = u32::from_le_bytes(seg[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        off += len;
+    }
+    off
+}
+
+#[test]
+fn a_plaintext_record_written_into_an_encrypted_database_is_refused() {
+    let (dir, base, mut seg) = three_records();
+    // A well-formed plaintext put (kind 1, no flags, namespace 0), CRC and
+    // all, appended after the last frame: what someone without the key
+    // could write.
+    let (key, value) = (b"forged", b"value");
+    let len = 32 + key.len() + value.len() + 4;
+    let mut f = vec![0u8; len];
+    f[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    f[4] = 1;
+    f[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    f[20..24].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    f[24..28].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    f[32..32 + key.len()].copy_from_slice(key);
+    f[32 + key.len()..len - 4].copy_from_slice(value);
+    let crc = crc32c::crc32c(&f[..len - 4]);
+    f[len - 4..].copy_from_slice(&crc.to_le_bytes());
+    let at = data_end(&seg);
+    if seg.len() < at + len {
+        seg.resize(at + len, 0);
+    }
+    seg[at..at + len].copy_from_slice(&f);
+    for hints in [true, false] {
+        let case = dir.path().join(format!("forged-{hints}"));
+        case_copy(&base, &case, hints);
+        std::fs::write(case.join("000-00000001.seg"), &seg).unwrap();
+        match open_result(&case) {
+            Err(Error::Corrupted { reason, .. }) => {
+                assert!(reason.contains("not encrypted"), "{reason}")
+            }
+            Ok(db) => {
+                // With hints the forged frame lies past the checkpoint: it
+                // is replayed, so this cannot happen.
+                let keys: Vec<_> = db.keys().unwrap().collect();
+                panic!("opened with hints {hints}; keys {keys:?}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_changed_hint_file_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("db");
+    let db = open_result(&base).unwrap();
+    db.insert_with_ttl(
+        "lasting",
+        "v",
+        emdb::Ttl::After(std::time::Duration::from_secs(3600)),
+    )
+    .unwrap();
+    db.close().unwrap();
+    let hint_path = base.join("000-00000001.hint");
+    let mut h = std::fs::read(&hint_path).unwrap();
+    // The one entry's expiry (the last 8 bytes of its 24), set to 1 ms
+    // after the epoch, the CRC fixed: a forged expiry.
+    let entry_end = 40 + 24;
+    h[entry_end - 8..entry_end].copy_from_slice(&1u64.to_le_bytes());
+    let body = h.len() - 4;
+    let crc = crc32c::crc32c(&h[..body]);
+    h[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&hint_path, &h).unwrap();
+    // The HMAC fails, the hints are ignored, the log is replayed.
+    let db = open_result(&base).unwrap();
+    assert_eq!(db.get("lasting").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(db.ttl("lasting").unwrap().unwrap() > std::time::Duration::from_secs(3000));
+}
+
+#[test]
+fn a_keyring_asking_for_too_much_memory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("db");
+    let db = Emdb::builder()
+        .path(&p)
+        .shards(1)
+        .encryption_passphrase("pass")
+        .build()
+        .unwrap();
+    db.close().unwrap();
+    let ring_path = p.join("KEYRING");
+    let mut k = std::fs::read(&ring_path).unwrap();
+    // The Argon2id memory cost (offset 16) set to 4 GiB, the CRC fixed.
+    k[16..20].copy_from_slice(&(4u32 * 1024 * 1024).to_le_bytes());
+    let body = k.len() - 4;
+    let crc = crc32c::crc32c(&k[..body]);
+    k[body..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&ring_path, &k).unwrap();
+    match Emdb::builder()
+        .path(&p)
+        .encryption_passphrase("pass")
+        .build()
+    {
+        Err(Error::Encryption(_)) => {}
+        other => panic!("{other:?}"),
+    }
+}

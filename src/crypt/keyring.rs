@@ -242,10 +242,11 @@ fn stretch(
     passes: u32,
     lanes: u32,
 ) -> Result<[u8; 32]> {
-    // A keyring asking for more than 4 GiB is damaged, not obeyed.
-    if memory_kib > 4 * 1024 * 1024 {
+    // A keyring asking for more than 1 GiB, 16 passes or 16 lanes is
+    // damaged (or hostile), not obeyed: it would exhaust memory or hang.
+    if memory_kib > 1024 * 1024 || passes > 16 || lanes > 16 {
         return Err(Error::Encryption(
-            "the keyring's Argon2id memory cost is over 4 GiB",
+            "the keyring's Argon2id cost is out of range (over 1 GiB, 16 passes or 16 lanes)",
         ));
     }
     let params = argon2::Params::new(memory_kib, passes, lanes, Some(32))

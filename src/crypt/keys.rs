@@ -94,6 +94,8 @@ pub(crate) struct Crypto {
     names: LessSafeKey,
     /// HMAC key giving each sealed name its (synthetic) nonce.
     name_nonces: hmac::Key,
+    /// HMAC key of hint files.
+    hints: hmac::Key,
     /// The encoded keyring that wraps the database key (a backup copies it).
     keyring: Vec<u8>,
 }
@@ -107,10 +109,13 @@ impl Crypto {
         fill(&prk, &[b"emdb namespace names"], &mut names);
         let mut nonces = [0u8; 32];
         fill(&prk, &[b"emdb namespace name nonces"], &mut nonces);
+        let mut hints = [0u8; 32];
+        fill(&prk, &[b"emdb hint files"], &mut hints);
         Crypto {
             cipher,
             names: aead_key(cipher, &names),
             name_nonces: hmac::Key::new(hmac::HMAC_SHA256, &nonces),
+            hints: hmac::Key::new(hmac::HMAC_SHA256, &hints),
             prk,
             mac_key,
             keyring,
@@ -254,6 +259,18 @@ impl Crypto {
             .map_while(|s| s.get())
             .find(|(id, _)| *id == key_id)
             .map(|(_, k)| k)
+    }
+
+    /// The HMAC-SHA256 that authenticates a hint file's `body`.
+    pub(crate) fn hint_tag(&self, body: &[u8]) -> [u8; 32] {
+        let mut t = [0u8; 32];
+        t.copy_from_slice(hmac::sign(&self.hints, body).as_ref());
+        t
+    }
+
+    /// Whether `tag` authenticates a hint file's `body` (in constant time).
+    pub(crate) fn hint_tag_ok(&self, body: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.hints, body, tag).is_ok()
     }
 
     /// A namespace name sealed for the manifest: synthetic nonce (HMAC of

@@ -55,9 +55,11 @@ pub(crate) struct Place<'a> {
 #[inline]
 pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) -> bool {
     match (f.sealed, crypto) {
-        (None, _) => f.key == key,
+        (None, None) => f.key == key,
         (Some(s), Some(c)) => f.key.len() == key.len() && c.check(f.namespace, key) == s.check,
-        (Some(_), None) => false,
+        // A plaintext record in an encrypted database, or the reverse, is
+        // no record of this key (recovery refuses both).
+        _ => false,
     }
 }
 
@@ -66,16 +68,18 @@ pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) ->
 #[inline]
 pub(crate) fn key_matches_mac(f: &Frame<'_>, key: &[u8], mac: Option<(u64, u64)>) -> bool {
     match (f.sealed, mac) {
-        (None, _) => f.key == key,
+        (None, None) => f.key == key,
         (Some(s), Some((_, check))) => f.key.len() == key.len() && check == s.check,
-        (Some(_), None) => false,
+        _ => false,
     }
 }
 
-/// Whether frames of this kind are encrypted: those that carry a key.
+/// Whether frames of this kind are encrypted (authenticated): those that
+/// carry a key, and clears (no user data, but a forged one would empty a
+/// namespace). Sync markers stay plain: they carry a log position.
 #[inline]
 pub(crate) fn sealed_kind(kind: Kind) -> bool {
-    matches!(kind, Kind::Put | Kind::Remove)
+    matches!(kind, Kind::Put | Kind::Remove | Kind::Clear)
 }
 
 /// The name of the keyring file; known to every build, so one without the

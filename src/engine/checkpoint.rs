@@ -87,11 +87,11 @@ impl State {
                 hint::write(
                     &files,
                     &dir.join(segment::hint_name(s as u32, sid)),
-                    s as u32,
-                    sid,
+                    (s as u32, sid),
                     gen,
                     data_end,
                     &list,
+                    self.ctx.crypto(),
                 )?;
             }
             positions.push(pos);

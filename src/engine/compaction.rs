@@ -394,10 +394,13 @@ impl State {
         f: &frame::Frame<'a>,
         raw: &'a [u8],
     ) -> Result<(Cow<'a, [u8]>, Copy<'a>)> {
+        let damaged = |why| Error::corrupted(v.path.clone().unwrap_or_default(), off as u64, why);
         if f.sealed.is_none() {
+            if self.ctx.crypto.is_some() {
+                return Err(damaged("a plaintext record in an encrypted database"));
+            }
             return Ok((Cow::Borrowed(f.key), Copy::Raw(raw)));
         }
-        let damaged = |why| Error::corrupted(v.path.clone().unwrap_or_default(), off as u64, why);
         let c = self
             .ctx
             .crypto

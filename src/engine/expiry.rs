@@ -92,7 +92,11 @@ impl State {
                     break;
                 }
                 let (done, target) = {
-                    let mut g = shard.lock_for_append(SWEEP_CHUNK * 64).await?;
+                    // Room for a chunk of tombstones of 28-byte keys (64
+                    // bytes each in plaintext, 104 encrypted).
+                    let mut g = shard
+                        .lock_for_append(SWEEP_CHUNK * self.ctx.frame_len(28, 0, false))
+                        .await?;
                     let done = self.sweep_locked(shard, &mut g, ns, swept);
                     (done, shard.finish_write(&g))
                 };

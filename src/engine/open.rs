@@ -162,11 +162,16 @@ fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>
             (ring, dk)
         }
         None => {
-            if dir.join(crate::log::manifest::FILE).exists() {
+            if dir.join(manifest::FILE).exists() {
                 return Err(Error::Encryption(
                     "the database is not encrypted: open it without a key, or encrypt it first \
                      with Emdb::enable_encryption",
                 ));
+            }
+            if has_segments(dir)? {
+                // Not a new database: `open_dir` reports what is wrong, and
+                // no keyring is left to make it look encrypted.
+                return Ok(None);
             }
             let mut dk = [0u8; 32];
             crate::crypt::random(&mut dk)?;
@@ -193,6 +198,15 @@ fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>
 /// A record of every (data key, nonce) pair this process sealed a frame
 /// with, for the test that asserts none repeats (features `encrypt` and
 /// `fault-injection`). Off until [`start`](nonce_log::start).
+/// Whether `dir` holds segment files.
+fn has_segments(dir: &Path) -> Result<bool> {
+    Ok(fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| segment::parse_file_name(n).is_some())
+    }))
+}
+
 /// Where a rewrite of `dir` (`enable_encryption`, `disable_encryption`) is
 /// staged: a hidden sibling, so the swap is a rename within one directory.
 pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
@@ -220,9 +234,19 @@ pub(crate) fn remove_tree(p: &Path) -> Result<()> {
 /// Removes the staging directory a crashed rewrite of `dir` left behind
 /// (called by open, under the database's lock: no rewrite is running).
 fn remove_stale_rewrite(dir: &Path) -> Result<()> {
-    match staging_dir(dir) {
-        Some(s) if s.exists() => remove_tree(&s),
-        _ => Ok(()),
+    let Some(s) = staging_dir(dir) else {
+        return Ok(());
+    };
+    // Only what a rewrite leaves: a database directory (or an empty one),
+    // never anything else a user named so.
+    let ours = [manifest::FILE, "LOCK", crate::crypt::KEYRING_NAME]
+        .iter()
+        .any(|f| s.join(f).exists())
+        || fs::read_dir(&s).is_ok_and(|mut d| d.next().is_none());
+    if s.is_dir() && ours {
+        remove_tree(&s)
+    } else {
+        Ok(())
     }
 }
 
@@ -285,12 +309,7 @@ fn open_dir(
             Ok((ctx, parts.shards))
         }
         None => {
-            let has_segments = fs::read_dir(dir)?.filter_map(|e| e.ok()).any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| segment::parse_file_name(n).is_some())
-            });
-            if has_segments {
+            if has_segments(dir)? {
                 return Err(Error::corrupted(
                     dir.join(manifest::FILE),
                     0,

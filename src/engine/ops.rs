@@ -398,7 +398,7 @@ impl State {
     /// Removes every record of namespace `ns`: one clear frame per shard,
     /// written as one batch.
     pub(crate) async fn clear(&self, ns: u32) -> Result<()> {
-        let clear_len = frame::encoded_len(0, 0, false);
+        let clear_len = self.ctx.frame_len(0, 0, false);
         let targets = {
             let mut guards = self
                 .lock_shards(&vec![clear_len; self.shards.len()])

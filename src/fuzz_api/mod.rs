@@ -241,13 +241,13 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
     };
     let (shard, seg, gen) = (u32_at(12), u32_at(16), u64_at(24));
     let entries = if ok {
-        hint::read(&path, shard, seg, gen)
+        hint::read(&path, shard, seg, gen, None)
     } else {
         None
     };
     if ok {
         assert_eq!(
-            hint::read(&path, shard ^ 1, seg, gen),
+            hint::read(&path, shard ^ 1, seg, gen, None),
             None,
             "a hint file of another shard was accepted"
         );
@@ -259,11 +259,11 @@ pub fn decode_hint(bytes: &[u8]) -> Option<usize> {
     hint::write(
         &crate::io::Files::default(),
         &again,
-        shard,
-        seg,
+        (shard, seg),
         gen,
         data_end,
         &entries,
+        None,
     )
     .expect("write hint");
     assert_eq!(
@@ -387,11 +387,11 @@ fn sample_from(kind: SampleKind, r: &mut Input<'_>) -> Vec<u8> {
             hint::write(
                 &crate::io::Files::default(),
                 &path,
-                shard,
-                seg,
+                (shard, seg),
                 gen,
                 data_end,
                 &entries,
+                None,
             )
             .expect("write hint");
             fs::read(&path).expect("read hint")

@@ -220,11 +220,11 @@ pub fn recover_from_bytes(bytes: &[u8]) -> Option<usize> {
             hint::write(
                 &crate::io::Files::default(),
                 &path,
-                s,
-                id,
+                (s, id),
                 gen,
                 seg_len,
                 &entries,
+                None,
             )
             .expect("write hint");
         }

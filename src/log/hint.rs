@@ -16,6 +16,7 @@
 //! | checkpoint generation | 8 |
 //! | entry count | 8 |
 //! | entries: hash (u64), offset (u32), namespace id (u32), expiry in Unix ms (u64, 0 for none); namespace and expiry since version 3 | 24 each |
+//! | encrypted databases only: HMAC-SHA256 of everything before, under a key derived from the database key | 32 |
 //! | CRC32C of everything before | 4 |
 
 use std::fs;
@@ -23,11 +24,14 @@ use std::io;
 use std::path::Path;
 
 use super::frame::FORMAT_VERSION;
+use crate::crypt::Crypto;
 use crate::io::Files;
 
 const MAGIC: [u8; 8] = *b"EMDBHNT\0";
 const HEAD: usize = 40;
 const ENTRY: usize = 24;
+/// The HMAC of an encrypted database's hint file.
+const TAG_LEN: usize = 32;
 
 /// One live record of a segment at the checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,14 +47,17 @@ pub(crate) struct Entry {
 /// exclusive, 0600) and renames it over `path`, which keeps its permission
 /// bits. A crash leaves the old hint file or the new one, whole; the entry
 /// is durable once the caller syncs the directory.
+/// In an encrypted database (`tag`), a 32-byte HMAC-SHA256 of everything
+/// before it (under a key derived from the database key) precedes the
+/// CRC: a changed, dropped or added entry then fails to load.
 pub(crate) fn write(
     files: &Files,
     path: &Path,
-    shard: u32,
-    segment: u32,
+    (shard, segment): (u32, u32),
     gen: u64,
     data_end: u32,
     entries: &[Entry],
+    tag: Option<&Crypto>,
 ) -> io::Result<()> {
     let mut b = Vec::with_capacity(HEAD + entries.len() * ENTRY + 4);
     b.extend_from_slice(&MAGIC);
@@ -66,6 +73,10 @@ pub(crate) fn write(
         b.extend_from_slice(&e.ns.to_le_bytes());
         b.extend_from_slice(&e.expires_at.to_le_bytes());
     }
+    if let Some(c) = tag {
+        let t = c.hint_tag(&b);
+        b.extend_from_slice(&t);
+    }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     let mut tmp = path.as_os_str().to_os_string();
@@ -79,14 +90,26 @@ pub(crate) type Hint = (Vec<Entry>, u32);
 /// Reads a hint file. `None` if it is missing, damaged, of another format
 /// version, or not of this shard, segment and generation: the caller then
 /// replays the segment.
-pub(crate) fn read(path: &Path, shard: u32, segment: u32, gen: u64) -> Option<Hint> {
+pub(crate) fn read(
+    path: &Path,
+    shard: u32,
+    segment: u32,
+    gen: u64,
+    tag: Option<&Crypto>,
+) -> Option<Hint> {
     let b = fs::read(path).ok()?;
     if b.len() < HEAD + 4 || b[..8] != MAGIC {
         return None;
     }
-    let body = b.len() - 4;
+    let mut body = b.len() - 4;
     if crc32c::crc32c(&b[..body]) != u32::from_le_bytes(b[body..].try_into().ok()?) {
         return None;
+    }
+    if let Some(c) = tag {
+        body = body.checked_sub(TAG_LEN).filter(|n| *n >= HEAD)?;
+        if !c.hint_tag_ok(&b[..body], &b[body..body + TAG_LEN]) {
+            return None;
+        }
     }
     let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
     let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
@@ -146,14 +169,14 @@ mod tests {
                 expires_at: 1_900_000_000_000,
             },
         ];
-        write(&Files::default(), &p, 1, 2, 3, 900, &entries).unwrap();
-        assert_eq!(read(&p, 1, 2, 3), Some((entries, 900)));
-        assert_eq!(read(&p, 1, 2, 4), None, "other generation");
-        assert_eq!(read(&p, 0, 2, 3), None, "other shard");
+        write(&Files::default(), &p, (1, 2), 3, 900, &entries, None).unwrap();
+        assert_eq!(read(&p, 1, 2, 3, None), Some((entries, 900)));
+        assert_eq!(read(&p, 1, 2, 4, None), None, "other generation");
+        assert_eq!(read(&p, 0, 2, 3, None), None, "other shard");
         let mut b = fs::read(&p).unwrap();
         b[45] ^= 1;
         fs::write(&p, &b).unwrap();
-        assert_eq!(read(&p, 1, 2, 3), None, "damaged");
-        assert_eq!(read(&dir.path().join("missing"), 1, 2, 3), None);
+        assert_eq!(read(&p, 1, 2, 3, None), None, "damaged");
+        assert_eq!(read(&dir.path().join("missing"), 1, 2, 3, None), None);
     }
 }

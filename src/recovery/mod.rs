@@ -361,11 +361,14 @@ fn build_index(
             let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
                 break;
             };
-            if f.sealed.is_some() {
+            let crypto = m.names.0.as_deref();
+            if f.sealed.is_some() || (crypto.is_some() && crate::crypt::sealed_kind(f.kind)) {
                 // Authenticated as it is replayed: a changed byte anywhere
                 // in an encrypted frame (its index hash included) is
-                // reported here, with file and offset.
-                let authentic = match m.names.0.as_deref() {
+                // reported here, with file and offset; so is a plaintext
+                // record in an encrypted database (one written in by
+                // someone without the key).
+                let authentic = match crypto {
                     Some(c) => c
                         .open_frame(segs[si].place(), off, &f, &mut plain)
                         .map(|_| ()),

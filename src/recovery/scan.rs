@@ -103,6 +103,7 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
             s as u32,
             seg.id,
             m.checkpoint_gen,
+            m.names.0.as_deref(),
         )?;
         // Every entry must name a put frame whose key has the entry's hash,
         // inside the part of the segment the checkpoint covered; anything
@@ -122,6 +123,7 @@ fn load_hints(dir: &Path, m: &Manifest, s: usize, segs: &[Arc<Segment>]) -> Opti
                 && frame::decode_unchecked(&bytes[off..]).is_ok_and(|f| {
                     live += f.len as u64;
                     f.kind == Kind::Put
+                        && f.sealed.is_some() == m.names.0.is_some()
                         && f.namespace == e.ns
                         && off + f.len <= limit
                         && crate::index::frame_hash(m.hash_seed, &f) == *h

@@ -17,6 +17,10 @@ use crate::log::segtable::account;
 use crate::stats::EmdbStats;
 use crate::value::ValueRef;
 
+/// Batches of at least this many records are appended by a thread per
+/// shard.
+const PARALLEL_APPEND: usize = 4096;
+
 /// `Error::LimitExceeded` when `len` is over `max`.
 pub(super) fn within(what: &'static str, len: usize, max: usize) -> Result<()> {
     if len > max {
@@ -354,23 +358,66 @@ impl State {
             // appended, so a failure part-way (say, a segment that cannot be
             // created) leaves nothing visible, and the frames already
             // appended form an incomplete batch that recovery ignores.
-            let mut locs = Vec::with_capacity(items.len());
-            for &i in &order {
-                let ((k, v), (_, s, mac)) = (&items[i], &routed[i]);
-                let Some(g) = guards[*s].as_mut() else {
-                    continue;
-                };
-                let spec = FrameSpec {
-                    kind: Kind::Put,
-                    seq,
-                    namespace: ns,
-                    batch_count: items.len() as u32,
-                    expires_at,
-                    key: k.as_ref(),
-                    value: v.as_ref(),
-                };
-                match self.shards[*s].append_keyed(g, &spec, true, *mac) {
-                    Ok(loc) => locs.push(loc),
+            let kv: Vec<(&[u8], &[u8])> = items
+                .iter()
+                .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                .collect();
+            // Each shard's part in `order`, appended by a thread of its own
+            // when the batch is large (the frames are encoded, and in an
+            // encrypted database sealed, in parallel), else in turn here.
+            let count = items.len() as u32;
+            let part = |s: usize, g: &mut Inner| -> Result<Vec<u64>> {
+                let mut out = Vec::new();
+                for &i in order.iter().filter(|&&i| routed[i].1 == s) {
+                    let spec = FrameSpec {
+                        kind: Kind::Put,
+                        seq,
+                        namespace: ns,
+                        batch_count: count,
+                        expires_at,
+                        key: kv[i].0,
+                        value: kv[i].1,
+                    };
+                    out.push(self.shards[s].append_keyed(g, &spec, true, routed[i].2)?);
+                }
+                Ok(out)
+            };
+            let busy: Vec<(usize, &mut Inner)> = guards
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(s, g)| g.as_mut().map(|g| (s, &mut **g)))
+                .collect();
+            let parts: Vec<Result<Vec<u64>>> = if busy.len() > 1 && items.len() >= PARALLEL_APPEND {
+                std::thread::scope(|sc| {
+                    let part = &part;
+                    let handles: Vec<_> = busy
+                        .into_iter()
+                        .map(|(s, g)| sc.spawn(move || part(s, g)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or(Err(Error::InvalidInput(
+                                "a batch append thread panicked",
+                            )))
+                        })
+                        .collect()
+                })
+            } else {
+                busy.into_iter().map(|(s, g)| part(s, g)).collect()
+            };
+            // Per shard, its locations in `order`.
+            let mut per: Vec<std::vec::IntoIter<u64>> =
+                vec![Vec::new().into_iter(); self.shards.len()];
+            let mut shards_in_order = guards
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.is_some())
+                .map(|(s, _)| s);
+            for r in parts {
+                let s = shards_in_order.next().unwrap_or(0);
+                match r {
+                    Ok(v) => per[s] = v.into_iter(),
                     Err(e) => {
                         self.ctx.abort_batch(seq);
                         return Err(e);
@@ -378,8 +425,11 @@ impl State {
                 }
             }
             let guard = epoch::pin();
-            for (&i, loc) in order.iter().zip(locs) {
+            for &i in &order {
                 let ((k, v), (h, s, _)) = (&items[i], &routed[i]);
+                let Some(loc) = per[*s].next() else {
+                    continue;
+                };
                 let Some(g) = guards[*s].as_mut() else {
                     continue;
                 };

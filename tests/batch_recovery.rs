@@ -85,22 +85,33 @@ fn a_cleared_database_stays_cleared_when_one_shard_loses_its_hints() {
     assert_eq!(db.len().expect("len"), 1);
 }
 
-/// Large batches are appended by a thread per shard: the later of equal
-/// keys still wins, every record is there, live and after a replay.
+/// With the `encrypt` feature, a key for the databases whose large batches
+/// are appended (and sealed) by a thread per shard.
+fn keyed(b: emdb::EmdbBuilder, encrypted: bool) -> emdb::EmdbBuilder {
+    #[cfg(feature = "encrypt")]
+    if encrypted {
+        return b.encryption_key([0x3c; 32]);
+    }
+    let _ = encrypted;
+    b
+}
+
+/// Large batches: in an encrypted database appended by a thread per
+/// shard; either way the later of equal keys still wins, and every record
+/// is there, live and after a replay.
 #[test]
 fn a_large_batch_appended_in_parallel_is_whole_and_keeps_the_later_of_equal_keys() {
-    for range_scans in [false, true] {
+    for (range_scans, encrypted) in [(false, false), (true, false), (false, true), (true, true)] {
         let t = tempfile::tempdir().expect("tempdir");
         let path = t.path().join("db");
         let build = || {
-            Emdb::builder()
+            let b = Emdb::builder()
                 .path(&path)
                 .shards(2)
                 .segment_size(256 << 10)
                 .max_value_len(1024)
-                .enable_range_scans(range_scans)
-                .build()
-                .expect("open")
+                .enable_range_scans(range_scans);
+            keyed(b, encrypted).build().expect("open")
         };
         let db = build();
         // 12,000 pairs over 10,000 keys: the last 2,000 repeat keys with a
@@ -148,6 +159,8 @@ fn a_large_batch_that_fails_part_way_leaves_nothing() {
     let t = tempfile::tempdir().expect("tempdir");
     let path = t.path().join("db");
     let plan = emdb::FaultPlan::new();
+    // Encrypted when the feature is on: its large batches are appended by
+    // a thread per shard.
     let build = |plan: Option<emdb::FaultPlan>| {
         let b = Emdb::builder()
             .path(&path)
@@ -156,6 +169,7 @@ fn a_large_batch_that_fails_part_way_leaves_nothing() {
             .max_key_len(64)
             .max_value_len(1024)
             .background_compaction(false);
+        let b = keyed(b, cfg!(feature = "encrypt"));
         match plan {
             Some(p) => b.fault_plan(p),
             None => b,

@@ -18,7 +18,7 @@ use crate::stats::EmdbStats;
 use crate::value::ValueRef;
 
 /// Batches of at least this many records are appended by a thread per
-/// shard.
+/// shard, in an encrypted database.
 const PARALLEL_APPEND: usize = 4096;
 
 /// `Error::LimitExceeded` when `len` is over `max`.
@@ -362,9 +362,10 @@ impl State {
                 .iter()
                 .map(|(k, v)| (k.as_ref(), v.as_ref()))
                 .collect();
-            // Each shard's part in `order`, appended by a thread of its own
-            // when the batch is large (the frames are encoded, and in an
-            // encrypted database sealed, in parallel), else in turn here.
+            // Each shard's part in `order`, appended in turn here; in an
+            // encrypted database, by a thread per shard when the batch is
+            // large (the seals run in parallel: measured, this pays for
+            // the threads only when there is sealing to do).
             let count = items.len() as u32;
             let part = |s: usize, g: &mut Inner| -> Result<Vec<u64>> {
                 let mut out = Vec::new();
@@ -387,25 +388,26 @@ impl State {
                 .enumerate()
                 .filter_map(|(s, g)| g.as_mut().map(|g| (s, &mut **g)))
                 .collect();
-            let parts: Vec<Result<Vec<u64>>> = if busy.len() > 1 && items.len() >= PARALLEL_APPEND {
-                std::thread::scope(|sc| {
-                    let part = &part;
-                    let handles: Vec<_> = busy
-                        .into_iter()
-                        .map(|(s, g)| sc.spawn(move || part(s, g)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or(Err(Error::InvalidInput(
-                                "a batch append thread panicked",
-                            )))
-                        })
-                        .collect()
-                })
-            } else {
-                busy.into_iter().map(|(s, g)| part(s, g)).collect()
-            };
+            let parts: Vec<Result<Vec<u64>>> =
+                if self.ctx.crypto.is_some() && busy.len() > 1 && items.len() >= PARALLEL_APPEND {
+                    std::thread::scope(|sc| {
+                        let part = &part;
+                        let handles: Vec<_> = busy
+                            .into_iter()
+                            .map(|(s, g)| sc.spawn(move || part(s, g)))
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| {
+                                h.join().unwrap_or(Err(Error::InvalidInput(
+                                    "a batch append thread panicked",
+                                )))
+                            })
+                            .collect()
+                    })
+                } else {
+                    busy.into_iter().map(|(s, g)| part(s, g)).collect()
+                };
             // Per shard, its locations in `order`.
             let mut per: Vec<std::vec::IntoIter<u64>> =
                 vec![Vec::new().into_iter(); self.shards.len()];

@@ -2,9 +2,6 @@
 //! `disable_encryption` (each a rewrite into a staging directory, swapped
 //! in atomically) and `rotate_encryption_key` (a new keyring, renamed in).
 
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::crypt::{EncryptionInput, Keyring};
@@ -24,6 +21,7 @@ use crate::Emdb;
 /// after; a staging directory left by a crash is removed by the next open
 /// or rewrite.
 pub(crate) fn rewrite(
+    files: &Files,
     dir: &Path,
     source: crate::EmdbBuilder,
     target: impl FnOnce(crate::EmdbBuilder) -> crate::EmdbBuilder,
@@ -36,7 +34,7 @@ pub(crate) fn rewrite(
     let dir = std::fs::canonicalize(dir)?;
     let staging = staging_dir(&dir).ok_or(Error::InvalidInput("the path has no file name"))?;
     let old = source.path(&dir).background_compaction(false).build()?;
-    remove_tree(&staging)?;
+    remove_tree(files, &staging)?;
     let shards = old.stats()?.shards;
     let new = target(Emdb::builder())
         .path(&staging)
@@ -49,21 +47,20 @@ pub(crate) fn rewrite(
     });
     let closed = old.close();
     if let Err(e) = copied.and(closed) {
-        let _ = remove_tree(&staging);
+        let _ = remove_tree(files, &staging);
         return Err(e);
     }
     // Between the close and this lock another process may have opened the
     // old database: then nothing changes.
-    let files = Files::default();
-    let lock = match LockFile::acquire(&files, &dir) {
+    let lock = match LockFile::acquire(files, &dir) {
         Ok(l) => l,
         Err(e) => {
-            let _ = remove_tree(&staging);
+            let _ = remove_tree(files, &staging);
             return Err(e);
         }
     };
-    if let Err(e) = exchange(&staging, &dir) {
-        let _ = remove_tree(&staging);
+    if let Err(e) = files.exchange(&staging, &dir) {
+        let _ = remove_tree(files, &staging);
         return Err(e.into());
     }
     // Swapped: from here the call has done its work. The parent's sync
@@ -75,7 +72,7 @@ pub(crate) fn rewrite(
         Some(parent) => files.sync_dir(parent).map_err(Error::Io),
         None => Ok(()),
     };
-    let _ = remove_tree(&staging);
+    let _ = remove_tree(files, &staging);
     synced
 }
 
@@ -107,27 +104,6 @@ fn copy_records(old: &Emdb, new: &Emdb) -> Result<()> {
         }
     }
     new.flush()
-}
-
-/// Swaps two directories atomically.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let ca = CString::new(a.as_os_str().as_bytes())?;
-    let cb = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both paths are NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// `Emdb::rotate_encryption_key`: the database key rewrapped under `new`

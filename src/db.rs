@@ -189,7 +189,9 @@ impl Emdb {
                 "the database is encrypted already: use Emdb::rotate_encryption_key to change its key",
             ));
         }
-        crate::admin::rewrite(dir, Emdb::builder(), |b| b.encryption_input(input))
+        crate::admin::rewrite(&crate::io::Files::default(), dir, Emdb::builder(), |b| {
+            b.encryption_input(input)
+        })
     }
 
     /// Decrypts the database at `path`, encrypted with `input`: rewritten
@@ -201,7 +203,12 @@ impl Emdb {
         if !dir.join(crate::crypt::KEYRING_NAME).exists() {
             return Err(crate::Error::Encryption("the database is not encrypted"));
         }
-        crate::admin::rewrite(dir, Emdb::builder().encryption_input(input), |b| b)
+        crate::admin::rewrite(
+            &crate::io::Files::default(),
+            dir,
+            Emdb::builder().encryption_input(input),
+            |b| b,
+        )
     }
 
     /// Replaces the key (or passphrase) of the encrypted database at `path`:

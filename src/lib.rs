@@ -110,6 +110,34 @@ pub fn rotate_encryption_key_under_plan(
     let files = io::Files::watched(Some(plan.clone()));
     admin::rotate_with(&files, path.as_ref(), &current, &new)
 }
+
+/// `Emdb::enable_encryption` (with `Some(input)`) or
+/// `Emdb::disable_encryption` (with the key in `from`) with every file
+/// change and write watched by `plan`, for the power-cut test of the
+/// rewrites (features `encrypt` and `fault-injection`).
+#[cfg(all(feature = "encrypt", feature = "fault-injection"))]
+#[doc(hidden)]
+pub fn rewrite_encryption_under_plan(
+    path: impl AsRef<std::path::Path>,
+    from: Option<EncryptionInput>,
+    to: Option<EncryptionInput>,
+    plan: &FaultPlan,
+) -> Result<()> {
+    let files = io::Files::watched(Some(plan.clone()));
+    let source = match from {
+        Some(i) => Emdb::builder().encryption_input(i),
+        None => Emdb::builder(),
+    }
+    .fault_plan(plan.clone());
+    let plan = plan.clone();
+    admin::rewrite(&files, path.as_ref(), source, move |b| {
+        let b = b.fault_plan(plan);
+        match to {
+            Some(i) => b.encryption_input(i),
+            None => b,
+        }
+    })
+}
 #[cfg(feature = "encrypt")]
 pub use crypt::{Cipher, EncryptionInput};
 pub use db::Emdb;

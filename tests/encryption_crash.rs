@@ -354,3 +354,96 @@ fn a_power_cut_during_key_rotation_leaves_the_old_key_or_the_new() {
         "the cuts never landed on both sides: {seen:?}"
     );
 }
+
+/// A power cut at every step of `enable_encryption` and
+/// `disable_encryption` (the staging database's writes and syncs, its
+/// keyring and manifest, the directory exchange, the parent's sync): the
+/// image opens as exactly one of the old database and the new one, with
+/// every record, and as the new one whenever the call returned `Ok`.
+#[test]
+fn a_power_cut_during_a_rewrite_leaves_the_old_database_or_the_new() {
+    let records = 300u32;
+    let mut seen = HashSet::new();
+    let mut cut = 0u64;
+    loop {
+        let mut completed = 0;
+        for enable in [true, false] {
+            let work = tempfile::tempdir().unwrap();
+            let live = work.path().join("db");
+            let plain = |p: &Path| Emdb::builder().path(p).max_key_len(64).max_value_len(2048);
+            let start = if enable {
+                plain(&live)
+            } else {
+                plain(&live).encryption_key(KEY)
+            };
+            let (db, plan) = tracked(start);
+            for i in 0..records {
+                db.insert(format!("key-{i}"), admin_value(i)).unwrap();
+            }
+            db.close().unwrap();
+            plan.power_off_after_file_changes(cut);
+            let (from, to) = if enable {
+                (None, Some(EncryptionInput::Key(KEY)))
+            } else {
+                (Some(EncryptionInput::Key(KEY)), None)
+            };
+            let done = emdb::rewrite_encryption_under_plan(&live, from, to, &plan);
+            completed += done.is_ok() as u32;
+            plan.power_off();
+            let image = work.path().join("image");
+            let report = plan
+                .durable_image(&live, &image, ImagePolicy::Random, cut)
+                .unwrap();
+            let what =
+                format!("enable {enable}, cut after {cut} file changes, call {done:?}, {report:?}");
+            let as_plain = plain(&image).build();
+            let plain_ok = match &as_plain {
+                Ok(_) => true,
+                Err(Error::Encryption(_)) => false,
+                Err(e) => panic!("{what}: plaintext open: {e:?}"),
+            };
+            drop(as_plain);
+            let as_enc = plain(&image).encryption_key(KEY).build();
+            let enc_ok = match &as_enc {
+                Ok(_) => true,
+                Err(Error::Encryption(_)) => false,
+                Err(e) => panic!("{what}: encrypted open: {e:?}"),
+            };
+            drop(as_enc);
+            assert!(
+                plain_ok != enc_ok,
+                "{what}: opens plain {plain_ok}, encrypted {enc_ok}"
+            );
+            let is_new = enc_ok == enable;
+            if done.is_ok() {
+                assert!(is_new, "{what}: a rewrite that returned Ok was lost");
+            }
+            seen.insert((enable, is_new));
+            let db = if enc_ok {
+                plain(&image).encryption_key(KEY).build().unwrap()
+            } else {
+                plain(&image).build().unwrap()
+            };
+            assert_eq!(db.len().unwrap(), records as usize, "{what}");
+            for i in 0..records {
+                assert_eq!(
+                    db.get(format!("key-{i}")).unwrap(),
+                    Some(admin_value(i)),
+                    "{what}"
+                );
+            }
+        }
+        // Past the last file change both calls complete.
+        if completed == 2 {
+            break;
+        }
+        cut += 1;
+        assert!(cut < 400, "the rewrites never completed");
+    }
+    eprintln!("rewrites cut at 0..{cut} file changes; outcomes seen: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "old and new not both seen for enable and disable: {seen:?}"
+    );
+}

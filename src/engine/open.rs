@@ -49,7 +49,7 @@ impl Engine {
                 let lock = prepare_dir(&config.files(), dir)?;
                 // Under the lock no rewrite runs: one a crash interrupted
                 // left its staging directory (maybe a plaintext copy).
-                remove_stale_rewrite(dir)?;
+                remove_stale_rewrite(&config.files(), dir)?;
                 (Some(lock), dir.clone())
             }
             None => (None, PathBuf::new()),
@@ -218,22 +218,20 @@ pub(crate) fn staging_dir(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Removes a directory tree (missing is fine) and makes that durable.
-pub(crate) fn remove_tree(p: &Path) -> Result<()> {
-    match fs::remove_dir_all(p) {
-        Ok(()) => {
-            if let Some(parent) = p.parent() {
-                crate::io::Files::default().sync_dir(parent)?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
+pub(crate) fn remove_tree(files: &crate::io::Files, p: &Path) -> Result<()> {
+    if !p.exists() {
+        return Ok(());
     }
+    files.remove_tree(p)?;
+    if let Some(parent) = p.parent() {
+        files.sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 /// Removes the staging directory a crashed rewrite of `dir` left behind
 /// (called by open, under the database's lock: no rewrite is running).
-fn remove_stale_rewrite(dir: &Path) -> Result<()> {
+fn remove_stale_rewrite(files: &crate::io::Files, dir: &Path) -> Result<()> {
     let Some(s) = staging_dir(dir) else {
         return Ok(());
     };
@@ -244,7 +242,7 @@ fn remove_stale_rewrite(dir: &Path) -> Result<()> {
         .any(|f| s.join(f).exists())
         || fs::read_dir(&s).is_ok_and(|mut d| d.next().is_none());
     if s.is_dir() && ours {
-        remove_tree(&s)
+        remove_tree(files, &s)
     } else {
         Ok(())
     }

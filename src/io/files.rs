@@ -253,6 +253,43 @@ impl Files {
         self.replace(tmp, path)
     }
 
+    /// Swaps two directories of one parent atomically
+    /// (`renameat2(RENAME_EXCHANGE)`); durable after `sync_dir` of the
+    /// parent. Fails with the OS error where the file system lacks it.
+    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+    pub(crate) fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        let op = || exchange_dirs(a, b);
+        #[cfg(feature = "fault-injection")]
+        if let Some(plan) = &self.plan {
+            return plan.fs_exchanging(a, b, op);
+        }
+        op()
+    }
+
+    /// Removes the directory tree at `p` (missing is fine), its files
+    /// through [`remove`](Files::remove). Durable after `sync_dir` of the
+    /// parent.
+    pub(crate) fn remove_tree(&self, p: &Path) -> io::Result<()> {
+        let entries = match fs::read_dir(p) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                self.remove_tree(&e.path())?;
+            } else {
+                self.remove(&e.path())?;
+            }
+        }
+        with_plan!(self, |plan| plan.fs_check()?);
+        match fs::remove_dir(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes the file at `path` (a symlink itself, never its target).
     /// Missing is not an error. Durable after `sync_dir` of the directory.
     pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
@@ -290,5 +327,28 @@ impl Files {
     pub(crate) fn opening(&self, dir: &Path) {
         with_plan!(self, |plan| plan.fs_opening(dir));
         let _ = dir;
+    }
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`.
+#[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
+fn exchange_dirs(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

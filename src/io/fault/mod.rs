@@ -19,7 +19,9 @@
 //! manifest and hint files follow the same rules as the log: their bytes and
 //! their size are durable after an `fdatasync` of the file. A file replaced
 //! or removed while an older durable entry still names it is kept (its bytes
-//! at that moment) for the image.
+//! at that moment) for the image. Two directories swapped by
+//! `renameat2(RENAME_EXCHANGE)` (`Files::exchange`, the encryption rewrites)
+//! keep their old names until their parent is fsynced after the swap.
 
 use std::fs::File;
 use std::io;

@@ -40,6 +40,11 @@ pub(super) struct Namespace {
     /// Bytes of files that lost their last name, for durable entries that
     /// may still name them.
     retired: HashMap<u64, Vec<u8>>,
+    /// Directories swapped by `renameat2(RENAME_EXCHANGE)`, in order:
+    /// (one path, the other, whether a sync of their parent made it
+    /// durable). `dirs` follows each directory to its new name at once; until
+    /// the swap is durable, a restart finds each name on the other one.
+    swaps: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 impl Namespace {
@@ -124,7 +129,8 @@ pub enum ImagePolicy {
 }
 
 /// A directory's entries when its fsync began.
-pub(crate) struct DirSnapshot(Option<(PathBuf, BTreeMap<OsString, Node>)>);
+/// Also how many swaps there were then (a sync makes those durable).
+pub(crate) struct DirSnapshot(Option<(PathBuf, BTreeMap<OsString, Node>, usize)>);
 
 /// Where an image file's bytes come from.
 enum Source {
@@ -153,6 +159,25 @@ impl FaultPlan {
             return Err(io::Error::other("durable_image needs track_durable()"));
         }
         let live = fs::canonicalize(live)?;
+        // A swap of `live` not yet durable: a restart finds at its name the
+        // directory now at the other name (its durable entries and its
+        // files followed it there).
+        let here = match st
+            .ns
+            .swaps
+            .iter()
+            .rev()
+            .find(|s| s.0 == live || s.1 == live)
+        {
+            Some((a, b, false)) => {
+                if *a == live {
+                    b.clone()
+                } else {
+                    a.clone()
+                }
+            }
+            _ => live.clone(),
+        };
         let mut report = ImageReport::default();
         // The chain from the highest directory the model follows down to
         // `live`: each entry durable in its parent, each directory on the way
@@ -164,7 +189,7 @@ impl FaultPlan {
             .map(Path::to_path_buf);
         let durable: BTreeMap<OsString, Node> = match top {
             // Not followed at all: taken as durable as it is.
-            None => st.ns.listing(&live)?,
+            None => st.ns.listing(&here)?,
             Some(top) => {
                 let below: Vec<&Path> = live
                     .ancestors()
@@ -186,10 +211,10 @@ impl FaultPlan {
                 }
                 // A directory never synced since its creation has no durable
                 // entries.
-                st.ns.dirs.get(&live).cloned().unwrap_or_default()
+                st.ns.dirs.get(&here).cloned().unwrap_or_default()
             }
         };
-        let now = st.ns.listing(&live)?;
+        let now = st.ns.listing(&here)?;
         report.entries_not_durable = now
             .iter()
             .filter(|(n, node)| durable.get(*n) != Some(node))
@@ -208,13 +233,13 @@ impl FaultPlan {
             let Node::File(id) = node else { continue };
             let to = out.join(name);
             let src = match (live_of.get(id), st.ns.retired.contains_key(id)) {
-                (Some(n), _) => Source::Live(live.join(n)),
+                (Some(n), _) => Source::Live(here.join(n)),
                 (None, true) => Source::Retired(*id),
                 (None, false) => {
                     return Err(io::Error::other(format!(
                         "{}: durable, but its file was replaced or removed without the \
                          model seeing it (a change that bypassed Files)",
-                        live.join(name).display()
+                        here.join(name).display()
                     )))
                 }
             };
@@ -354,7 +379,8 @@ impl FaultPlan {
         }
         let dir = fs::canonicalize(dir)?;
         let list = st.ns.listing(&dir)?;
-        Ok(DirSnapshot(Some((dir, list))))
+        let swaps = st.ns.swaps.len();
+        Ok(DirSnapshot(Some((dir, list, swaps))))
     }
 
     /// The directory fsync that began with `snap` completed.
@@ -363,8 +389,38 @@ impl FaultPlan {
         if st.powered_off {
             return Err(eio());
         }
-        if let Some((dir, list)) = snap.0 {
+        if let Some((dir, list, swaps)) = snap.0 {
+            for s in st.ns.swaps.iter_mut().take(swaps) {
+                if s.0.parent() == Some(dir.as_path()) {
+                    s.2 = true;
+                }
+            }
             st.ns.dirs.insert(dir, list);
+        }
+        Ok(())
+    }
+
+    /// Directories `a` and `b` (in one parent) are swapped by `op`.
+    pub(crate) fn fs_exchanging(
+        &self,
+        a: &Path,
+        b: &Path,
+        op: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut st = self.lock();
+        file_change(&mut st)?;
+        let (a, b) = (fs::canonicalize(a)?, fs::canonicalize(b)?);
+        op()?;
+        if st.tracking {
+            let da = st.ns.dirs.remove(&a);
+            let db = st.ns.dirs.remove(&b);
+            if let Some(d) = da {
+                st.ns.dirs.insert(b.clone(), d);
+            }
+            if let Some(d) = db {
+                st.ns.dirs.insert(a.clone(), d);
+            }
+            st.ns.swaps.push((a, b, false));
         }
         Ok(())
     }

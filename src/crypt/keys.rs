@@ -139,18 +139,6 @@ impl Crypto {
         (crate::index::slot_hash(r.h1), r.h2)
     }
 
-    /// The index hash of a key of namespace `ns`.
-    #[inline]
-    pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
-        self.mac(ns, key).0
-    }
-
-    /// The key check an encrypted frame of this key carries.
-    #[inline]
-    pub(crate) fn check(&self, ns: u32, key: &[u8]) -> u64 {
-        self.mac(ns, key).1
-    }
-
     /// The data key of session `key_id` of a segment.
     fn data_key(&self, shard: u32, segment: u32, key_id: u64) -> LessSafeKey {
         let mut k = [0u8; 32];

@@ -54,13 +54,7 @@ pub(crate) struct Place<'a> {
 /// agree) and length. Kind and namespace are the caller's to check.
 #[inline]
 pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) -> bool {
-    match (f.sealed, crypto) {
-        (None, None) => f.key == key,
-        (Some(s), Some(c)) => f.key.len() == key.len() && c.check(f.namespace, key) == s.check,
-        // A plaintext record in an encrypted database, or the reverse, is
-        // no record of this key (recovery refuses both).
-        _ => false,
-    }
+    key_matches_mac(f, key, crypto.map(|c| c.mac(f.namespace, key)))
 }
 
 /// [`key_matches`] with the key's MAC already computed (`None` in a
@@ -70,6 +64,8 @@ pub(crate) fn key_matches_mac(f: &Frame<'_>, key: &[u8], mac: Option<(u64, u64)>
     match (f.sealed, mac) {
         (None, None) => f.key == key,
         (Some(s), Some((_, check))) => f.key.len() == key.len() && check == s.check,
+        // A plaintext record in an encrypted database, or the reverse, is
+        // no record of this key (recovery refuses both).
         _ => false,
     }
 }

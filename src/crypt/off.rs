@@ -9,14 +9,6 @@ use crate::log::frame::{Frame, FrameSpec};
 pub(crate) enum Crypto {}
 
 impl Crypto {
-    pub(crate) fn hash(&self, _ns: u32, _key: &[u8]) -> u64 {
-        match *self {}
-    }
-
-    pub(crate) fn check(&self, _ns: u32, _key: &[u8]) -> u64 {
-        match *self {}
-    }
-
     pub(crate) fn mac(&self, _ns: u32, _key: &[u8]) -> (u64, u64) {
         match *self {}
     }

@@ -277,10 +277,7 @@ impl Ctx {
 
     #[inline]
     pub(crate) fn hash(&self, ns: u32, key: &[u8]) -> u64 {
-        match &self.crypto {
-            Some(c) => c.hash(ns, key),
-            None => crate::index::key_hash(self.hash_seed, ns, key),
-        }
+        self.keyed(ns, key).0
     }
 
     /// The index hash of a key and, in an encrypted database, its whole

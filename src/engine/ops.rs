@@ -367,7 +367,7 @@ impl State {
             // large (the seals run in parallel: measured, this pays for
             // the threads only when there is sealing to do).
             let count = items.len() as u32;
-            let part = |s: usize, g: &mut Inner| -> Result<Vec<u64>> {
+            let part = |s: usize, g: &mut Inner| -> Result<(usize, Vec<u64>)> {
                 let mut out = Vec::new();
                 for &i in order.iter().filter(|&&i| routed[i].1 == s) {
                     let spec = FrameSpec {
@@ -381,14 +381,14 @@ impl State {
                     };
                     out.push(self.shards[s].append_keyed(g, &spec, true, routed[i].2)?);
                 }
-                Ok(out)
+                Ok((s, out))
             };
             let busy: Vec<(usize, &mut Inner)> = guards
                 .iter_mut()
                 .enumerate()
                 .filter_map(|(s, g)| g.as_mut().map(|g| (s, &mut **g)))
                 .collect();
-            let parts: Vec<Result<Vec<u64>>> =
+            let parts: Vec<Result<(usize, Vec<u64>)>> =
                 if self.ctx.crypto.is_some() && busy.len() > 1 && items.len() >= PARALLEL_APPEND {
                     std::thread::scope(|sc| {
                         let part = &part;
@@ -411,15 +411,9 @@ impl State {
             // Per shard, its locations in `order`.
             let mut per: Vec<std::vec::IntoIter<u64>> =
                 vec![Vec::new().into_iter(); self.shards.len()];
-            let mut shards_in_order = guards
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.is_some())
-                .map(|(s, _)| s);
             for r in parts {
-                let s = shards_in_order.next().unwrap_or(0);
                 match r {
-                    Ok(v) => per[s] = v.into_iter(),
+                    Ok((s, v)) => per[s] = v.into_iter(),
                     Err(e) => {
                         self.ctx.abort_batch(seq);
                         return Err(e);

@@ -217,7 +217,7 @@ pub(crate) struct Frame<'a> {
     pub value: &'a [u8],
     /// Set on an encrypted frame (`crate::crypt` opens it).
     pub sealed: Option<Seal>,
-    /// The whole frame's bytes.
+    /// The whole frame's bytes (empty for a decrypted copy, see `with_plain`).
     pub raw: &'a [u8],
 }
 
@@ -235,7 +235,8 @@ impl<'a> Frame<'a> {
             key,
             value,
             sealed: None,
-            raw: key,
+            // Not the frame's bytes: the plaintext lives elsewhere.
+            raw: &[],
         }
     }
 

@@ -346,6 +346,7 @@ fn build_index(
         }
     }
     let mut plain = Vec::new();
+    let crypto = m.names.0.as_deref();
     for (i, end) in scan.ends.iter().enumerate() {
         let si = scan.start.0 + i;
         segs[si]
@@ -361,7 +362,6 @@ fn build_index(
             let Ok(f) = frame::decode_unchecked(&bytes[off as usize..]) else {
                 break;
             };
-            let crypto = m.names.0.as_deref();
             if f.sealed.is_some() || (crypto.is_some() && crate::crypt::sealed_kind(f.kind)) {
                 // Authenticated as it is replayed: a changed byte anywhere
                 // in an encrypted frame (its index hash included) is

@@ -34,6 +34,7 @@ pub struct EmdbBuilder {
     compaction_threshold: Option<f64>,
     background_compaction: Option<bool>,
     range_scans: bool,
+    read_only: bool,
     default_ttl: Option<std::time::Duration>,
     in_memory: bool,
     #[cfg(feature = "fault-injection")]
@@ -179,6 +180,30 @@ impl EmdbBuilder {
         self
     }
 
+    /// Opens an existing database for reading only; beyond the emdb API.
+    ///
+    /// Nothing in the database's directory is created, written, renamed or
+    /// removed, not even the lock file's holder line: every file is opened
+    /// for reading, and the files are byte for byte the same after the
+    /// handle is dropped. Recovery runs in memory only (a torn tail is
+    /// ignored, not cut). Every call that would change the database
+    /// (writes, `compact`, `checkpoint`, creating or dropping a namespace)
+    /// returns `Error::ReadOnly`; reads, iterators, `stats` and `backup_to`
+    /// (into another directory) work, and `flush` and `close` have nothing
+    /// to do.
+    ///
+    /// It takes a shared lock: any number of read-only handles may be open
+    /// at once, in any processes, and while one is open a writer's open
+    /// gets `Error::LockBusy`, as a read-only open does while a writer
+    /// holds the database. A directory without a lock file (a backup never
+    /// opened for writing) is read without a lock. A directory that holds
+    /// no database is an `Error::Io` of kind `NotFound`; combined with
+    /// `in_memory()` it is `Error::InvalidConfig`.
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
+        self
+    }
+
     /// Injects the faults of `plan` into every write and sync of this
     /// database (feature `fault-injection`; for tests).
     #[cfg(feature = "fault-injection")]
@@ -265,6 +290,11 @@ impl EmdbBuilder {
                 .map(|n| n.get())
                 .unwrap_or(1),
         };
+        if self.read_only && self.in_memory {
+            return Err(Error::InvalidConfig(
+                "read_only() opens a database on disk; in_memory() has none",
+            ));
+        }
         let backend = if self.in_memory {
             IoBackend::Memory
         } else {
@@ -294,8 +324,9 @@ impl EmdbBuilder {
             compaction_threshold: self
                 .compaction_threshold
                 .unwrap_or(DEFAULT_COMPACTION_THRESHOLD),
-            background_compaction: self.background_compaction.unwrap_or(true),
+            background_compaction: self.background_compaction.unwrap_or(true) && !self.read_only,
             range_scans: self.range_scans,
+            read_only: self.read_only,
             #[cfg(feature = "fault-injection")]
             fault_plan: self.fault_plan,
             default_ttl: self.default_ttl,

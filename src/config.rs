@@ -90,6 +90,8 @@ pub(crate) struct Config {
     pub range_scans: bool,
     /// The expiry of a write that names none (`Ttl::Default`).
     pub default_ttl: Option<std::time::Duration>,
+    /// Opened read-only: nothing is created, written or removed.
+    pub read_only: bool,
     #[cfg(feature = "fault-injection")]
     pub fault_plan: Option<crate::io::fault::FaultPlan>,
     /// The key or passphrase, and the cipher of a new database.
@@ -102,9 +104,10 @@ impl Config {
     /// plan, if any).
     pub(crate) fn files(&self) -> crate::io::Files {
         #[cfg(feature = "fault-injection")]
-        return crate::io::Files::watched(self.fault_plan.clone());
+        let files = crate::io::Files::watched(self.fault_plan.clone());
         #[cfg(not(feature = "fault-injection"))]
-        crate::io::Files::default()
+        let files = crate::io::Files::default();
+        files.read_only(self.read_only)
     }
 
     /// The I/O backend of one core, created on

@@ -165,7 +165,8 @@ impl Emdb {
     }
 
     /// Removes a stale lock of the database at `path`. Refuses with
-    /// `Error::LockBusy` while its holder process is alive.
+    /// `Error::LockBusy` while its holder process is alive, or while
+    /// read-only handles (`EmdbBuilder::read_only`) hold it.
     pub fn break_lock(path: impl AsRef<Path>) -> Result<()> {
         lock::break_lock(path.as_ref())
     }

@@ -66,6 +66,9 @@ pub enum Error {
     /// The key or passphrase is not the one the database was encrypted
     /// with. Nothing was read or changed.
     EncryptionKeyMismatch,
+    /// The database is opened read-only (`EmdbBuilder::read_only`) and the
+    /// call would change it.
+    ReadOnly,
     /// A write or fsync of this shard failed earlier. The shard refuses
     /// writes from then on, because a failed fsync cannot be retried safely;
     /// reopen the database to recover what reached the disk.
@@ -124,6 +127,11 @@ impl fmt::Display for Error {
                 f,
                 "the encryption key or passphrase does not match the one this database was \
                  encrypted with; nothing was read or changed, so retry with the right one"
+            ),
+            Error::ReadOnly => write!(
+                f,
+                "the database is opened read-only and this call would change it; open it \
+                 without read_only() to write"
             ),
             Error::Poisoned { shard, cause } => write!(
                 f,

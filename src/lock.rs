@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,6 +86,34 @@ impl LockFile {
     }
 }
 
+impl LockFile {
+    /// Takes the lock of `dir` shared, for a read-only open: without
+    /// creating or writing the lock file. `None` when there is no lock file
+    /// (a database never opened for writing, such as a backup); `LockBusy`
+    /// while a writer holds it.
+    pub(crate) fn acquire_shared(dir: &Path) -> Result<Option<LockFile>> {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(FILE))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        while !try_flock(&file, libc::LOCK_SH)? {
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::LockBusy {
+                    path: dir.to_path_buf(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(Some(LockFile { _file: file }))
+    }
+}
+
 fn parse(text: &str) -> LockHolder {
     let mut h = LockHolder {
         pid: 0,
@@ -131,7 +160,7 @@ pub(crate) fn holder(dir: &Path) -> Result<Option<LockHolder>> {
 }
 
 /// Removes a stale lock. Refuses with `LockBusy` while the recorded holder
-/// is alive and still holds the lock.
+/// is alive and still holds the lock, or while read-only handles hold it.
 pub(crate) fn break_lock(dir: &Path) -> Result<()> {
     let path = dir.join(FILE);
     let mut file = match File::open(&path) {
@@ -140,6 +169,12 @@ pub(crate) fn break_lock(dir: &Path) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     if !try_flock(&file, libc::LOCK_EX)? {
+        if try_flock(&file, libc::LOCK_SH)? {
+            // Only shared holders: read-only handles, which are alive.
+            return Err(Error::LockBusy {
+                path: dir.to_path_buf(),
+            });
+        }
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         if pid_alive(parse(&text).pid) {

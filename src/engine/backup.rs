@@ -55,7 +55,9 @@ impl State {
         // memory) hold it.
         block_on(self.await_durable(&targets))?;
         // 3. The copy, outside every lock.
-        let files = self.ctx.config.files();
+        // The copy is written even from a read-only open: it goes to
+        // another directory (`check_destination`), never into this one.
+        let files = self.ctx.config.files().read_only(false);
         files.opening(&dest);
         files.create_dir_all(&dest)?;
         let made = self.write_copy(&files, &dest, &cut, batch_floor, aborted);

@@ -12,6 +12,7 @@ impl State {
     /// Writes hint files for every segment up to the current tail of each
     /// shard and records them in the manifest.
     pub(crate) async fn checkpoint(&self) -> Result<()> {
+        self.ctx.writable()?;
         let Some(dir) = self.ctx.config.dir.clone() else {
             return Ok(());
         };

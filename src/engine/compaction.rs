@@ -58,6 +58,7 @@ impl State {
     /// `threshold`. With `seal_active`, each shard's active segment is
     /// sealed first if it passes the threshold too.
     pub(crate) fn compact_with(&self, threshold: f64, seal_active: bool) -> Result<Compacted> {
+        self.ctx.writable()?;
         // An explicit run does not wait for a background one to finish at
         // its slower pace: the background run yields after its current
         // record, and this one takes over.

@@ -37,6 +37,7 @@ impl State {
     /// Removes the expiry of `key`: the record is written again without
     /// one. False if the key is absent or has no expiry.
     pub(crate) async fn persist(&self, ns: u32, key: &[u8]) -> Result<bool> {
+        self.ctx.writable()?;
         self.check_key(key)?;
         let h = self.ctx.hash(ns, key);
         let si = self.ctx.shard_of(h);
@@ -82,6 +83,7 @@ impl State {
     }
 
     async fn sweep_into(&self, ns: Option<u32>, swept: &mut usize) -> Result<()> {
+        self.ctx.writable()?;
         for (si, shard) in self.shards.iter().enumerate() {
             loop {
                 if shard

@@ -13,6 +13,7 @@ impl State {
     /// Removes every key of `keys` that has a live record in namespace
     /// `ns`, atomically across a crash; returns how many it removed.
     pub(crate) async fn remove_batch(&self, ns: u32, keys: &[Vec<u8>]) -> Result<usize> {
+        self.ctx.writable()?;
         if keys.is_empty() {
             return Ok(0);
         }

@@ -152,6 +152,16 @@ impl Ctx {
         }
     }
 
+    /// `Err(Error::ReadOnly)` in a read-only open: every call that would
+    /// change the database asks this first.
+    #[inline]
+    pub(crate) fn writable(&self) -> Result<()> {
+        if self.config.read_only {
+            return Err(crate::error::Error::ReadOnly);
+        }
+        Ok(())
+    }
+
     /// Whether namespace `ns` exists (the default always does).
     #[inline]
     pub(crate) fn namespace_live(&self, ns: u32) -> bool {
@@ -207,6 +217,7 @@ impl Ctx {
         if let Some(id) = self.find_namespace(name) {
             return Ok(id);
         }
+        self.writable()?;
         let _one = self.namespace_change.lock();
         if let Some(id) = self.find_namespace(name) {
             return Ok(id);
@@ -489,7 +500,7 @@ impl Engine {
             c.stop();
         }
         let mut result = block_on(self.flush());
-        if result.is_ok() && self.ctx.config.dir.is_some() {
+        if result.is_ok() && self.ctx.config.dir.is_some() && !self.ctx.config.read_only {
             result = block_on(self.checkpoint());
         }
         // Drop finishes the close without a second checkpoint.
@@ -506,7 +517,7 @@ pub(crate) fn close_handle(engine: Arc<Engine>) -> Result<()> {
         Ok(engine) => engine.close(),
         Err(shared) => {
             block_on(shared.flush())?;
-            if shared.ctx.config.dir.is_some() {
+            if shared.ctx.config.dir.is_some() && !shared.ctx.config.read_only {
                 block_on(shared.checkpoint())?;
             }
             Ok(())
@@ -524,7 +535,10 @@ impl Drop for Engine {
         if let Some(mut c) = self.compactor.lock().take() {
             c.stop();
         }
-        if self.ctx.config.dir.is_some() && !self.shards.iter().any(|s| s.is_poisoned()) {
+        if self.ctx.config.dir.is_some()
+            && !self.ctx.config.read_only
+            && !self.shards.iter().any(|s| s.is_poisoned())
+        {
             // Best effort: a failed checkpoint only makes the next open slower.
             let _ = block_on(self.checkpoint());
         }

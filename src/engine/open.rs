@@ -45,12 +45,13 @@ impl Engine {
             super::handoff::wait_for_close(dir);
         }
         let (lock, path) = match &config.dir {
+            Some(dir) if config.read_only => (LockFile::acquire_shared(dir)?, dir.clone()),
             Some(dir) => {
-                let lock = prepare_dir(&config.files(), dir)?;
+                let lock = Some(prepare_dir(&config.files(), dir)?);
                 // Under the lock no rewrite runs: one a crash interrupted
                 // left its staging directory (maybe a plaintext copy).
                 remove_stale_rewrite(&config.files(), dir)?;
-                (Some(lock), dir.clone())
+                (lock, dir.clone())
             }
             None => (None, PathBuf::new()),
         };
@@ -113,7 +114,13 @@ impl Engine {
         }
         let shared_ok = config.dir.as_deref().is_some_and(overwrites_in_place);
         ctx.commit.attach(&shards, shared_ok);
-        let threads = start_cores(&shards, &config, backend)?;
+        // A read-only open writes nothing, so it needs no cores: reads are
+        // plain functions and a flush has nothing to wait for.
+        let threads = if config.read_only {
+            Vec::new()
+        } else {
+            start_cores(&shards, &config, backend)?
+        };
         let state = Arc::new(super::State { ctx, shards });
         let engine = Engine {
             state: state.clone(),
@@ -168,9 +175,10 @@ fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>
                      with Emdb::enable_encryption",
                 ));
             }
-            if has_segments(dir)? {
-                // Not a new database: `open_dir` reports what is wrong, and
-                // no keyring is left to make it look encrypted.
+            if config.read_only || has_segments(dir)? {
+                // Not a new database (or one a read-only open must not
+                // create): `open_dir` reports what is wrong, and no keyring
+                // is left to make it look encrypted.
                 return Ok(None);
             }
             let mut dk = [0u8; 32];
@@ -306,6 +314,13 @@ fn open_dir(
             ));
             Ok((ctx, parts.shards))
         }
+        None if config.read_only => Err(Error::Io(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} holds no emdb database (no MANIFEST); a read-only open creates none",
+                dir.display()
+            ),
+        ))),
         None => {
             if has_segments(dir)? {
                 return Err(Error::corrupted(

@@ -212,6 +212,7 @@ impl State {
         value: &[u8],
         expires_at: Option<u64>,
     ) -> Result<()> {
+        self.ctx.writable()?;
         self.check_kv(key, value)?;
         let (h, mac) = self.ctx.keyed(ns, key);
         let si = self.ctx.shard_of(h);
@@ -267,6 +268,7 @@ impl State {
     }
 
     pub(crate) async fn remove(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.ctx.writable()?;
         self.check_key(key)?;
         let h = self.ctx.hash(ns, key);
         let si = self.ctx.shard_of(h);
@@ -310,6 +312,7 @@ impl State {
         ns: u32,
         items: &[(K, V)],
     ) -> Result<()> {
+        self.ctx.writable()?;
         if items.is_empty() {
             return Ok(());
         }
@@ -444,6 +447,7 @@ impl State {
     /// Removes every record of namespace `ns`: one clear frame per shard,
     /// written as one batch.
     pub(crate) async fn clear(&self, ns: u32) -> Result<()> {
+        self.ctx.writable()?;
         let clear_len = self.ctx.frame_len(0, 0, false);
         let targets = {
             let mut guards = self
@@ -577,6 +581,7 @@ impl State {
     /// compaction once their namespace is not listed); then each shard
     /// lets go of its index. False if no namespace has that name.
     pub(crate) fn drop_namespace(&self, name: &str) -> Result<bool> {
+        self.ctx.writable()?;
         let Some(id) = self.ctx.unregister_namespace(name)? else {
             return Ok(false);
         };

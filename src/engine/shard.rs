@@ -349,6 +349,7 @@ impl Shard {
         user: bool,
         fill: impl FnOnce(&Segment, u32, &mut [u8]),
     ) -> Result<u64> {
+        self.ctx.writable()?;
         if g.reserved as usize + len > g.active.cap as usize {
             self.rotate(g)?;
         }

@@ -128,6 +128,7 @@ impl<'a> Transaction<'a> {
 
     /// Validates the reads and applies the writes atomically.
     pub(crate) async fn commit(self) -> Result<()> {
+        self.state.ctx.writable()?;
         let state = self.state;
         let ns = self.ns;
         let cfg = &state.ctx.config;

@@ -34,6 +34,9 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 pub(crate) struct Files {
     #[cfg(feature = "fault-injection")]
     plan: Option<super::fault::FaultPlan>,
+    /// The database is opened read-only: every change is refused, and
+    /// existing files are opened for reading only.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Files {
@@ -56,7 +59,31 @@ impl Files {
     /// Plain system calls, watched by `plan` when there is one.
     #[cfg(feature = "fault-injection")]
     pub(crate) fn watched(plan: Option<super::fault::FaultPlan>) -> Files {
-        Files { plan }
+        Files {
+            plan,
+            read_only: false,
+        }
+    }
+
+    /// These operations, refusing every change (a read-only open).
+    pub(crate) fn read_only(self, on: bool) -> Files {
+        Files {
+            read_only: on,
+            ..self
+        }
+    }
+
+    /// `Err` when the database is opened read-only: the last guard that
+    /// keeps such an open from changing a byte.
+    #[inline]
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::ReadOnlyFilesystem,
+                "the database is opened read-only",
+            ));
+        }
+        Ok(())
     }
 
     /// Gives the fault plan (feature `fault-injection`) a chance to fail a
@@ -84,6 +111,7 @@ impl Files {
     /// makes each new entry durable by syncing its parent. An existing
     /// directory is left as it is.
     pub(crate) fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.writable()?;
         // The ancestors that do not exist yet, outermost first.
         let mut missing = Vec::new();
         let mut at = Some(dir);
@@ -119,6 +147,7 @@ impl Files {
     /// Creates a new, empty file for reading and writing, exclusively, with
     /// mode 0600. Never follows or reuses an existing entry.
     pub(crate) fn create_new(&self, path: &Path) -> io::Result<File> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_check()?);
         let made = OpenOptions::new()
             .read(true)
@@ -145,12 +174,12 @@ impl Files {
         }
     }
 
-    /// Opens an existing file of the database for reading and writing,
-    /// without following a symlink.
+    /// Opens an existing file of the database for reading and writing
+    /// (reading only in a read-only open), without following a symlink.
     pub(crate) fn open_rw(&self, path: &Path) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!self.read_only)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)
     }
@@ -175,12 +204,14 @@ impl Files {
 
     /// Writes all of `buf` at `offset`.
     pub(crate) fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_write(file, offset, buf)?);
         file.write_all_at(buf, offset)
     }
 
     /// Sets the length of `file` (the lock file's text is rewritten so).
     pub(crate) fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_set_len(file, len)?);
         file.set_len(len)
     }
@@ -188,6 +219,7 @@ impl Files {
     /// `fdatasync`: the file's data and size are durable afterwards (its
     /// directory entry is not; see [`Files::sync_dir`]). Never retried.
     pub(crate) fn sync_data(&self, file: &File) -> io::Result<()> {
+        self.writable()?;
         #[cfg(feature = "fault-injection")]
         let stamp = match &self.plan {
             Some(plan) => Some(plan.fs_sync_begin()?),
@@ -205,6 +237,7 @@ impl Files {
     /// Allocates `len` bytes for `file` (zeros), or extends it sparsely where
     /// the file system has no `fallocate`.
     pub(crate) fn preallocate(&self, file: &File, len: u64) -> io::Result<()> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_check()?);
         use std::os::fd::AsRawFd;
         // SAFETY: fallocate on a descriptor we own has no memory effects.
@@ -223,6 +256,7 @@ impl Files {
     /// directory). If `to` exists, `from` first takes its permission bits,
     /// so a file the owner opened up to others stays so when replaced.
     pub(crate) fn replace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_check()?);
         match fs::symlink_metadata(to) {
             Ok(m) if m.is_file() => {
@@ -245,6 +279,7 @@ impl Files {
     /// first, never opened: a symlink's target stays untouched) and renames
     /// it over `path`. Atomic; durable once the caller syncs the directory.
     pub(crate) fn write_replace(&self, tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.writable()?;
         self.remove(tmp)?;
         let f = self.create_new(tmp)?;
         self.write_at(&f, bytes, 0)?;
@@ -258,6 +293,7 @@ impl Files {
     /// parent. Fails with the OS error where the file system lacks it.
     #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
     pub(crate) fn exchange(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.writable()?;
         let op = || exchange_dirs(a, b);
         #[cfg(feature = "fault-injection")]
         if let Some(plan) = &self.plan {
@@ -270,6 +306,7 @@ impl Files {
     /// through [`remove`](Files::remove). Durable after `sync_dir` of the
     /// parent.
     pub(crate) fn remove_tree(&self, p: &Path) -> io::Result<()> {
+        self.writable()?;
         let entries = match fs::read_dir(p) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -293,6 +330,7 @@ impl Files {
     /// Removes the file at `path` (a symlink itself, never its target).
     /// Missing is not an error. Durable after `sync_dir` of the directory.
     pub(crate) fn remove(&self, path: &Path) -> io::Result<()> {
+        self.writable()?;
         with_plan!(self, |plan| plan.fs_check()?);
         let remove = || match fs::remove_file(path) {
             Ok(()) => Ok(()),
@@ -309,6 +347,7 @@ impl Files {
     /// Makes the entries of `dir` (files created, renamed or removed in it)
     /// durable.
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.writable()?;
         #[cfg(feature = "fault-injection")]
         let before = match &self.plan {
             Some(plan) => Some(plan.fs_sync_dir_begin(dir)?),

@@ -119,9 +119,14 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         ));
     }
     let files = config.files();
+    // A read-only open repairs nothing on disk: what recovery would cut or
+    // remove is left as it is and ignored in memory.
+    let read_only = config.read_only;
     // Unlisted segment files first: a new first segment below is created
     // exclusively and may have an orphan at its path.
-    remove_orphans(&files, dir, m)?;
+    if !read_only {
+        remove_orphans(&files, dir, m)?;
+    }
     let mut all_segs = Vec::with_capacity(shard_count);
     let mut manifest_changed = false;
     for s in 0..shard_count {
@@ -133,6 +138,12 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 segment: 1,
                 hash_seed: m.hash_seed,
             };
+            if read_only {
+                // An empty shard: a segment in memory stands for it.
+                let seg = Arc::new(Segment::create(None, header, config)?);
+                all_segs.push(vec![seg]);
+                continue;
+            }
             Segment::create(Some(dir), header, config)?;
             m.shards[s].segments.push(1);
             manifest_changed = true;
@@ -205,7 +216,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
                 to_zero.push((segs[si].clone(), off));
                 manifest_changed = true;
                 let mut kept = segs[..si].to_vec();
-                if segs[si].has_shadow() {
+                if segs[si].has_shadow() || read_only {
                     kept.push(segs[si].clone());
                 } else {
                     // Appends continue here now: reopen it with a tail buffer.
@@ -235,7 +246,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             .last()
             .cloned()
             .ok_or_else(|| Error::corrupted(dir, 0, "shard has no segment"))?;
-        if !last.has_shadow() {
+        if !last.has_shadow() && !read_only {
             return Err(Error::corrupted(
                 last.path.clone().unwrap_or_default(),
                 0,
@@ -247,7 +258,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
         // this open must not rest on them. It also lets appends rely on the
         // blocks below the append point being allocated (Segment::zeroed_upto).
         for seg in segs.iter().skip(scan.start.0) {
-            if let crate::io::Storage::File(f) = &seg.storage {
+            if let (crate::io::Storage::File(f), false) = (&seg.storage, read_only) {
                 files.sync_data(f)?;
             }
         }
@@ -259,7 +270,7 @@ pub(crate) fn recover(dir: &Path, config: &Config, m: &mut Manifest) -> Result<R
             expiring,
         });
     }
-    if manifest_changed {
+    if manifest_changed && !read_only {
         m.store(&files, dir)?;
         for (seg, off) in &to_zero {
             zero_tail(&files, seg, *off)?;
@@ -495,7 +506,8 @@ fn open_segments(
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::file_name(s as u32, id));
         let last = i + 1 == ids.len();
-        let seg = match Segment::open(files, &path, id, last.then_some(config.segment_size as u32))
+        let extend = (last && !config.read_only).then_some(config.segment_size as u32);
+        let seg = match Segment::open(files, &path, id, extend)
         {
             Ok(seg) => seg,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

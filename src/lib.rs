@@ -81,6 +81,7 @@ mod recovery;
 mod sorted;
 mod stats;
 mod value;
+mod verify;
 
 #[cfg(feature = "async")]
 pub use async_db::{AsyncEmdb, EmdbKeyStream, EmdbRangeStream, EmdbStream, SnapshotStream};
@@ -154,6 +155,7 @@ pub use nested::{Focus, GroupIter};
 pub use range::EmdbRangeIter;
 pub use stats::EmdbStats;
 pub use value::ValueRef;
+pub use verify::{Finding, VerifyReport};
 
 #[cfg(feature = "fault-injection")]
 pub use engine::ttl::advance_clock;

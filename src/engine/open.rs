@@ -145,7 +145,7 @@ impl Engine {
 /// read); a new database gets a fresh database key and keyring, stored
 /// durably before its manifest.
 #[cfg(feature = "encrypt")]
-fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
+pub(crate) fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
     let Some((input, cipher)) = &config.encryption else {
         if let Some(dir) = &config.dir {
             if dir.join(crate::crypt::KEYRING_NAME).exists() {
@@ -193,7 +193,7 @@ fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>
 
 /// Without the `encrypt` feature: a database with a keyring is refused.
 #[cfg(not(feature = "encrypt"))]
-fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
+pub(crate) fn open_keys(config: &crate::config::Config) -> crate::Result<Option<Arc<Crypto>>> {
     match &config.dir {
         Some(dir) if dir.join(crate::crypt::KEYRING_NAME).exists() => Err(Error::Encryption(
             "the database is encrypted: open it with a build of emdb that has the `encrypt` \

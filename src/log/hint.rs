@@ -28,8 +28,8 @@ use crate::crypt::Crypto;
 use crate::io::Files;
 
 const MAGIC: [u8; 8] = *b"EMDBHNT\0";
-const HEAD: usize = 40;
-const ENTRY: usize = 24;
+pub(crate) const HEAD: usize = 40;
+pub(crate) const ENTRY: usize = 24;
 /// The HMAC of an encrypted database's hint file.
 const TAG_LEN: usize = 32;
 
@@ -97,32 +97,68 @@ pub(crate) fn read(
     gen: u64,
     tag: Option<&Crypto>,
 ) -> Option<Hint> {
-    let b = fs::read(path).ok()?;
+    check(path, shard, segment, gen, tag).ok()
+}
+
+/// Why a hint file cannot be used (for `verify`): where and what, and
+/// whether the file is damaged (a checksum or MAC that fails) rather than
+/// missing or left over by a checkpoint that a crash interrupted.
+#[derive(Debug)]
+pub(crate) struct Unusable {
+    pub offset: u64,
+    pub what: &'static str,
+    pub damaged: bool,
+}
+
+/// [`read`], telling why a hint file cannot be used.
+pub(crate) fn check(
+    path: &Path,
+    shard: u32,
+    segment: u32,
+    gen: u64,
+    tag: Option<&Crypto>,
+) -> Result<Hint, Unusable> {
+    let bad = |offset: usize, what, damaged| Unusable {
+        offset: offset as u64,
+        what,
+        damaged,
+    };
+    let b = fs::read(path).map_err(|_| bad(0, "missing or unreadable", false))?;
     if b.len() < HEAD + 4 || b[..8] != MAGIC {
-        return None;
+        return Err(bad(0, "not a hint file (too short or bad magic)", true));
     }
     let mut body = b.len() - 4;
-    if crc32c::crc32c(&b[..body]) != u32::from_le_bytes(b[body..].try_into().ok()?) {
-        return None;
+    let crc = u32::from_le_bytes(b[body..].try_into().unwrap_or([0; 4]));
+    if crc32c::crc32c(&b[..body]) != crc {
+        return Err(bad(body, "checksum mismatch", true));
     }
     if let Some(c) = tag {
-        body = body.checked_sub(TAG_LEN).filter(|n| *n >= HEAD)?;
+        body = body
+            .checked_sub(TAG_LEN)
+            .filter(|n| *n >= HEAD)
+            .ok_or(bad(0, "too short for its MAC", true))?;
         if !c.hint_tag_ok(&b[..body], &b[body..body + TAG_LEN]) {
-            return None;
+            return Err(bad(body, "MAC does not match", true));
         }
     }
     let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
     let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-    if u32_at(8) != FORMAT_VERSION
-        || u32_at(12) != shard
-        || u32_at(16) != segment
-        || u64_at(24) != gen
-    {
-        return None;
+    if u32_at(8) != FORMAT_VERSION {
+        return Err(bad(8, "another format version", false));
+    }
+    if u32_at(12) != shard || u32_at(16) != segment {
+        return Err(bad(12, "names another shard or segment", true));
+    }
+    if u64_at(24) != gen {
+        return Err(bad(
+            24,
+            "of another checkpoint generation (left by a checkpoint a crash interrupted)",
+            false,
+        ));
     }
     let count = u64_at(32) as usize;
-    if count.checked_mul(ENTRY)? != body - HEAD {
-        return None;
+    if count.checked_mul(ENTRY) != Some(body - HEAD) {
+        return Err(bad(32, "entry count disagrees with the file's length", true));
     }
     let data_end = u32_at(20);
     let entries = b[HEAD..body]
@@ -144,7 +180,7 @@ pub(crate) fn read(
             }
         })
         .collect();
-    Some((entries, data_end))
+    Ok((entries, data_end))
 }
 
 #[cfg(test)]

@@ -252,6 +252,12 @@ impl AsyncEmdb {
         std::future::ready(Ok(self.engine.stats()))
     }
 
+    /// How far the running maintenance call is, as
+    /// [`Emdb::maintenance_progress`] (it never waits).
+    pub fn maintenance_progress(&self) -> Option<crate::MaintenanceProgress> {
+        self.engine.ctx.progress.get()
+    }
+
     /// Closes this handle, off the polling thread, and returns what a drop
     /// would hide, as [`Emdb::close`]: every accepted write durable, a
     /// checkpoint on disk, and for the last handle the engine stopped and

@@ -159,6 +159,16 @@ impl Emdb {
         Ok(self.engine.stats())
     }
 
+    /// How far the maintenance call running on this database is (beyond
+    /// the emdb API): `compact()` or a background compaction run,
+    /// `backup_to()`, or `checkpoint()` (`close()` runs one), called from
+    /// any handle or thread. `None` when none runs. One call is tracked at
+    /// a time (the first to begin); `emdb compact`, `backup` and
+    /// `checkpoint` draw their progress bars from it.
+    pub fn maintenance_progress(&self) -> Option<crate::MaintenanceProgress> {
+        self.engine.ctx.progress.get()
+    }
+
     /// Who holds the lock of the database at `path`, if anyone.
     pub fn lock_holder(path: impl AsRef<Path>) -> Result<Option<LockHolder>> {
         lock::holder(path.as_ref())

@@ -142,6 +142,7 @@ pub fn rewrite_encryption_under_plan(
 #[cfg(feature = "encrypt")]
 pub use crypt::{Cipher, EncryptionInput};
 pub use db::Emdb;
+pub use engine::progress::{MaintenanceProgress, MaintenanceTask};
 pub use engine::txn::Transaction;
 pub use error::{Error, Result};
 pub use io::IoBackend;

@@ -20,6 +20,9 @@ use crate::io::Files;
 use crate::log::manifest::{Manifest, ShardEntry};
 use crate::log::segment::{self, Segment};
 
+/// A segment is copied this many bytes at a time.
+const COPY_PIECE: usize = 8 << 20;
+
 impl State {
     /// Copies the database to the new directory `dest`. See `Emdb::backup_to`.
     pub(crate) fn backup_to(&self, dest: &Path) -> Result<()> {
@@ -80,20 +83,34 @@ impl State {
         batch_floor: u64,
         aborted: Vec<u64>,
     ) -> Result<()> {
+        let upto = |seg: &Segment, segs: &[Arc<Segment>], end: u32| {
+            if Some(seg.id) == segs.last().map(|x| x.id) {
+                end
+            } else {
+                seg.data_end.load(Ordering::Acquire)
+            }
+        };
+        let total: u64 = cut
+            .iter()
+            .flat_map(|(segs, end)| segs.iter().map(move |g| upto(g, segs, *end) as u64))
+            .sum();
+        let tracking = self
+            .ctx
+            .progress
+            .begin(super::progress::MaintenanceTask::Backup, total);
         let mut shards = Vec::with_capacity(cut.len());
         for (s, (segs, end)) in cut.iter().enumerate() {
             let mut ids = Vec::with_capacity(segs.len());
-            let last = segs.last().map(|x| x.id);
             for seg in segs {
-                let upto = if Some(seg.id) == last {
-                    *end
-                } else {
-                    seg.data_end.load(Ordering::Acquire)
-                };
+                let upto = upto(seg, segs, *end);
                 let bytes = seg.file_bytes();
                 let bytes = &bytes[..(upto as usize).min(bytes.len())];
                 let f = files.create_new(&dest.join(segment::file_name(s as u32, seg.id)))?;
-                files.write_at(&f, bytes, 0)?;
+                // In pieces, so the progress moves on a large segment.
+                for (i, piece) in bytes.chunks(COPY_PIECE).enumerate() {
+                    files.write_at(&f, piece, (i * COPY_PIECE) as u64)?;
+                    tracking.add(piece.len() as u64);
+                }
                 files.sync_data(&f)?;
                 ids.push(seg.id);
             }

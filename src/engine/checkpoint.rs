@@ -59,6 +59,11 @@ impl State {
         if *written >= gen {
             return Ok(());
         }
+        let entries: usize = snaps.iter().map(|(_, _, e)| e.len()).sum();
+        let tracking = self
+            .ctx
+            .progress
+            .begin(super::progress::MaintenanceTask::Checkpoint, entries as u64);
         let mut positions = Vec::with_capacity(snaps.len());
         for (s, (pos, _, entries)) in snaps.into_iter().enumerate() {
             let (cut_seg, cut_off) = unpack_pos(pos);
@@ -85,6 +90,7 @@ impl State {
             }
             for (sid, (data_end, mut list)) in by_seg {
                 list.sort_unstable_by_key(|e| e.off);
+                tracking.add(list.len() as u64);
                 hint::write(
                     &files,
                     &dir.join(segment::hint_name(s as u32, sid)),

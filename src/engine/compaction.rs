@@ -90,10 +90,20 @@ impl State {
             return Ok(done);
         }
         self.raise_batch_floor()?;
+        let total: u64 = plan
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .map(|v| v.data_end.load(Ordering::Acquire) as u64)
+            .sum();
+        let tracking = self
+            .ctx
+            .progress
+            .begin(super::progress::MaintenanceTask::Compact, total);
+        let tracking = &tracking;
         let shard_run = |i: usize, victims: Vec<Arc<Segment>>| -> Result<Compacted> {
             let mut d = Compacted::default();
             for v in victims {
-                self.compact_segment(&self.shards[i], &v, seal_active, &mut d)?;
+                self.compact_segment(&self.shards[i], &v, seal_active, &mut d, tracking)?;
             }
             Ok(d)
         };
@@ -183,6 +193,7 @@ impl State {
         v: &Arc<Segment>,
         explicit: bool,
         done: &mut Compacted,
+        tracking: &super::progress::Tracking<'_>,
     ) -> Result<()> {
         let seed = self.ctx.hash_seed;
         let data_end = v.data_end.load(Ordering::Acquire) as usize;
@@ -205,6 +216,7 @@ impl State {
             max_records: if explicit { MOVE_RECORDS } else { 1 },
         };
         let mut off = SEGMENT_HEADER_LEN;
+        let mut reported = 0;
         while off < bytes.len() {
             let yielding = !explicit && self.ctx.compaction_wanted.load(Ordering::Acquire) > 0;
             if yielding || self.ctx.closing.load(Ordering::Acquire) {
@@ -273,9 +285,12 @@ impl State {
             }
             if batch.full() || off >= bytes.len() {
                 moved += batch.apply(shard)?;
+                tracking.add((off - reported) as u64);
+                reported = off;
             }
         }
         moved += batch.apply(shard)?;
+        tracking.add(data_end.saturating_sub(reported) as u64);
         // Everything appended so far made durable, in every shard: the
         // moved records, and every write that made a record of `v` dead. A
         // record dropped with `v` may be the last durable copy of its key's

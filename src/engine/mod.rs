@@ -14,6 +14,7 @@ mod groups;
 pub(crate) mod handoff;
 pub(crate) mod open;
 mod ops;
+pub(crate) mod progress;
 pub(crate) mod range;
 pub(crate) mod shard;
 pub(crate) mod ttl;
@@ -80,6 +81,8 @@ pub(crate) struct Ctx {
     namespace_change: Mutex<()>,
     /// The keys of an encrypted database.
     pub crypto: Option<Arc<Crypto>>,
+    /// The maintenance call running now, and how far it is.
+    pub progress: progress::Tracker,
 }
 
 /// Named namespaces by ascending id, and the next id.
@@ -408,6 +411,7 @@ impl Ctx {
             namespaces: parking_lot::RwLock::new(registry),
             namespace_change: Mutex::new(()),
             crypto,
+            progress: Default::default(),
         }
     }
 }

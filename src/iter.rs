@@ -142,15 +142,17 @@ impl Iterator for EmdbIter {
 }
 
 impl EmdbIter {
-    /// The next record with its expiry (Unix ms), for copies that keep it.
-    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
-    pub(crate) fn next_expiring(&mut self) -> Option<(Vec<u8>, Vec<u8>, Option<u64>)> {
+    /// The next record with its expiry time (Unix ms; `None` for a record
+    /// that never expires), from the same snapshot as `next`; beyond the
+    /// emdb API (`emdb dump --format json` prints it).
+    pub fn next_expiring(&mut self) -> Option<(Vec<u8>, Vec<u8>, Option<u64>)> {
         self.cursor.next_with(|k, v, e| (k.to_vec(), v.to_vec(), e))
     }
 
-    /// Records skipped so far because they were damaged.
-    #[cfg_attr(not(feature = "encrypt"), allow(dead_code))]
-    pub(crate) fn damaged(&self) -> usize {
+    /// Records skipped so far because they were damaged (their checksum
+    /// or authentication failed; `get` reports each as
+    /// `Error::Corrupted`); beyond the emdb API.
+    pub fn damaged(&self) -> usize {
         self.cursor.damaged
     }
 }

@@ -113,7 +113,12 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
             )))
         }
         Ok(None) => {
-            v.find(&manifest_path, 0, true, "the manifest is missing but segment files exist");
+            v.find(
+                &manifest_path,
+                0,
+                true,
+                "the manifest is missing but segment files exist",
+            );
             None
         }
         Err(Error::Corrupted { offset, reason, .. }) => {
@@ -174,7 +179,12 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
                 .iter()
                 .any(|f| f.damage && f.file == file && f.offset == offset);
             if !known {
-                v.find(&file, offset, true, format!("the open refuses it: {reason}"));
+                v.find(
+                    &file,
+                    offset,
+                    true,
+                    format!("the open refuses it: {reason}"),
+                );
             }
         }
         Err(e) if v.report.is_damaged() => {
@@ -227,16 +237,19 @@ impl Verifier<'_> {
             }
         };
         self.report.segments += 1;
-        if bytes.len() < SEGMENT_HEADER_LEN || bytes[..SEGMENT_HEADER_LEN].iter().all(|b| *b == 0)
-        {
-            self.find(&path, 0, true, "segment header is missing (file truncated?)");
+        if bytes.len() < SEGMENT_HEADER_LEN || bytes[..SEGMENT_HEADER_LEN].iter().all(|b| *b == 0) {
+            self.find(
+                &path,
+                0,
+                true,
+                "segment header is missing (file truncated?)",
+            );
             return;
         }
         match SegmentHeader::decode(&bytes) {
             Ok(h) => {
-                let fits = m.is_none_or(|m| {
-                    h.shard_count == m.shard_count && h.hash_seed == m.hash_seed
-                });
+                let fits =
+                    m.is_none_or(|m| h.shard_count == m.shard_count && h.hash_seed == m.hash_seed);
                 if h.shard != s || h.segment != id || !fits {
                     self.find(
                         &path,
@@ -307,7 +320,12 @@ impl Verifier<'_> {
                             ),
                         );
                     } else if bytes[p..].iter().any(|b| *b != 0) && junk < frame::MIN_FRAME {
-                        self.find(&path, p as u64, true, "segment ends inside a frame (truncated?)");
+                        self.find(
+                            &path,
+                            p as u64,
+                            true,
+                            "segment ends inside a frame (truncated?)",
+                        );
                     } else {
                         self.find(
                             &path,
@@ -324,7 +342,11 @@ impl Verifier<'_> {
             }
         }
         let data_end = p.min(bytes.len());
-        let explained = self.report.findings.iter().any(|f| f.damage && f.file == path);
+        let explained = self
+            .report
+            .findings
+            .iter()
+            .any(|f| f.damage && f.file == path);
         if cseg == id && coff > data_end && !explained {
             {
                 self.find(
@@ -358,7 +380,12 @@ impl Verifier<'_> {
     ) {
         let Some(c) = self.crypto.clone() else {
             if f.sealed.is_some() {
-                self.find(path, p as u64, true, "an encrypted record in a plaintext database");
+                self.find(
+                    path,
+                    p as u64,
+                    true,
+                    "an encrypted record in a plaintext database",
+                );
             }
             return;
         };
@@ -379,7 +406,12 @@ impl Verifier<'_> {
             keys,
         };
         if let Err(why) = c.open_frame(place, p as u32, f, buf) {
-            self.find(path, p as u64, true, format!("record fails authentication ({why})"));
+            self.find(
+                path,
+                p as u64,
+                true,
+                format!("record fails authentication ({why})"),
+            );
         }
     }
 
@@ -390,7 +422,10 @@ impl Verifier<'_> {
         let tag = self.crypto.clone();
         match hint::check(&path, s, id, gen, tag.as_deref()) {
             Err(u) => {
-                let what = format!("hint file unusable: {}; the next open replays the log", u.what);
+                let what = format!(
+                    "hint file unusable: {}; the next open replays the log",
+                    u.what
+                );
                 self.find(&path, u.offset, u.damaged, what);
             }
             Ok((entries, end)) => {
@@ -415,7 +450,10 @@ impl Verifier<'_> {
                         &path,
                         (hint::HEAD + i * hint::ENTRY) as u64,
                         true,
-                        format!("entry {i} points at offset {}, where no frame starts", e.off),
+                        format!(
+                            "entry {i} points at offset {}, where no frame starts",
+                            e.off
+                        ),
                     );
                 }
             }

@@ -70,7 +70,10 @@ fn check_scratch(path: &Path) -> Result<(), Failure> {
 
 pub fn run(a: &BenchArgs) -> Result<u8, Failure> {
     if a.writers == 0 || a.seconds == 0 {
-        return Err(Failure::new(2, "--writers and --seconds must be at least 1"));
+        return Err(Failure::new(
+            2,
+            "--writers and --seconds must be at least 1",
+        ));
     }
     check_scratch(&a.path)?;
     let made_dir = !a.path.exists();
@@ -222,7 +225,9 @@ fn measure(db: &Arc<Emdb>, a: &BenchArgs) -> Result<Measured, Failure> {
         let (n, f, now) = (done.load(Ordering::Relaxed), flushes(), Instant::now());
         let rate = (n - last_n) as f64 / now.duration_since(last_t).as_secs_f64().max(1e-9);
         let per_flush = match (last_f, f) {
-            (Some(a0), Some(b0)) if b0 > a0 => format!("{:.1}", (n - last_n) as f64 / (b0 - a0) as f64),
+            (Some(a0), Some(b0)) if b0 > a0 => {
+                format!("{:.1}", (n - last_n) as f64 / (b0 - a0) as f64)
+            }
             _ => "n/a".to_string(),
         };
         let line = format!(

@@ -90,7 +90,10 @@ impl Space<'_> {
 fn key_bytes(key: &str, hex_key: bool) -> Result<Vec<u8>, Failure> {
     if hex_key {
         crate::fmt::unhex(key).ok_or_else(|| {
-            Failure::new(2, format!("{key:?} is not hex digits (an even number of 0-9a-f)"))
+            Failure::new(
+                2,
+                format!("{key:?} is not hex digits (an even number of 0-9a-f)"),
+            )
         })
     } else {
         Ok(key.as_bytes().to_vec())
@@ -158,7 +161,10 @@ pub fn stats(path: &Path, json: bool) -> Result<u8, Failure> {
         ("segments", st.segments.to_string()),
         ("shards", st.shards.to_string()),
         ("backend", backend),
-        ("encrypted", if st.encrypted { "yes" } else { "no" }.to_string()),
+        (
+            "encrypted",
+            if st.encrypted { "yes" } else { "no" }.to_string(),
+        ),
         ("index memory", size(st.index_bytes)),
     ];
     for (k, v) in rows {
@@ -341,10 +347,7 @@ pub fn get(path: &Path, key: &str, at: &KeyArgs) -> Result<u8, Failure> {
             write().map_err(|e| Failure::io("writing to stdout", e))?;
             Ok(0)
         }
-        None => Err(Failure::new(
-            NOT_FOUND,
-            format!("no key {}", escape(&k)),
-        )),
+        None => Err(Failure::new(NOT_FOUND, format!("no key {}", escape(&k)))),
     }
 }
 
@@ -482,12 +485,18 @@ pub fn encrypt(path: &Path) -> Result<u8, Failure> {
     if open::encrypted(path) {
         return Err(Failure::new(
             crate::fail::ENCRYPTION,
-            format!("{} is encrypted already; `emdb rotate-key` changes its key", path.display()),
+            format!(
+                "{} is encrypted already; `emdb rotate-key` changes its key",
+                path.display()
+            ),
         ));
     }
     let input = open::input(path, Which::New)?;
     Emdb::enable_encryption(path, input).map_err(|e| Failure::emdb(e, path))?;
-    println!("encrypted {} (AES-256-GCM); every record was rewritten", path.display());
+    println!(
+        "encrypted {} (AES-256-GCM); every record was rewritten",
+        path.display()
+    );
     Ok(0)
 }
 
@@ -501,7 +510,10 @@ pub fn decrypt(path: &Path) -> Result<u8, Failure> {
     }
     let input = open::input(path, Which::Current)?;
     Emdb::disable_encryption(path, input).map_err(|e| Failure::emdb(e, path))?;
-    println!("decrypted {}; every record was rewritten in plaintext", path.display());
+    println!(
+        "decrypted {}; every record was rewritten in plaintext",
+        path.display()
+    );
     Ok(0)
 }
 
@@ -510,12 +522,18 @@ pub fn rotate_key(path: &Path) -> Result<u8, Failure> {
     if !open::encrypted(path) {
         return Err(Failure::new(
             crate::fail::ENCRYPTION,
-            format!("{} is not encrypted; `emdb encrypt` encrypts it", path.display()),
+            format!(
+                "{} is not encrypted; `emdb encrypt` encrypts it",
+                path.display()
+            ),
         ));
     }
     let current = open::input(path, Which::Current)?;
     let new = open::input(path, Which::New)?;
     Emdb::rotate_encryption_key(path, current, new).map_err(|e| Failure::emdb(e, path))?;
-    println!("rotated the key of {}; no record was rewritten", path.display());
+    println!(
+        "rotated the key of {}; no record was rewritten",
+        path.display()
+    );
     Ok(0)
 }

@@ -71,7 +71,10 @@ pub fn compact(path: &Path, threshold: Option<f64>) -> Result<u8, Failure> {
     let before = db.stats().map_err(fail)?;
     let started = Instant::now();
     let expected = before.dead_bytes + before.live_bytes;
-    with_bar(&db, (MaintenanceTask::Compact, expected), "compact", || db.compact()).map_err(fail)?;
+    with_bar(&db, (MaintenanceTask::Compact, expected), "compact", || {
+        db.compact()
+    })
+    .map_err(fail)?;
     let after = db.stats().map_err(fail)?;
     db.close().map_err(fail)?;
     if after.compactions == 0 {

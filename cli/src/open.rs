@@ -28,9 +28,14 @@ pub fn input(path: &Path, which: Which) -> Result<EncryptionInput, Failure> {
         Which::New => ("EMDB_NEW_KEY", "EMDB_NEW_PASSPHRASE", "New passphrase"),
     };
     if let Ok(hex) = std::env::var(key_var) {
-        let bytes = crate::fmt::unhex(&hex).filter(|b| b.len() == 32).ok_or_else(|| {
-            Failure::new(ENCRYPTION, format!("{key_var} must be 64 hex digits (a 32-byte key)"))
-        })?;
+        let bytes = crate::fmt::unhex(&hex)
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                Failure::new(
+                    ENCRYPTION,
+                    format!("{key_var} must be 64 hex digits (a 32-byte key)"),
+                )
+            })?;
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes);
         return Ok(EncryptionInput::Key(key));
@@ -56,11 +61,17 @@ pub fn input(path: &Path, which: Which) -> Result<EncryptionInput, Failure> {
     if matches!(which, Which::New) {
         let again = rpassword::prompt_password("Repeat it: ").map_err(no_terminal)?;
         if again != p {
-            return Err(Failure::new(ENCRYPTION, "the two passphrases differ; nothing changed"));
+            return Err(Failure::new(
+                ENCRYPTION,
+                "the two passphrases differ; nothing changed",
+            ));
         }
     }
     if p.is_empty() {
-        return Err(Failure::new(ENCRYPTION, "an empty passphrase; nothing changed"));
+        return Err(Failure::new(
+            ENCRYPTION,
+            "an empty passphrase; nothing changed",
+        ));
     }
     Ok(EncryptionInput::Passphrase(p))
 }

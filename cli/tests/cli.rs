@@ -57,7 +57,8 @@ fn sample(dir: &Path) {
         .build()
         .unwrap();
     for i in 0..200u32 {
-        db.insert(format!("user:{i:03}"), format!("value {i}")).unwrap();
+        db.insert(format!("user:{i:03}"), format!("value {i}"))
+            .unwrap();
     }
     for i in 0..20u32 {
         db.remove(format!("user:{i:03}")).unwrap();
@@ -66,7 +67,8 @@ fn sample(dir: &Path) {
     for n in ["alice", "bob", "carol"] {
         ns.insert(n, format!("token-{n}")).unwrap();
     }
-    db.insert(&[0u8, 0xff, b'\t'][..], &b"bin\nary"[..]).unwrap();
+    db.insert(&[0u8, 0xff, b'\t'][..], &b"bin\nary"[..])
+        .unwrap();
     db.close().unwrap();
 }
 
@@ -179,7 +181,16 @@ fn get_put_remove() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(run(&["get", p(&db), "s"]).stdout, b"from\nstdin");
     // Hex keys and a namespace.
-    let o = run(&["put", p(&db), "00ff", "x", "--hex-key", "-n", "ns", "--create"]);
+    let o = run(&[
+        "put",
+        p(&db),
+        "00ff",
+        "x",
+        "--hex-key",
+        "-n",
+        "ns",
+        "--create",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         run(&["get", p(&db), "00ff", "--hex-key", "-n", "ns"]).stdout,
@@ -207,7 +218,10 @@ fn dump_formats_filters_and_limits() {
     assert_eq!(out.lines().count(), 184);
     assert!(out.contains("\tuser:150\tvalue 150\n"), "{out}");
     assert!(out.contains("sessions\tbob\ttoken-bob\n"));
-    assert!(out.contains("\t\\x00\\xff\\t\tbin\\nary\n"), "escaped: {out}");
+    assert!(
+        out.contains("\t\\x00\\xff\\t\tbin\\nary\n"),
+        "escaped: {out}"
+    );
     // JSON lines, each an object that parses.
     let o = run(&["dump", p(d.path()), "--format", "json"]);
     let lines: Vec<serde_json::Value> = stdout(&o)
@@ -220,7 +234,10 @@ fn dump_formats_filters_and_limits() {
         .any(|v| v["key_hex"] == "00ff09" && v["value"] == "bin\nary"));
     let o = run(&["dump", p(d.path()), "-n", "sessions", "--format", "hex"]);
     assert_eq!(
-        stdout(&o).lines().filter(|l| l.starts_with("sessions\t")).count(),
+        stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with("sessions\t"))
+            .count(),
         3
     );
     assert!(stdout(&o).contains("sessions\t616c696365\t"));
@@ -237,7 +254,11 @@ fn verify_finds_a_flipped_bit_and_a_truncated_segment() {
     sample(d.path());
     let o = run(&["verify", p(d.path())]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
-    assert!(stdout(&o).contains("result: OK, 184 records"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("result: OK, 184 records"),
+        "{}",
+        stdout(&o)
+    );
     let v: serde_json::Value =
         serde_json::from_slice(&run(&["verify", p(d.path()), "--json"]).stdout).unwrap();
     assert_eq!(v["damaged"], false);
@@ -327,7 +348,10 @@ fn lock_shows_the_holder_and_break_refuses_a_live_one() {
     let me = std::process::id();
     let o = run(&["lock", p(d.path()), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((v["held"].clone(), v["pid"].clone()), (true.into(), me.into()));
+    assert_eq!(
+        (v["held"].clone(), v["pid"].clone()),
+        (true.into(), me.into())
+    );
     assert_eq!(v["running"], true);
     let o = run(&["lock", p(d.path())]);
     assert!(stdout(&o).contains(&format!("held by process {me} (running)")));
@@ -491,11 +515,7 @@ fn progress_bar_in_a_pseudo_terminal() {
     let out = stdout(&o);
     assert!(out.contains("backup ["), "no bar drawn: {out:?}");
     // The last frame of the bar is full: as many bytes done as in all.
-    let last = out
-        .split('\r')
-        .filter(|f| f.contains("backup ["))
-        .next_back()
-        .unwrap();
+    let last = out.split('\r').rfind(|f| f.contains("backup [")).unwrap();
     let after = last.split(']').nth(1).unwrap().trim_start();
     let (done, rest) = after.split_once('/').unwrap();
     let total: Vec<&str> = rest.split_whitespace().take(2).collect();

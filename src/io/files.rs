@@ -66,11 +66,9 @@ impl Files {
     }
 
     /// These operations, refusing every change (a read-only open).
-    pub(crate) fn read_only(self, on: bool) -> Files {
-        Files {
-            read_only: on,
-            ..self
-        }
+    pub(crate) fn read_only(mut self, on: bool) -> Files {
+        self.read_only = on;
+        self
     }
 
     /// `Err` when the database is opened read-only: the last guard that

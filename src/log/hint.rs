@@ -133,10 +133,11 @@ pub(crate) fn check(
         return Err(bad(body, "checksum mismatch", true));
     }
     if let Some(c) = tag {
-        body = body
-            .checked_sub(TAG_LEN)
-            .filter(|n| *n >= HEAD)
-            .ok_or(bad(0, "too short for its MAC", true))?;
+        body = body.checked_sub(TAG_LEN).filter(|n| *n >= HEAD).ok_or(bad(
+            0,
+            "too short for its MAC",
+            true,
+        ))?;
         if !c.hint_tag_ok(&b[..body], &b[body..body + TAG_LEN]) {
             return Err(bad(body, "MAC does not match", true));
         }
@@ -158,7 +159,11 @@ pub(crate) fn check(
     }
     let count = u64_at(32) as usize;
     if count.checked_mul(ENTRY) != Some(body - HEAD) {
-        return Err(bad(32, "entry count disagrees with the file's length", true));
+        return Err(bad(
+            32,
+            "entry count disagrees with the file's length",
+            true,
+        ));
     }
     let data_end = u32_at(20);
     let entries = b[HEAD..body]

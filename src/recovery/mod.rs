@@ -507,8 +507,7 @@ fn open_segments(
         let path = dir.join(segment::file_name(s as u32, id));
         let last = i + 1 == ids.len();
         let extend = (last && !config.read_only).then_some(config.segment_size as u32);
-        let seg = match Segment::open(files, &path, id, extend)
-        {
+        let seg = match Segment::open(files, &path, id, extend) {
             Ok(seg) => seg,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::corrupted(

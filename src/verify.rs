@@ -173,18 +173,28 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
             reason,
             file,
         }) => {
-            let known = v
+            // Found already: a notice there (a torn tail, to the scan)
+            // becomes damage, since recovery will not cut it.
+            match v
                 .report
                 .findings
-                .iter()
-                .any(|f| f.damage && f.file == file && f.offset == offset);
-            if !known {
-                v.find(
+                .iter_mut()
+                .find(|f| f.file == file && f.offset == offset)
+            {
+                Some(f) if f.damage => {}
+                Some(f) => {
+                    f.damage = true;
+                    f.what = format!(
+                        "{reason}: data made durable earlier is cut short here, so recovery \
+                         refuses it (segment truncated?)"
+                    );
+                }
+                None => v.find(
                     &file,
                     offset,
                     true,
                     format!("the open refuses it: {reason}"),
-                );
+                ),
             }
         }
         Err(e) if v.report.is_damaged() => {

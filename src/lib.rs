@@ -44,6 +44,15 @@
 //! against whom, and what is not (metadata such as record sizes and
 //! expiry times, rollback of whole files, anyone inside the process).
 //!
+//! # Operating a database
+//!
+//! [`EmdbBuilder::read_only`] opens a database without changing a byte of
+//! it (a shared lock; every write is `Error::ReadOnly`);
+//! [`EmdbBuilder::verify`] checks every file and reports each problem with
+//! its file and offset; [`Emdb::maintenance_progress`] tells how far a
+//! compaction, backup or checkpoint is. The `emdb` command-line tool
+//! (workspace member `cli/`) is built on these.
+//!
 //! See ARCHITECTURE.md for the design, the on-disk format and the measured
 //! figures, and docs/API.md for a table of every call.
 

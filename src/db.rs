@@ -174,9 +174,11 @@ impl Emdb {
         lock::holder(path.as_ref())
     }
 
-    /// Removes a stale lock of the database at `path`. Refuses with
+    /// Removes a stale lock of the database at `path` (one still held by a
+    /// descriptor whose recorded holder process is gone). Refuses with
     /// `Error::LockBusy` while its holder process is alive, or while
-    /// read-only handles (`EmdbBuilder::read_only`) hold it.
+    /// read-only handles (`EmdbBuilder::read_only`) hold it; a lock nobody
+    /// holds is left as it is (`Ok`).
     pub fn break_lock(path: impl AsRef<Path>) -> Result<()> {
         lock::break_lock(path.as_ref())
     }

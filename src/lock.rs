@@ -47,6 +47,22 @@ fn try_flock(f: &File, op: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// [`try_flock`] for up to `LOCK_RETRY`: a lock released a moment ago can
+/// still be held by a child process another thread is spawning (it shares
+/// the holder's open file descriptions until its exec).
+fn retry_flock(f: &File, op: libc::c_int) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        if try_flock(f, op)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 impl LockFile {
     /// Takes the lock of `dir` or fails with `LockBusy`. Another handle of
     /// the same process counts as another holder.
@@ -150,7 +166,7 @@ pub(crate) fn holder(dir: &Path) -> Result<Option<LockHolder>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if try_flock(&file, libc::LOCK_SH)? {
+    if retry_flock(&file, libc::LOCK_SH)? {
         // Nobody holds it (our shared lock is released when `file` drops).
         return Ok(None);
     }
@@ -159,8 +175,10 @@ pub(crate) fn holder(dir: &Path) -> Result<Option<LockHolder>> {
     Ok(Some(parse(&text)))
 }
 
-/// Removes a stale lock. Refuses with `LockBusy` while the recorded holder
-/// is alive and still holds the lock, or while read-only handles hold it.
+/// Removes a stale lock (held by a descriptor whose recorded owner is
+/// gone). Refuses with `LockBusy` while the recorded holder is alive and
+/// still holds the lock, or while read-only handles hold it. A lock nobody
+/// holds is left in place: there is nothing to break.
 pub(crate) fn break_lock(dir: &Path) -> Result<()> {
     let path = dir.join(FILE);
     let mut file = match File::open(&path) {
@@ -168,23 +186,27 @@ pub(crate) fn break_lock(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    if !try_flock(&file, libc::LOCK_EX)? {
-        if try_flock(&file, libc::LOCK_SH)? {
-            // Only shared holders: read-only handles, which are alive.
-            return Err(Error::LockBusy {
-                path: dir.to_path_buf(),
-            });
-        }
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
-        if pid_alive(parse(&text).pid) {
-            return Err(Error::LockBusy {
-                path: dir.to_path_buf(),
-            });
-        }
+    if retry_flock(&file, libc::LOCK_EX)? {
+        // Held by nobody: nothing to break. The file stays, so read-only
+        // opens keep a lock to share.
+        return Ok(());
     }
-    // Held by nobody, or by a descriptor whose recorded owner is gone:
-    // unlinking makes the next open create and lock a fresh file.
+    if try_flock(&file, libc::LOCK_SH)? {
+        // Only shared holders: read-only handles, which are alive.
+        return Err(Error::LockBusy {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    if pid_alive(parse(&text).pid) {
+        return Err(Error::LockBusy {
+            path: dir.to_path_buf(),
+        });
+    }
+    // Held by a descriptor whose recorded owner is gone (inherited by a
+    // child, say): unlinking makes the next open create and lock a fresh
+    // file.
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

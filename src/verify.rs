@@ -70,20 +70,83 @@ pub struct Finding {
     pub what: String,
 }
 
+/// Most findings listed per file; the rest are counted in one more.
+const FINDINGS_PER_FILE: usize = 100;
+
 struct Verifier<'a> {
     dir: &'a Path,
     crypto: Option<Arc<Crypto>>,
     report: VerifyReport,
+    /// Findings at or after the last durable point of their shard: damage
+    /// unless the read-only open shows that recovery cuts the log there
+    /// (a write a crash cut short), then notices.
+    tentative: Vec<usize>,
+    /// Per file: findings listed, findings left out, any of those damage.
+    counts: BTreeMap<PathBuf, (usize, usize, bool)>,
 }
 
 impl Verifier<'_> {
-    fn find(&mut self, file: &Path, offset: u64, damage: bool, what: impl Into<String>) {
+    /// Records a finding; its index, or `None` past the per-file cap.
+    fn find(
+        &mut self,
+        file: &Path,
+        offset: u64,
+        damage: bool,
+        what: impl Into<String>,
+    ) -> Option<usize> {
+        let c = self.counts.entry(file.to_path_buf()).or_default();
+        if c.0 >= FINDINGS_PER_FILE {
+            c.1 += 1;
+            c.2 |= damage;
+            return None;
+        }
+        c.0 += 1;
         self.report.findings.push(Finding {
             file: file.to_path_buf(),
             offset,
             damage,
             what: what.into(),
         });
+        Some(self.report.findings.len() - 1)
+    }
+
+    /// A problem at or after the shard's last durable point (see
+    /// `tentative`).
+    fn find_tentative(&mut self, file: &Path, offset: u64, what: String) {
+        if let Some(i) = self.find(file, offset, true, what) {
+            self.tentative.push(i);
+        }
+    }
+
+    /// The open's verdict on the tentative findings: with `cut`, recovery
+    /// accepted the database, so each is where it cuts a torn tail.
+    fn settle(&mut self, cut: bool) {
+        for i in std::mem::take(&mut self.tentative) {
+            let f = &mut self.report.findings[i];
+            if cut && f.damage {
+                f.damage = false;
+                f.what = format!(
+                    "{}; it lies after the last durable point, so recovery takes it for a \
+                     write a crash cut short, and the next writable open cuts the log here \
+                     (with what follows in this shard)",
+                    f.what
+                );
+            }
+        }
+        let left_out: Vec<(PathBuf, usize, bool)> = self
+            .counts
+            .iter()
+            .filter(|(_, c)| c.1 > 0)
+            .map(|(p, c)| (p.clone(), c.1, c.2))
+            .collect();
+        for (file, n, damage) in left_out {
+            self.report.findings.push(Finding {
+                file,
+                offset: 0,
+                damage,
+                what: format!("and {n} more problems in this file, not listed"),
+            });
+        }
     }
 }
 
@@ -101,6 +164,8 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
             encrypted: crypto.is_some(),
             ..VerifyReport::default()
         },
+        tentative: Vec::new(),
+        counts: BTreeMap::new(),
     };
     let on_disk = segment_files(&dir)?;
     let manifest_path = dir.join(manifest::FILE);
@@ -123,6 +188,15 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
         }
         Err(Error::Corrupted { offset, reason, .. }) => {
             v.find(&manifest_path, offset, true, reason);
+            None
+        }
+        Err(Error::MagicMismatch) => {
+            v.find(&manifest_path, 0, true, "not a manifest (bad magic bytes)");
+            None
+        }
+        Err(Error::VersionMismatch { found, expected }) => {
+            let what = format!("manifest format version {found}; this build reads {expected}");
+            v.find(&manifest_path, 8, true, what);
             None
         }
         Err(e) => return Err(e),
@@ -164,7 +238,9 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
     ro.read_only = true;
     ro.background_compaction = false;
     ro.range_scans = false;
-    match crate::Emdb::open_with(ro) {
+    let opened = crate::Emdb::open_with(ro);
+    v.settle(opened.is_ok());
+    match opened {
         Ok(db) => {
             v.report.live_records = db.stats().ok().map(|s| s.live_records);
         }
@@ -181,27 +257,36 @@ pub(crate) fn verify(config: Config) -> Result<VerifyReport> {
                 .iter_mut()
                 .find(|f| f.file == file && f.offset == offset)
             {
-                Some(f) if f.damage => {}
                 Some(f) => {
                     f.damage = true;
+                    let why = if f.what.contains(reason) {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    };
                     f.what = format!(
-                        "{reason}: data made durable earlier is cut short here, so recovery \
-                         refuses it (segment truncated?)"
+                        "{}; recovery refuses it{why}: data made durable earlier is damaged or \
+                         missing here",
+                        f.what
                     );
                 }
-                None => v.find(
-                    &file,
-                    offset,
-                    true,
-                    format!("the open refuses it: {reason}"),
-                ),
+                None => {
+                    v.find(
+                        &file,
+                        offset,
+                        true,
+                        format!("the open refuses it: {reason}"),
+                    );
+                }
             }
         }
         Err(e) if v.report.is_damaged() => {
             // Explained by what was found already.
             let _ = e;
         }
-        Err(e) => v.find(&dir, 0, true, format!("the open fails: {e}")),
+        Err(e) => {
+            v.find(&dir, 0, true, format!("the open fails: {e}"));
+        }
     }
     Ok(v.report)
 }
@@ -307,48 +392,31 @@ impl Verifier<'_> {
                 Err(DecodeError::Zero) => "zeros where a frame should start",
                 Err(DecodeError::Invalid(why)) => why,
             };
-            match next_frame(&bytes, p + 1) {
-                Some(q) => {
-                    self.find(
-                        &path,
-                        p as u64,
-                        true,
-                        format!("damaged frame ({why}); valid frames follow at offset {q}"),
-                    );
-                    p = q;
+            let next = next_frame(&bytes, p + 1);
+            let what = match next {
+                Some(q) => format!("damaged frame ({why}); valid frames follow at offset {q}"),
+                None if bytes.len() - p < frame::MIN_FRAME
+                    && bytes[p..].iter().any(|b| *b != 0) =>
+                {
+                    format!("the segment ends inside a frame ({why})")
                 }
                 None => {
-                    let junk = bytes.len() - p;
-                    if p >= durable {
-                        self.find(
-                            &path,
-                            p as u64,
-                            false,
-                            format!(
-                                "torn tail: the last write a crash cut short ({why}); the next \
-                                 writable open cuts it"
-                            ),
-                        );
-                    } else if bytes[p..].iter().any(|b| *b != 0) && junk < frame::MIN_FRAME {
-                        self.find(
-                            &path,
-                            p as u64,
-                            true,
-                            "segment ends inside a frame (truncated?)",
-                        );
-                    } else {
-                        self.find(
-                            &path,
-                            p as u64,
-                            true,
-                            format!(
-                                "damaged frame ({why}) in data made durable earlier, with no \
-                                 valid frame after it"
-                            ),
-                        );
-                    }
-                    break;
+                    format!("bytes that are not a frame ({why}), and no valid frame after them")
                 }
+            };
+            if p >= durable {
+                self.find_tentative(&path, p as u64, what);
+            } else {
+                self.find(
+                    &path,
+                    p as u64,
+                    true,
+                    format!("{what}, in data made durable earlier"),
+                );
+            }
+            match next {
+                Some(q) => p = q,
+                None => break,
             }
         }
         let data_end = p.min(bytes.len());
@@ -358,17 +426,15 @@ impl Verifier<'_> {
             .iter()
             .any(|f| f.damage && f.file == path);
         if cseg == id && coff > data_end && !explained {
-            {
-                self.find(
-                    &path,
-                    data_end as u64,
-                    true,
-                    format!(
-                        "the last checkpoint recorded data up to offset {coff}, but the frames \
-                         end at {data_end} (segment truncated?)"
-                    ),
-                );
-            }
+            self.find(
+                &path,
+                data_end as u64,
+                true,
+                format!(
+                    "the last checkpoint recorded data up to offset {coff}, but the frames end \
+                     at {data_end} (segment truncated?)"
+                ),
+            );
         }
         if gen > 0 && cseg >= id {
             self.hint(s, id, gen, &path, data_end, &starts);

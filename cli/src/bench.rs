@@ -52,20 +52,64 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// The bench refuses a directory that holds anything: it must never write
-/// into (or remove) someone's data.
-fn check_scratch(path: &Path) -> Result<(), Failure> {
-    if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(Failure::new(
+/// The files a database is made of: the only ones the bench removes.
+fn database_file(name: &str) -> bool {
+    matches!(name, "LOCK" | "MANIFEST" | "MANIFEST.tmp")
+        || name.ends_with(".seg")
+        || name.ends_with(".hint")
+        || name.ends_with(".hint.tmp")
+}
+
+/// Where the scratch database goes: a directory that does not exist (the
+/// bench makes it and its missing parents, and removes them after) or one
+/// that is empty. Anything else is refused: the bench must never write
+/// into, or remove, someone's data.
+fn scratch(path: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let refuse = |why: String| {
+        Failure::new(
             OTHER,
             format!(
-                "{} is not empty; `emdb bench` makes a scratch database, so give it a new \
-                 directory on the disk to measure",
+                "{}: {why}; `emdb bench` makes a scratch database, so give it a new directory \
+                 on the disk to measure",
                 path.display()
             ),
-        ));
+        )
+    };
+    match std::fs::read_dir(path) {
+        Ok(mut d) => match d.next() {
+            None => Ok(Vec::new()),
+            Some(_) => Err(refuse("not empty".into())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // The directories to make, innermost first.
+            let mut made = Vec::new();
+            let mut at = Some(path);
+            while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+                made.push(p.to_path_buf());
+                at = p.parent();
+            }
+            for p in made.iter().rev() {
+                std::fs::create_dir(p).map_err(|e| refuse(format!("cannot create it ({e})")))?;
+            }
+            Ok(made)
+        }
+        Err(e) => Err(refuse(format!("cannot be read ({e})"))),
     }
-    Ok(())
+}
+
+/// Removes the scratch database: its files only, then the directories the
+/// bench made (each only if empty).
+fn clean(path: &Path, made: &[PathBuf]) {
+    if let Ok(d) = std::fs::read_dir(path) {
+        for e in d.flatten() {
+            if e.file_name().to_str().is_some_and(database_file) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for p in made {
+        let _ = std::fs::remove_dir(p);
+    }
 }
 
 pub fn run(a: &BenchArgs) -> Result<u8, Failure> {
@@ -75,8 +119,7 @@ pub fn run(a: &BenchArgs) -> Result<u8, Failure> {
             "--writers and --seconds must be at least 1",
         ));
     }
-    check_scratch(&a.path)?;
-    let made_dir = !a.path.exists();
+    let made = scratch(&a.path)?;
     let mut b = Emdb::builder()
         .path(&a.path)
         .background_compaction(false)
@@ -84,18 +127,17 @@ pub fn run(a: &BenchArgs) -> Result<u8, Failure> {
     if let Some(s) = a.shards {
         b = b.shards(s);
     }
-    let db = Arc::new(b.build().map_err(|e| Failure::emdb(e, &a.path))?);
+    let db = match b.build() {
+        Ok(db) => Arc::new(db),
+        Err(e) => {
+            clean(&a.path, &made);
+            return Err(Failure::emdb(e, &a.path));
+        }
+    };
     let result = measure(&db, a);
     let st = db.stats().ok();
     drop(db);
-    // The scratch database goes; the directory too if the bench made it.
-    if made_dir {
-        let _ = std::fs::remove_dir_all(&a.path);
-    } else if let Ok(d) = std::fs::read_dir(&a.path) {
-        for e in d.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    clean(&a.path, &made);
     let r = result?;
     let st = st.ok_or_else(|| Failure::new(OTHER, "stats failed"))?;
     let backend = format!("{:?}", st.io_backend).to_lowercase();

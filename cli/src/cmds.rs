@@ -100,6 +100,20 @@ fn key_bytes(key: &str, hex_key: bool) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// "No such key", saying where it was looked for and how to list keys.
+fn no_key(path: &Path, k: &[u8], at: &KeyArgs) -> String {
+    let ns = match at.namespace.as_deref() {
+        Some(n) if !n.is_empty() => format!("namespace {n:?}"),
+        _ => "the default namespace".to_string(),
+    };
+    format!(
+        "{}: no key {:?} in {ns} (`emdb dump {} --prefix ...` lists keys)",
+        path.display(),
+        escape(k),
+        path.display()
+    )
+}
+
 /// Prints `v` as pretty JSON.
 fn print_json(v: &Value) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Failure::new(OTHER, e.to_string()))?;
@@ -184,9 +198,14 @@ pub fn stats(path: &Path, json: bool) -> Result<u8, Failure> {
 }
 
 pub fn verify(path: &Path, json: bool) -> Result<u8, Failure> {
-    let report = open::builder(path)?
-        .verify()
-        .map_err(|e| Failure::emdb(e, path))?;
+    let report = open::builder(path)?.verify().map_err(|e| {
+        // Not "run emdb verify": this is it.
+        let mut f = Failure::emdb(e, path);
+        if let Some(i) = f.message.find("\n(run `emdb verify") {
+            f.message.truncate(i);
+        }
+        f
+    })?;
     let name = |p: &PathBuf| {
         p.strip_prefix(path)
             .map(|r| r.display().to_string())
@@ -347,7 +366,7 @@ pub fn get(path: &Path, key: &str, at: &KeyArgs) -> Result<u8, Failure> {
             write().map_err(|e| Failure::io("writing to stdout", e))?;
             Ok(0)
         }
-        None => Err(Failure::new(NOT_FOUND, format!("no key {}", escape(&k)))),
+        None => Err(Failure::new(NOT_FOUND, no_key(path, &k, at))),
     }
 }
 
@@ -404,7 +423,7 @@ pub fn remove(path: &Path, key: &str, at: &KeyArgs) -> Result<u8, Failure> {
             eprintln!("removed (it held {} bytes; durable)", count(v.len() as u64));
             Ok(0)
         }
-        None => Err(Failure::new(NOT_FOUND, format!("no key {}", escape(&k)))),
+        None => Err(Failure::new(NOT_FOUND, no_key(path, &k, at))),
     }
 }
 
@@ -424,7 +443,7 @@ pub fn lock(path: &Path, break_it: bool, json: bool) -> Result<u8, Failure> {
                         "removed the stale lock of process {} (no longer running)",
                         h.pid
                     ),
-                    None => println!("nobody held the lock; removed the lock file"),
+                    None => println!("nobody holds the lock; nothing to break"),
                 }
                 Ok(0)
             }

@@ -29,7 +29,8 @@ Exit codes:
   3  not found: no database at PATH, no such key or namespace
   4  the database is locked by another process (the message names it)
   5  encryption: a key is needed, or the key or passphrase is wrong
-  6  the database is damaged: the open refused it (run `emdb verify`)
+  6  the database is damaged: the open refused it, or `dump` skipped
+     damaged records (run `emdb verify`)
   7  any other error (I/O, a full disk, a value over a limit)";
 
 /// Inspect, verify, dump, maintain and benchmark an emdb database.
@@ -193,6 +194,12 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: a reader that closes the pipe early
+    // (`emdb dump db | head`) ends this process quietly by SIGPIPE,
+    // instead of a panic in println!.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),

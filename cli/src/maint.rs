@@ -1,6 +1,6 @@
 //! Maintenance with a progress bar: compact, backup, checkpoint. The call
 //! runs on a thread of its own while this one draws
-//! `Emdb::maintenance_progress` every 100 ms. The bar goes to stderr, and
+//! `Emdb::maintenance_progress` every 50 ms. The bar goes to stderr, and
 //! only when stderr is a terminal; the summary goes to stdout.
 
 use std::io::IsTerminal;

@@ -299,6 +299,14 @@ fn verify_finds_a_flipped_bit_and_a_truncated_segment() {
             .any(|f| f["file"] == name && f["damage"] == true),
         "{v:#}"
     );
+    // A damaged manifest: still a report (exit 1), not an error.
+    let m = d.path().join("MANIFEST");
+    let good = std::fs::read(&m).unwrap();
+    std::fs::write(&m, b"garbage").unwrap();
+    let o = run(&["verify", p(d.path())]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("DAMAGE MANIFEST"), "{}", stdout(&o));
+    std::fs::write(&m, good).unwrap();
     // Opening commands refuse the damaged database with code 6.
     let o = run(&["stats", p(d.path())]);
     assert_eq!(code(&o), 6, "{}", stderr(&o));
@@ -429,7 +437,7 @@ fn encryption_commands() {
 #[test]
 fn bench_reports_and_refuses_data() {
     let d = tempfile::tempdir().unwrap();
-    let dir = d.path().join("scratch");
+    let dir = d.path().join("new").join("scratch");
     let o = run(&[
         "bench",
         p(&dir),
@@ -443,10 +451,17 @@ fn bench_reports_and_refuses_data() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["records"].as_u64().unwrap() > 0, "{v:#}");
     assert!(v["engine_fdatasyncs"].as_u64().unwrap() > 0, "{v:#}");
-    assert!(!dir.exists(), "the scratch database is removed");
-    let o = run(&["bench", p(&dir), "--writers", "2", "--seconds", "1"]);
+    assert!(
+        !d.path().join("new").exists(),
+        "the scratch database and the directories made for it are removed"
+    );
+    // An empty directory is used, and left as it was: empty.
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(&["bench", p(&empty), "--writers", "2", "--seconds", "1"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("| shards | backend | T | records/s |"));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
     // A directory with data in it is never used.
     let data = tempfile::tempdir().unwrap();
     sample(data.path());

@@ -314,6 +314,11 @@ fn open_dir(
             ));
             Ok((ctx, parts.shards))
         }
+        None if config.read_only && has_segments(dir)? => Err(Error::corrupted(
+            dir.join(manifest::FILE),
+            0,
+            "manifest is missing but segment files exist",
+        )),
         None if config.read_only => Err(Error::Io(io::Error::new(
             io::ErrorKind::NotFound,
             format!(

@@ -128,6 +128,11 @@ impl<'a> Transaction<'a> {
 
     /// Validates the reads and applies the writes atomically.
     pub(crate) async fn commit(self) -> Result<()> {
+        if self.state.ctx.config.read_only && self.writes.is_empty() {
+            // Reads only, and no writer can exist beside a read-only
+            // open (the lock): nothing to validate or write.
+            return Ok(());
+        }
         self.state.ctx.writable()?;
         let state = self.state;
         let ns = self.ns;

@@ -74,18 +74,12 @@ impl LockFile {
         if created {
             files.sync_dir(dir)?;
         }
-        // A lock released a moment ago can still be held for a few
-        // microseconds by a child process another thread is spawning (it
-        // shares our open file descriptions until its exec). Retry briefly
-        // before calling the database busy.
-        let deadline = std::time::Instant::now() + LOCK_RETRY;
-        while !try_flock(&file, libc::LOCK_EX)? {
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::LockBusy {
-                    path: dir.to_path_buf(),
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        // Retried briefly before the database is called busy (see
+        // `retry_flock`).
+        if !retry_flock(&file, libc::LOCK_EX)? {
+            return Err(Error::LockBusy {
+                path: dir.to_path_buf(),
+            });
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -117,14 +111,10 @@ impl LockFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let deadline = std::time::Instant::now() + LOCK_RETRY;
-        while !try_flock(&file, libc::LOCK_SH)? {
-            if std::time::Instant::now() >= deadline {
-                return Err(Error::LockBusy {
-                    path: dir.to_path_buf(),
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        if !retry_flock(&file, libc::LOCK_SH)? {
+            return Err(Error::LockBusy {
+                path: dir.to_path_buf(),
+            });
         }
         Ok(Some(LockFile { _file: file }))
     }

@@ -1,0 +1,119 @@
+//! emdb as the log and state store of an [openraft] cluster.
+//!
+//! [`open`] gives one node's [`LogStore`] (openraft's `RaftLogStorage`) and
+//! [`StateMachine`] (`RaftStateMachine`, a key-value map), both kept in
+//! namespaces of one emdb database: `raft-log` (the entries), `raft-meta`
+//! (vote, purge point, committed id, which state-machine namespace is
+//! current), `sm-<generation>` (the map with its last applied id) and
+//! `raft-snap` (the current snapshot). Everything goes through emdb's async
+//! API: no `spawn_blocking`.
+//!
+//! Appends are readable when `append` returns and durable when openraft's
+//! callback fires, after a `flush()` that concurrent appends share (group
+//! commit). `apply` writes a batch of commands and the last applied log id
+//! in one transaction. Snapshots are read through a point-in-time iterator
+//! while writers go on, and installed by filling a new namespace and
+//! switching to it with one durable write.
+//!
+//! [`local`] is an in-process network (a router of `Raft` handles) for
+//! tests, examples and benchmarks.
+
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub mod local;
+mod log_store;
+mod state_machine;
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+
+/// Namespace of the log entries.
+pub const LOG_NS: &str = "raft-log";
+/// Namespace of the vote, the purge point and the state machine's pointer.
+pub const META_NS: &str = "raft-meta";
+/// Namespace of the current snapshot.
+pub const SNAP_NS: &str = "raft-snap";
+
+/// A command of the key-value state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `key` = `value`.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Set { key, value } => write!(f, "set {key:?} = {value:?}"),
+            Request::Delete { key } => write!(f, "delete {key:?}"),
+        }
+    }
+}
+
+/// What a command returns: the value set, or the value a delete removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The value.
+    pub value: Option<String>,
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of an emdb-backed key-value cluster.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+);
+
+/// A node id.
+pub type NodeId = u64;
+
+/// The `Raft` handle of a node of this crate's type configuration.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// Opens (or creates) the emdb database of one node at `path` and returns
+/// its log store and state machine. Range scans are turned on (the log is
+/// read in index order). The database stays open while either lives.
+pub async fn open(path: impl AsRef<Path>) -> io::Result<(LogStore<TypeConfig>, StateMachine)> {
+    let db = emdb::AsyncEmdb::builder()
+        .path(path.as_ref())
+        .enable_range_scans(true)
+        .build_async()
+        .await
+        .map_err(io_err)?;
+    open_db(db).await
+}
+
+/// [`open`] on a database opened already (it must have range scans on).
+pub async fn open_db(db: emdb::AsyncEmdb) -> io::Result<(LogStore<TypeConfig>, StateMachine)> {
+    let log = LogStore::open(db.clone()).await?;
+    let sm = StateMachine::open(db).await?;
+    Ok((log, sm))
+}
+
+pub(crate) fn io_err(e: emdb::Error) -> io::Error {
+    match e {
+        emdb::Error::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+pub(crate) fn json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub(crate) fn unjson<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,387 @@
+//! `RaftStateMachine` on emdb: a key-value map.
+//!
+//! The map lives in one namespace, `sm-<generation>`, named by the key `sm`
+//! of `raft-meta`. In it, data keys carry the prefix `0x01`; the last
+//! applied log id and the last membership sit under `0x00` keys, so that
+//! `apply` writes a whole batch of commands and the last applied id in one
+//! transaction (crash-atomic). Applies are not flushed one by one: the log
+//! holds every applied entry until `purge`, which flushes first; after a
+//! crash the state machine is whole as of some applied id, and openraft
+//! applies the rest again from the log.
+//!
+//! A snapshot is the namespace read through one point-in-time iterator
+//! (writers go on meanwhile), data and metadata from the same instant. It is
+//! kept in namespace `raft-snap` under a generation of its own, the pointer
+//! `current` switched last. Installing one fills a new `sm-<generation>`
+//! namespace, makes it durable, switches the pointer and drops the old
+//! namespace: a crash leaves the old state machine or the new one, and the
+//! next open drops the leftover.
+
+use std::io::{self, Cursor};
+
+use emdb::{AsyncEmdb, AsyncNamespace};
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::{io_err, json, unjson, Request, Response, TypeConfig, META_NS, SNAP_NS};
+
+const APPLIED: &[u8] = b"\x00applied";
+const MEMBERSHIP: &[u8] = b"\x00membership";
+const DATA: u8 = 0x01;
+/// `raft-meta` key naming the current state-machine namespace.
+const SM_POINTER: &[u8] = b"sm";
+/// `raft-snap` key of the current snapshot's description.
+const CURRENT: &[u8] = b"current";
+/// Bytes per stored snapshot chunk.
+const CHUNK: usize = 1 << 20;
+/// Records per batch while a snapshot is installed.
+const INSTALL_BATCH: usize = 10_000;
+
+/// The stored description of the current snapshot.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    meta: SnapshotMetaOf<TypeConfig>,
+    generation: u64,
+    chunks: u64,
+}
+
+/// The key-value state machine of one node.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: AsyncEmdb,
+    meta: AsyncNamespace,
+    snaps: AsyncNamespace,
+    /// The current namespace and its generation.
+    sm: AsyncNamespace,
+    generation: u64,
+}
+
+fn sm_name(generation: u64) -> String {
+    format!("sm-{generation}")
+}
+
+impl StateMachine {
+    /// The state machine of the database `db`; drops a namespace that an
+    /// interrupted install left.
+    pub async fn open(db: AsyncEmdb) -> io::Result<StateMachine> {
+        let meta = db.namespace(META_NS).await.map_err(io_err)?;
+        let snaps = db.namespace(SNAP_NS).await.map_err(io_err)?;
+        let generation: u64 = match meta.get(SM_POINTER).await.map_err(io_err)? {
+            Some(v) => unjson(&v)?,
+            None => 0,
+        };
+        let current = sm_name(generation);
+        for name in db.list_namespaces().await.map_err(io_err)? {
+            if name.starts_with("sm-") && name != current {
+                db.drop_namespace(name).await.map_err(io_err)?;
+            }
+        }
+        let sm = db.namespace(&current).await.map_err(io_err)?;
+        Ok(StateMachine {
+            db,
+            meta,
+            snaps,
+            sm,
+            generation,
+        })
+    }
+
+    /// The value of `key` in the map (a local read: as fresh as this
+    /// node's applies).
+    pub async fn get(&self, key: &str) -> io::Result<Option<String>> {
+        let v = self.sm.get(data_key(key)).await.map_err(io_err)?;
+        v.map(|v| String::from_utf8(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+            .transpose()
+    }
+
+    /// Every key and value of the map, in key order.
+    pub async fn dump(&self) -> io::Result<Vec<(String, String)>> {
+        let rows = self.sm.range(vec![DATA]..).await.map_err(io_err)?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let k = String::from_utf8(k[1..].to_vec());
+                let v = String::from_utf8(v);
+                match (k, v) {
+                    (Ok(k), Ok(v)) => Ok((k, v)),
+                    _ => Err(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8")),
+                }
+            })
+            .collect()
+    }
+
+    async fn applied(
+        &self,
+    ) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
+        let applied = match self.sm.get(APPLIED).await.map_err(io_err)? {
+            Some(v) => unjson(&v)?,
+            None => None,
+        };
+        let membership = match self.sm.get(MEMBERSHIP).await.map_err(io_err)? {
+            Some(v) => unjson(&v)?,
+            None => StoredMembershipOf::<TypeConfig>::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Stores `bytes` as the current snapshot, described by `meta`.
+    async fn keep_snapshot(
+        &self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let old: Option<Stored> = match self.snaps.get(CURRENT).await.map_err(io_err)? {
+            Some(v) => Some(unjson(&v)?),
+            None => None,
+        };
+        let generation = old.as_ref().map_or(1, |o| o.generation + 1);
+        let mut chunks = 0u64;
+        for (i, c) in bytes.chunks(CHUNK).enumerate() {
+            self.snaps
+                .insert(chunk_key(generation, i as u64), c.to_vec())
+                .await
+                .map_err(io_err)?;
+            chunks += 1;
+        }
+        self.db.flush().await.map_err(io_err)?;
+        let stored = Stored {
+            meta: meta.clone(),
+            generation,
+            chunks,
+        };
+        self.snaps
+            .insert(CURRENT.to_vec(), json(&stored)?)
+            .await
+            .map_err(io_err)?;
+        self.db.flush().await.map_err(io_err)?;
+        if let Some(o) = old {
+            for i in 0..o.chunks {
+                self.snaps
+                    .remove(chunk_key(o.generation, i))
+                    .await
+                    .map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn data_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn chunk_key(generation: u64, i: u64) -> Vec<u8> {
+    let mut k = b"chunk/".to_vec();
+    k.extend_from_slice(&generation.to_be_bytes());
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+/// A snapshot's bytes: every `(key, value)` of the state-machine
+/// namespace (metadata keys included), each as a 4-byte length and bytes.
+fn encode_row(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
+    for b in [k, v] {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+}
+
+fn decode(mut b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "a damaged snapshot");
+    let take = |b: &mut &[u8]| -> io::Result<Vec<u8>> {
+        let n = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let v = b.get(4..4 + n as usize).ok_or_else(bad)?.to_vec();
+        *b = &b[4 + n as usize..];
+        Ok(v)
+    };
+    let mut rows = Vec::new();
+    while !b.is_empty() {
+        let k = take(&mut b)?;
+        let v = take(&mut b)?;
+        rows.push((k, v));
+    }
+    Ok(rows)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
+        // One point-in-time iterator, streamed: data and metadata of one
+        // instant, read without holding writers.
+        let mut rows = self.sm.iter_stream().await.map_err(io_err)?;
+        let mut bytes = Vec::new();
+        let (mut applied, mut membership) = (None, None);
+        while let Some((k, v)) = futures::StreamExt::next(&mut rows).await {
+            if k == APPLIED {
+                applied = Some(v.clone());
+            } else if k == MEMBERSHIP {
+                membership = Some(v.clone());
+            }
+            encode_row(&mut bytes, &k, &v);
+        }
+        let last_log_id = match applied {
+            Some(v) => unjson(&v)?,
+            None => None,
+        };
+        let last_membership = match membership {
+            Some(v) => unjson(&v)?,
+            None => StoredMembershipOf::<TypeConfig>::default(),
+        };
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id,
+            last_membership,
+        };
+        self.keep_snapshot(&meta, &bytes).await?;
+        Ok(SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+            meta,
+            snapshot: Cursor::new(bytes),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        self.applied().await
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let applied = json(&Some(entry.log_id()))?;
+            let membership = match &entry.payload {
+                EntryPayload::Membership(m) => Some(json(&StoredMembershipOf::<TypeConfig>::new(
+                    Some(entry.log_id()),
+                    m.clone(),
+                ))?),
+                _ => None,
+            };
+            let request = match entry.payload {
+                EntryPayload::Normal(r) => Some(r),
+                _ => None,
+            };
+            batch.push((applied, membership, request));
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One transaction: every command, the last applied id and the
+        // last membership, all or nothing.
+        let responses = self
+            .sm
+            .transaction(move |tx| {
+                let mut out = Vec::with_capacity(batch.len());
+                for (applied, membership, request) in &batch {
+                    let response = match request {
+                        Some(Request::Set { key, value }) => {
+                            tx.insert(data_key(key), value.as_bytes().to_vec())?;
+                            Response {
+                                value: Some(value.clone()),
+                            }
+                        }
+                        Some(Request::Delete { key }) => {
+                            let old = tx.remove(data_key(key))?;
+                            Response {
+                                value: old.and_then(|v| String::from_utf8(v).ok()),
+                            }
+                        }
+                        None => Response { value: None },
+                    };
+                    tx.insert(APPLIED.to_vec(), applied.clone())?;
+                    if let Some(m) = membership {
+                        tx.insert(MEMBERSHIP.to_vec(), m.clone())?;
+                    }
+                    out.push(response);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(io_err)?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let mut rows = decode(&bytes)?;
+        // The metadata is the installed snapshot's, whatever the rows say.
+        rows.retain(|(k, _)| k.first() == Some(&DATA));
+        rows.push((APPLIED.to_vec(), json(&meta.last_log_id)?));
+        rows.push((MEMBERSHIP.to_vec(), json(&meta.last_membership)?));
+        let generation = self.generation + 1;
+        let name = sm_name(generation);
+        // A leftover of an install a crash interrupted: start it afresh.
+        self.db.drop_namespace(&name).await.map_err(io_err)?;
+        let fresh = self.db.namespace(&name).await.map_err(io_err)?;
+        for part in rows.chunks(INSTALL_BATCH) {
+            fresh.insert_many(part.to_vec()).await.map_err(io_err)?;
+        }
+        self.db.flush().await.map_err(io_err)?;
+        // The switch: one durable write.
+        self.meta
+            .insert(SM_POINTER.to_vec(), json(&generation)?)
+            .await
+            .map_err(io_err)?;
+        self.db.flush().await.map_err(io_err)?;
+        let old = sm_name(self.generation);
+        self.sm = fresh;
+        self.generation = generation;
+        self.db.drop_namespace(old).await.map_err(io_err)?;
+        self.keep_snapshot(meta, &bytes).await
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
+        let Some(v) = self.snaps.get(CURRENT).await.map_err(io_err)? else {
+            return Ok(None);
+        };
+        let stored: Stored = unjson(&v)?;
+        let mut bytes = Vec::new();
+        for i in 0..stored.chunks {
+            let c = self
+                .snaps
+                .get(chunk_key(stored.generation, i))
+                .await
+                .map_err(io_err)?
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "a snapshot chunk is missing")
+                })?;
+            bytes.extend_from_slice(&c);
+        }
+        Ok(Some(SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+            meta: stored.meta,
+            snapshot: Cursor::new(bytes),
+        }))
+    }
+}

@@ -18,6 +18,7 @@
 //! next open drops the leftover.
 
 use std::io::{self, Cursor};
+use std::sync::{Arc, Mutex};
 
 use emdb::{AsyncEmdb, AsyncNamespace};
 use futures::{Stream, TryStreamExt};
@@ -49,15 +50,15 @@ struct Stored {
     chunks: u64,
 }
 
-/// The key-value state machine of one node.
+/// The key-value state machine of one node (cheap to clone: clones share
+/// it, and see an installed snapshot as the node does).
 #[derive(Clone)]
 pub struct StateMachine {
     db: AsyncEmdb,
     meta: AsyncNamespace,
     snaps: AsyncNamespace,
-    /// The current namespace and its generation.
-    sm: AsyncNamespace,
-    generation: u64,
+    /// The current namespace and its generation, switched by an install.
+    current: Arc<Mutex<(AsyncNamespace, u64)>>,
 }
 
 fn sm_name(generation: u64) -> String {
@@ -85,22 +86,34 @@ impl StateMachine {
             db,
             meta,
             snaps,
-            sm,
-            generation,
+            current: Arc::new(Mutex::new((sm, generation))),
         })
+    }
+
+    /// The current state-machine namespace.
+    fn sm(&self) -> AsyncNamespace {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// The value of `key` in the map (a local read: as fresh as this
     /// node's applies).
     pub async fn get(&self, key: &str) -> io::Result<Option<String>> {
-        let v = self.sm.get(data_key(key)).await.map_err(io_err)?;
+        let v = self.sm().get(data_key(key)).await.map_err(io_err)?;
         v.map(|v| String::from_utf8(v).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
             .transpose()
     }
 
     /// Every key and value of the map, in key order.
     pub async fn dump(&self) -> io::Result<Vec<(String, String)>> {
-        let rows = self.sm.range(vec![DATA]..).await.map_err(io_err)?;
+        let rows = self.sm().range(vec![DATA]..).await.map_err(io_err)?;
         rows.into_iter()
             .map(|(k, v)| {
                 let k = String::from_utf8(k[1..].to_vec());
@@ -116,11 +129,11 @@ impl StateMachine {
     async fn applied(
         &self,
     ) -> io::Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>)> {
-        let applied = match self.sm.get(APPLIED).await.map_err(io_err)? {
+        let applied = match self.sm().get(APPLIED).await.map_err(io_err)? {
             Some(v) => unjson(&v)?,
             None => None,
         };
-        let membership = match self.sm.get(MEMBERSHIP).await.map_err(io_err)? {
+        let membership = match self.sm().get(MEMBERSHIP).await.map_err(io_err)? {
             Some(v) => unjson(&v)?,
             None => StoredMembershipOf::<TypeConfig>::default(),
         };
@@ -217,7 +230,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     ) -> Result<SnapshotOf<TypeConfig, Cursor<Vec<u8>>>, io::Error> {
         // One point-in-time iterator, streamed: data and metadata of one
         // instant, read without holding writers.
-        let mut rows = self.sm.iter_stream().await.map_err(io_err)?;
+        let mut rows = self.sm().iter_stream().await.map_err(io_err)?;
         let mut bytes = Vec::new();
         let (mut applied, mut membership) = (None, None);
         while let Some((k, v)) = futures::StreamExt::next(&mut rows).await {
@@ -286,7 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // One transaction: every command, the last applied id and the
         // last membership, all or nothing.
         let responses = self
-            .sm
+            .sm()
             .transaction(move |tx| {
                 let mut out = Vec::with_capacity(batch.len());
                 for (applied, membership, request) in &batch {
@@ -338,7 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         rows.retain(|(k, _)| k.first() == Some(&DATA));
         rows.push((APPLIED.to_vec(), json(&meta.last_log_id)?));
         rows.push((MEMBERSHIP.to_vec(), json(&meta.last_membership)?));
-        let generation = self.generation + 1;
+        let generation = self.generation() + 1;
         let name = sm_name(generation);
         // A leftover of an install a crash interrupted: start it afresh.
         self.db.drop_namespace(&name).await.map_err(io_err)?;
@@ -353,9 +366,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(io_err)?;
         self.db.flush().await.map_err(io_err)?;
-        let old = sm_name(self.generation);
-        self.sm = fresh;
-        self.generation = generation;
+        let old = sm_name(generation - 1);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (fresh, generation);
         self.db.drop_namespace(old).await.map_err(io_err)?;
         self.keep_snapshot(meta, &bytes).await
     }

@@ -1,0 +1,172 @@
+//! Three in-process nodes take writes while the leader's disk loses power
+//! (emdb's fault plan: every later write and sync fails, and the disk
+//! keeps only what was durable, with a random share of what was not). The
+//! node restarts from that image and catches up. Every write the cluster
+//! acknowledged is in every node's state machine, and the three agree.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use emdb::{AsyncEmdb, FaultPlan, ImagePolicy};
+use emdb_raft::local::{write, LocalNode, Router};
+use emdb_raft::{NodeId, Request};
+use openraft::{BasicNode, SnapshotPolicy};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn config() -> Arc<openraft::Config> {
+    let c = openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        // Snapshots and purges happen during the test, so a node that
+        // comes back may need a snapshot.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(200),
+        max_in_snapshot_log_to_keep: 50,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("a valid config"))
+}
+
+async fn db(path: &Path, plan: Option<FaultPlan>) -> AsyncEmdb {
+    let mut b = AsyncEmdb::builder().path(path).enable_range_scans(true);
+    if let Some(p) = plan {
+        b = b.fault_plan(p);
+    }
+    b.build_async().await.expect("open a node's database")
+}
+
+async fn leader(router: &Router, nodes: &[NodeId]) -> NodeId {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        for id in nodes {
+            if let Some(r) = router.get(*id) {
+                if r.current_leader().await == Some(*id) {
+                    return *id;
+                }
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes keys `prefix-0..n` through the cluster; every key acknowledged.
+async fn write_keys(router: &Router, prefix: &str, n: usize, acked: &mut BTreeMap<String, String>) {
+    for i in 0..n {
+        let (key, value) = (format!("{prefix}-{i:05}"), format!("value {prefix} {i}"));
+        let r = write(
+            router,
+            Request::Set {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            PATIENCE,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("write {key}: {e}"));
+        assert_eq!(r.value.as_deref(), Some(value.as_str()));
+        acked.insert(key, value);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_loses_power_during_writes_and_catches_up() {
+    let root = tempfile::tempdir().unwrap();
+    let router = Router::new();
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let mut plans = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    for &id in &ids {
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let path = root.path().join(format!("node-{id}"));
+        let node = LocalNode::start(id, db(&path, Some(plan.clone())).await, &router, config())
+            .await
+            .unwrap();
+        plans.insert(id, plan);
+        nodes.insert(id, node);
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        ids.iter().map(|id| (*id, BasicNode::default())).collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+
+    let mut acked = BTreeMap::new();
+    // Concurrent writers on the old leader, then its power goes while
+    // they write.
+    let old = leader(&router, &ids).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let mut mine = BTreeMap::new();
+                write_keys(&router, &format!("before-{w}"), 150, &mut mine).await;
+                mine
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    plans[&old].power_off();
+    let crashed = nodes.remove(&old).unwrap();
+    let crashed_path = root.path().join(format!("node-{old}"));
+    crashed.stop(&router).await;
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    // The other two elect a leader and take more writes.
+    let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != old).collect();
+    let new = leader(&router, &rest).await;
+    assert_ne!(new, old);
+    write_keys(&router, "after", 300, &mut acked).await;
+
+    // What the crashed disk held: durable bytes, plus some of the rest.
+    let image = root.path().join(format!("node-{old}-restarted"));
+    let report = plans[&old]
+        .durable_image(&crashed_path, &image, ImagePolicy::Random, 0x5eed)
+        .unwrap();
+    assert!(!report.directory_lost, "{report:?}");
+    eprintln!("the crashed node's disk: {report:?}");
+    let back = LocalNode::start(old, db(&image, None).await, &router, config())
+        .await
+        .expect("the crashed node reopens");
+    nodes.insert(old, back);
+    write_keys(&router, "rejoined", 50, &mut acked).await;
+
+    // Everyone applies everything the leader has.
+    let leader_id = leader(&router, &ids).await;
+    let last = nodes[&leader_id]
+        .raft
+        .wait(Some(PATIENCE))
+        .metrics(|_| true, "now")
+        .await
+        .unwrap()
+        .last_log_index;
+    for node in nodes.values() {
+        node.raft
+            .wait(Some(PATIENCE))
+            .applied_index_at_least(last, "catch up")
+            .await
+            .unwrap_or_else(|e| panic!("node {} did not catch up: {e}", node.id));
+    }
+    let mut dumps = Vec::new();
+    for node in nodes.values() {
+        let dump: BTreeMap<String, String> = node.sm.dump().await.unwrap().into_iter().collect();
+        for (k, v) in &acked {
+            assert_eq!(
+                dump.get(k),
+                Some(v),
+                "node {} lost acknowledged write {k}",
+                node.id
+            );
+        }
+        dumps.push(dump);
+    }
+    assert_eq!(dumps[0], dumps[1], "state machines differ");
+    assert_eq!(dumps[1], dumps[2], "state machines differ");
+    assert_eq!(acked.len(), 4 * 150 + 300 + 50);
+    for node in nodes.into_values() {
+        node.stop(&router).await;
+    }
+}

@@ -374,6 +374,8 @@ impl Verifier<'_> {
             std::cmp::Ordering::Equal => coff,
             std::cmp::Ordering::Less => 0,
         };
+        // A unit struct without the `encrypt` feature.
+        #[allow(clippy::default_constructed_unit_structs)]
         let keys = KeyCache::default();
         let mut starts = Vec::new();
         let mut buf = Vec::new();

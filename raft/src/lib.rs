@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub mod local;
 mod log_store;
 mod state_machine;
+pub mod tcp;
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;

@@ -178,7 +178,10 @@ pub async fn write(
                 }
             }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if hint.is_none() {
+            // An election is running: wait a little before asking again.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
     Err(last_err)
 }

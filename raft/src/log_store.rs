@@ -79,6 +79,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
             meta,
             last: Arc::new(Mutex::new(None)),
         };
+        store.finish_purge().await?;
         store.remove_after_gap().await?;
         let last = match store.log.range(..).await.map_err(io_err)?.last() {
             Some((_, v)) => Some(unjson::<EntryOf<C>>(v)?.log_id()),
@@ -86,6 +87,41 @@ impl<C: RaftTypeConfig> LogStore<C> {
         };
         *store.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
         Ok(store)
+    }
+
+    /// Removes what a purge a crash interrupted left at or below the last
+    /// purged index.
+    async fn finish_purge(&self) -> io::Result<()> {
+        let Some(purged) = self.get_meta::<LogIdOf<C>>(LAST_PURGED).await? else {
+            return Ok(());
+        };
+        let keys: Vec<Vec<u8>> = self
+            .log
+            .range(..=key(purged.index()).to_vec())
+            .await
+            .map_err(io_err)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        self.remove_prefix(keys).await
+    }
+
+    /// Removes `keys` (a prefix of the log) in atomic batches from the
+    /// front: a crash part-way leaves a shorter prefix, never a gap.
+    async fn remove_prefix(&self, keys: Vec<Vec<u8>>) -> io::Result<()> {
+        for part in keys.chunks(REMOVE_BATCH) {
+            let part = part.to_vec();
+            self.log
+                .transaction(move |tx| {
+                    for k in &part {
+                        tx.remove(k)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(io_err)?;
+        }
+        Ok(())
     }
 
     async fn remove_after_gap(&self) -> io::Result<()> {
@@ -267,20 +303,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        // From the front: a crash part-way leaves a shorter prefix to purge
-        // again, never a gap.
-        for part in keys.chunks(REMOVE_BATCH) {
-            let part = part.to_vec();
-            self.log
-                .transaction(move |tx| {
-                    for k in &part {
-                        tx.remove(k)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(io_err)?;
-        }
+        // What a crash leaves of this is finished by the next open.
+        self.remove_prefix(keys).await?;
         if self.last().is_none_or(|l| l.index() <= log_id.index()) {
             // Purged to the end: `get_log_state` reports the purged id.
             self.set_last(None);

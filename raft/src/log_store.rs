@@ -3,13 +3,19 @@
 //! value: the entry as JSON), the vote, the last purged log id and the
 //! committed log id in namespace `raft-meta`.
 //!
-//! An append is one `insert_many` batch (crash-atomic): the entries are
-//! readable when `append` returns, and a `flush()` future spawned on the
-//! runtime fires the callback when they are durable, so concurrent appends
-//! (and every other node's appends on the same disk) share device flushes.
-//! Truncation is one atomic batch of removes; purge records the last purged
-//! id, makes everything durable (the state machine's applies included), and
-//! then removes the prefix.
+//! An append is `insert_many` batches (each crash-atomic, at most
+//! `APPEND_BYTES` each): the entries are readable when `append` returns,
+//! and a `flush()` future spawned on the runtime fires the callback when
+//! they are durable, so concurrent appends share device flushes. Truncation
+//! removes the suffix in atomic batches from the end and is durable before
+//! it returns; purge records the last purged id, makes everything durable
+//! (the state machine's applies included), then removes the prefix.
+//!
+//! emdb keeps writes in order within a shard, not across shards: after a
+//! crash, a later unflushed batch can survive an earlier one. Neither was
+//! reported durable (each callback waits for a flush covering every earlier
+//! write), so the open cuts the log at the first entry missing after the
+//! purge point.
 
 use std::fmt::Debug;
 use std::io;
@@ -20,12 +26,15 @@ use emdb::{AsyncEmdb, AsyncNamespace};
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::type_config::TypeConfigExt;
 use openraft::{LogState, OptionalSend, RaftLogReader, RaftTypeConfig};
 
 use crate::{io_err, json, unjson, LOG_NS, META_NS};
 
 /// Most removals in one atomic batch while truncating.
 const REMOVE_BATCH: usize = 10_000;
+/// Most bytes of entries in one atomic append batch.
+const APPEND_BYTES: usize = 16 << 20;
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
@@ -81,8 +90,11 @@ impl<C: RaftTypeConfig> LogStore<C> {
         };
         store.finish_purge().await?;
         store.remove_after_gap().await?;
-        let last = match store.log.range(..).await.map_err(io_err)?.last() {
-            Some((_, v)) => Some(unjson::<EntryOf<C>>(v)?.log_id()),
+        let last = match store.keys(..).await?.last() {
+            Some(i) => match store.log.get(key(*i)).await.map_err(io_err)? {
+                Some(v) => Some(unjson::<EntryOf<C>>(&v)?.log_id()),
+                None => None,
+            },
             None => None,
         };
         *store.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
@@ -96,12 +108,10 @@ impl<C: RaftTypeConfig> LogStore<C> {
             return Ok(());
         };
         let keys: Vec<Vec<u8>> = self
-            .log
-            .range(..=key(purged.index()).to_vec())
-            .await
-            .map_err(io_err)?
+            .keys(..=key(purged.index()).to_vec())
+            .await?
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|i| key(i).to_vec())
             .collect();
         self.remove_prefix(keys).await
     }
@@ -124,21 +134,39 @@ impl<C: RaftTypeConfig> LogStore<C> {
         Ok(())
     }
 
+    /// Cuts the log at the first entry missing after the purge point (or
+    /// after index 0 if nothing was purged): what follows was never
+    /// reported durable.
     async fn remove_after_gap(&self) -> io::Result<()> {
-        let keys: Vec<u64> = self
-            .log
-            .range(..)
-            .await
-            .map_err(io_err)?
+        let purged: Option<LogIdOf<C>> = self.get_meta(LAST_PURGED).await?;
+        // openraft's log starts at index 0; after a purge, right after it.
+        let mut expect = purged.map_or(0, |p| p.index() + 1);
+        let keys = self.keys(..).await?;
+        let cut = keys
             .iter()
-            .map(|(k, _)| index_of(k))
-            .collect::<io::Result<_>>()?;
-        let Some(gap) = keys.windows(2).position(|w| w[1] != w[0] + 1) else {
+            .position(|i| {
+                let missing = *i != expect;
+                expect += 1;
+                missing
+            })
+            .unwrap_or(keys.len());
+        if cut == keys.len() {
             return Ok(());
-        };
-        let after: Vec<Vec<u8>> = keys[gap + 1..].iter().map(|i| key(*i).to_vec()).collect();
+        }
+        let after: Vec<Vec<u8>> = keys[cut..].iter().map(|i| key(*i).to_vec()).collect();
         self.remove_all(after).await?;
         self.db.flush().await.map_err(io_err)
+    }
+
+    /// The indexes of the entries in `range`, ascending (values are not
+    /// copied).
+    async fn keys<R: RangeBounds<Vec<u8>>>(&self, range: R) -> io::Result<Vec<u64>> {
+        let mut s = self.log.range_stream(range).await.map_err(io_err)?;
+        let mut out = Vec::new();
+        while let Some((k, _)) = futures::StreamExt::next(&mut s).await {
+            out.push(index_of(&k)?);
+        }
+        Ok(out)
     }
 
     async fn get_meta<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> io::Result<Option<T>> {
@@ -195,8 +223,13 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
             Bound::Excluded(x) => Bound::Excluded(key(*x).to_vec()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        let rows = self.log.range((start, end)).await.map_err(io_err)?;
-        rows.iter().map(|(_, v)| unjson(v)).collect()
+        // Streamed: no thread of its own, no shard lock held meanwhile.
+        let mut rows = self.log.range_stream((start, end)).await.map_err(io_err)?;
+        let mut out = Vec::new();
+        while let Some((_, v)) = futures::StreamExt::next(&mut rows).await {
+            out.push(unjson(&v)?);
+        }
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
@@ -241,7 +274,17 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        self.get_meta(COMMITTED).await
+        // Saved without a flush: after a crash it may be ahead of the log,
+        // whose tail was not durable. What the log holds up to it is
+        // committed (truncations are durable before later appends).
+        let committed: Option<LogIdOf<C>> = self.get_meta(COMMITTED).await?;
+        let floor: Option<LogIdOf<C>> = self.get_meta(LAST_PURGED).await?;
+        let last = self.last().or(floor);
+        Ok(match (committed, last) {
+            (Some(c), Some(l)) if l.index() < c.index() => Some(l),
+            (Some(_), None) => None,
+            (c, _) => c,
+        })
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -250,20 +293,30 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let mut batch = Vec::new();
-        let mut last = None;
+        let (mut bytes, mut last) = (0usize, None);
         for e in entries {
-            batch.push((key(e.index()).to_vec(), json(&e)?));
+            let v = json(&e)?;
+            bytes += v.len();
+            batch.push((key(e.index()).to_vec(), v));
             last = Some(e.log_id());
+            if bytes >= APPEND_BYTES {
+                // Readable when this returns; a crash may keep this batch
+                // and lose the next (never the other way round reported).
+                self.log.insert_many(std::mem::take(&mut batch)).await.map_err(io_err)?;
+                bytes = 0;
+            }
         }
         if !batch.is_empty() {
-            // One atomic batch, readable when this returns.
             self.log.insert_many(batch).await.map_err(io_err)?;
+        }
+        if last.is_some() {
             self.set_last(last);
         }
         // Durable later: the callback waits for a flush, which concurrent
         // appends share.
         let flushed = self.db.flush();
-        tokio::spawn(async move {
+        // Detached: the task runs on without its handle.
+        let _ = C::spawn(async move {
             callback.io_completed(flushed.await.map_err(io_err));
         });
         Ok(())
@@ -272,14 +325,15 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.as_ref().map_or(0, |l| l.index() + 1);
         let keys: Vec<Vec<u8>> = self
-            .log
-            .range(key(from).to_vec()..)
-            .await
-            .map_err(io_err)?
+            .keys(key(from).to_vec()..)
+            .await?
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|i| key(i).to_vec())
             .collect();
         self.remove_all(keys).await?;
+        // Durable before anything is appended after it: a new entry must
+        // never survive a crash beside the old one it replaced.
+        self.db.flush().await.map_err(io_err)?;
         // What remains ends at `last_log_id` (or is empty).
         let last = self.last().filter(|l| l.index() < from);
         self.set_last(last.or(last_log_id));
@@ -296,12 +350,10 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // one; the log below this point is their only other copy).
         self.db.flush().await.map_err(io_err)?;
         let keys: Vec<Vec<u8>> = self
-            .log
-            .range(..=key(log_id.index()).to_vec())
-            .await
-            .map_err(io_err)?
+            .keys(..=key(log_id.index()).to_vec())
+            .await?
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|i| key(i).to_vec())
             .collect();
         // What a crash leaves of this is finished by the next open.
         self.remove_prefix(keys).await?;

@@ -35,12 +35,12 @@ async fn put_entries(db: &AsyncEmdb, indexes: impl IntoIterator<Item = u64>) {
 async fn entries_after_a_gap_are_removed_at_open() {
     let d = tempfile::tempdir().unwrap();
     let db = db(d.path()).await;
-    put_entries(&db, (1..=5).chain(7..=9)).await;
+    put_entries(&db, (0..=5).chain(7..=9)).await;
     let mut store = LogStore::<TypeConfig>::open(db.clone()).await.unwrap();
     let st = store.get_log_state().await.unwrap();
     assert_eq!(st.last_log_id, Some(log_id::<TypeConfig>(1, 1, 5)));
     let got = store.try_get_log_entries(0..100).await.unwrap();
-    assert_eq!(got.len(), 5);
+    assert_eq!(got.len(), 6);
     // An append goes on from there.
     store
         .append([blank_ent::<TypeConfig>(1, 1, 6)], IOFlushed::noop())
@@ -50,6 +50,37 @@ async fn entries_after_a_gap_are_removed_at_open() {
         store.get_log_state().await.unwrap().last_log_id,
         Some(log_id::<TypeConfig>(1, 1, 6))
     );
+}
+
+/// A gap at the start: the log must go on right after the purge point (or
+/// start at index 0). Entries that follow a missing start are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_start_removes_what_follows() {
+    for purged in [None, Some(2u64)] {
+        let d = tempfile::tempdir().unwrap();
+        let db = db(d.path()).await;
+        put_entries(&db, 5..=8).await;
+        if let Some(p) = purged {
+            let meta = db.namespace(META_NS).await.unwrap();
+            meta.insert(
+                b"last_purged".to_vec(),
+                serde_json::to_vec(&log_id::<TypeConfig>(1, 1, p)).unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+        let mut store = LogStore::<TypeConfig>::open(db.clone()).await.unwrap();
+        assert!(
+            store.try_get_log_entries(0..100).await.unwrap().is_empty(),
+            "purged {purged:?}"
+        );
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(
+            st.last_log_id.map(|l| l.index),
+            purged,
+            "the log ends at the purge point"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,18 +105,30 @@ async fn a_purge_cut_short_is_finished_at_open() {
     assert_eq!(st.last_log_id, Some(log_id::<TypeConfig>(1, 1, 10)));
 }
 
-/// The vote is durable when `save_vote` returns: it survives a reopen of
-/// a database whose handle was dropped right after.
+/// The vote is durable when `save_vote` returns: the power goes right
+/// after, and the disk image holding only what was durable has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_vote_survives_a_reopen() {
+async fn the_vote_survives_a_power_cut() {
     let d = tempfile::tempdir().unwrap();
+    let live = d.path().join("node");
+    let plan = emdb::FaultPlan::new();
+    plan.track_durable();
     {
-        let (mut log, _sm) = emdb_raft::open(d.path()).await.unwrap();
-        let vote = openraft::impls::Vote::new(3, 2);
-        log.save_vote(&vote).await.unwrap();
+        let db = AsyncEmdb::builder()
+            .path(&live)
+            .enable_range_scans(true)
+            .fault_plan(plan.clone())
+            .build_async()
+            .await
+            .unwrap();
+        let (mut log, _sm) = emdb_raft::open_db(db).await.unwrap();
+        log.save_vote(&openraft::impls::Vote::new(3, 2)).await.unwrap();
+        plan.power_off();
     }
-    // The last handle closes in the background; the reopen waits for it.
-    let (mut log, _sm) = emdb_raft::open(d.path()).await.unwrap();
+    let image = d.path().join("after");
+    plan.durable_image(&live, &image, emdb::ImagePolicy::DurableOnly, 1)
+        .unwrap();
+    let (mut log, _sm) = emdb_raft::open(&image).await.unwrap();
     assert_eq!(
         log.read_vote().await.unwrap(),
         Some(openraft::impls::Vote::new(3, 2))

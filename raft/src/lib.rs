@@ -55,6 +55,32 @@ pub enum Request {
     },
 }
 
+/// Longest key a command may carry, in bytes.
+pub const MAX_KEY: usize = 4096;
+/// Longest value a command may carry, in bytes (its log entry, as JSON,
+/// must fit one emdb value).
+pub const MAX_VALUE: usize = 4 << 20;
+
+impl Request {
+    /// `Err` with a reason when the command is over the limits
+    /// ([`MAX_KEY`], [`MAX_VALUE`]). Check before `client_write`: a
+    /// committed command over them is applied as a no-op answered with
+    /// the error.
+    pub fn check(&self) -> Result<(), String> {
+        let (key, value) = match self {
+            Request::Set { key, value } => (key, value.len()),
+            Request::Delete { key } => (key, 0),
+        };
+        if key.len() > MAX_KEY {
+            return Err(format!("a key of {} bytes is over {MAX_KEY}", key.len()));
+        }
+        if value > MAX_VALUE {
+            return Err(format!("a value of {value} bytes is over {MAX_VALUE}"));
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -64,11 +90,15 @@ impl std::fmt::Display for Request {
     }
 }
 
-/// What a command returns: the value set, or the value a delete removed.
+/// What a command returns: the value set, or the value a delete removed;
+/// or, for a command over the limits, why it changed nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     /// The value.
     pub value: Option<String>,
+    /// Why the command changed nothing, if it did not.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 openraft::declare_raft_types!(

@@ -158,6 +158,7 @@ pub async fn write(
     request: crate::Request,
     patience: std::time::Duration,
 ) -> Result<crate::Response, String> {
+    request.check()?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut last_err = String::from("no node on the network");
     let mut hint: Option<NodeId> = None;

@@ -302,7 +302,10 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             if bytes >= APPEND_BYTES {
                 // Readable when this returns; a crash may keep this batch
                 // and lose the next (never the other way round reported).
-                self.log.insert_many(std::mem::take(&mut batch)).await.map_err(io_err)?;
+                self.log
+                    .insert_many(std::mem::take(&mut batch))
+                    .await
+                    .map_err(io_err)?;
                 bytes = 0;
             }
         }

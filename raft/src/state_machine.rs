@@ -10,12 +10,15 @@
 //! applies the rest again from the log.
 //!
 //! A snapshot is the namespace read through one point-in-time iterator
-//! (writers go on meanwhile), data and metadata from the same instant. It is
-//! kept in namespace `raft-snap` under a generation of its own, the pointer
-//! `current` switched last. Installing one fills a new `sm-<generation>`
-//! namespace, makes it durable, switches the pointer and drops the old
-//! namespace: a crash leaves the old state machine or the new one, and the
-//! next open drops the leftover.
+//! (writers go on meanwhile), data and metadata from the same instant. Its
+//! bytes are kept in namespace `raft-snap` in chunks under a generation of
+//! their own; the key `snap` of `raft-meta` describes the current one and is
+//! switched last. Installing one fills a new `sm-<generation>` namespace and
+//! the snapshot's chunks, makes them durable, and switches both pointers
+//! (`sm` and `snap`) in one atomic batch: a crash leaves the old state
+//! machine and snapshot or the new ones, and the next open removes the
+//! leftovers. One lock orders the snapshot's writers and readers (openraft
+//! builds snapshots on a task of its own).
 
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
@@ -35,12 +38,15 @@ const MEMBERSHIP: &[u8] = b"\x00membership";
 const DATA: u8 = 0x01;
 /// `raft-meta` key naming the current state-machine namespace.
 const SM_POINTER: &[u8] = b"sm";
-/// `raft-snap` key of the current snapshot's description.
-const CURRENT: &[u8] = b"current";
+/// `raft-meta` key of the current snapshot's description.
+const CURRENT: &[u8] = b"snap";
 /// Bytes per stored snapshot chunk.
 const CHUNK: usize = 1 << 20;
-/// Records per batch while a snapshot is installed.
-const INSTALL_BATCH: usize = 10_000;
+/// Most bytes of records in one transaction or batch (apply, install):
+/// well inside emdb's default `max_batch_bytes` (64 MiB).
+const BATCH_BYTES: usize = 16 << 20;
+/// Most records in one transaction or batch.
+const BATCH_RECORDS: usize = 10_000;
 
 /// The stored description of the current snapshot.
 #[derive(Serialize, Deserialize)]
@@ -59,6 +65,8 @@ pub struct StateMachine {
     snaps: AsyncNamespace,
     /// The current namespace and its generation, switched by an install.
     current: Arc<Mutex<(AsyncNamespace, u64)>>,
+    /// Held while the stored snapshot is written or read.
+    snapshot: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn sm_name(generation: u64) -> String {
@@ -82,12 +90,40 @@ impl StateMachine {
             }
         }
         let sm = db.namespace(&current).await.map_err(io_err)?;
-        Ok(StateMachine {
+        let this = StateMachine {
             db,
             meta,
             snaps,
             current: Arc::new(Mutex::new((sm, generation))),
-        })
+            snapshot: Arc::default(),
+        };
+        this.remove_stray_chunks().await?;
+        Ok(this)
+    }
+
+    /// The description of the current snapshot, if any.
+    async fn stored(&self) -> io::Result<Option<Stored>> {
+        match self.meta.get(CURRENT).await.map_err(io_err)? {
+            Some(v) => unjson(&v).map(Some),
+            None => None.map(Ok).transpose(),
+        }
+    }
+
+    /// Removes snapshot chunks of any generation but the current one (left
+    /// by a crash, or by a snapshot that was replaced).
+    async fn remove_stray_chunks(&self) -> io::Result<()> {
+        let keep = self.stored().await?.map(|s| s.generation);
+        let mut rows = self.snaps.keys_stream().await.map_err(io_err)?;
+        let mut stray = Vec::new();
+        while let Some(k) = futures::StreamExt::next(&mut rows).await {
+            if chunk_generation(&k) != keep {
+                stray.push(k);
+            }
+        }
+        for k in stray {
+            self.snaps.remove(k).await.map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// The current state-machine namespace.
@@ -140,17 +176,17 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    /// Stores `bytes` as the current snapshot, described by `meta`.
-    async fn keep_snapshot(
+    /// Writes `bytes` as the chunks of a new snapshot generation, durably;
+    /// its description (not yet the current one). The caller holds the
+    /// snapshot lock.
+    async fn write_chunks(
         &self,
         meta: &SnapshotMetaOf<TypeConfig>,
         bytes: &[u8],
-    ) -> io::Result<()> {
-        let old: Option<Stored> = match self.snaps.get(CURRENT).await.map_err(io_err)? {
-            Some(v) => Some(unjson(&v)?),
-            None => None,
-        };
-        let generation = old.as_ref().map_or(1, |o| o.generation + 1);
+    ) -> io::Result<Stored> {
+        let generation = self.stored().await?.map_or(1, |o| o.generation + 1);
+        // Chunks a crash left under this generation go first.
+        self.remove_stray_chunks().await?;
         let mut chunks = 0u64;
         for (i, c) in bytes.chunks(CHUNK).enumerate() {
             self.snaps
@@ -160,26 +196,62 @@ impl StateMachine {
             chunks += 1;
         }
         self.db.flush().await.map_err(io_err)?;
-        let stored = Stored {
+        Ok(Stored {
             meta: meta.clone(),
             generation,
             chunks,
-        };
-        self.snaps
+        })
+    }
+
+    /// Stores `bytes` as the current snapshot, described by `meta`, unless
+    /// the current one is newer (openraft may already have purged the log
+    /// it covers).
+    async fn keep_snapshot(
+        &self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let _one = self.snapshot.lock().await;
+        let old = self.stored().await?;
+        if old
+            .as_ref()
+            .is_some_and(|o| o.meta.last_log_id > meta.last_log_id)
+        {
+            return Ok(());
+        }
+        let stored = self.write_chunks(meta, bytes).await?;
+        self.meta
             .insert(CURRENT.to_vec(), json(&stored)?)
             .await
             .map_err(io_err)?;
         self.db.flush().await.map_err(io_err)?;
-        if let Some(o) = old {
-            for i in 0..o.chunks {
-                self.snaps
-                    .remove(chunk_key(o.generation, i))
-                    .await
-                    .map_err(io_err)?;
-            }
-        }
-        Ok(())
+        self.remove_stray_chunks().await
     }
+}
+
+/// The generation of a chunk key.
+fn chunk_generation(k: &[u8]) -> Option<u64> {
+    let g = k.strip_prefix(b"chunk/")?.get(..8)?;
+    Some(u64::from_be_bytes(g.try_into().ok()?))
+}
+
+/// `rows` cut into batches of at most `BATCH_RECORDS` records and about
+/// `BATCH_BYTES` bytes.
+fn batches<T>(rows: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let (mut cur, mut bytes) = (Vec::new(), 0usize);
+    for r in rows {
+        bytes += size(&r);
+        cur.push(r);
+        if bytes >= BATCH_BYTES || cur.len() >= BATCH_RECORDS {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 fn data_key(key: &str) -> Vec<u8> {
@@ -220,6 +292,40 @@ fn decode(mut b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         rows.push((k, v));
     }
     Ok(rows)
+}
+
+/// An entry to apply: its log id and new membership (JSON), its command.
+type Applying = (Vec<u8>, Option<Vec<u8>>, Option<Request>);
+
+/// Applies one command in `tx`. A command over the limits
+/// ([`Request::check`]) changes nothing and answers with its error: the
+/// entry is committed already, and must not stop the state machine.
+fn apply_one(tx: &mut emdb::Transaction<'_>, request: Option<&Request>) -> emdb::Result<Response> {
+    let Some(request) = request else {
+        return Ok(Response::default());
+    };
+    if let Err(e) = request.check() {
+        return Ok(Response {
+            value: None,
+            error: Some(e),
+        });
+    }
+    Ok(match request {
+        Request::Set { key, value } => {
+            tx.insert(data_key(key), value.as_bytes().to_vec())?;
+            Response {
+                value: Some(value.clone()),
+                error: None,
+            }
+        }
+        Request::Delete { key } => {
+            let old = tx.remove(data_key(key))?;
+            Response {
+                value: old.and_then(|v| String::from_utf8(v).ok()),
+                error: None,
+            }
+        }
+    })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -275,7 +381,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut batch = Vec::new();
+        let mut batch: Vec<Applying> = Vec::new();
         let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let applied = json(&Some(entry.log_id()))?;
@@ -293,41 +399,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.push((applied, membership, request));
             responders.push(responder);
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        // One transaction: every command, the last applied id and the
-        // last membership, all or nothing.
-        let responses = self
-            .sm()
-            .transaction(move |tx| {
-                let mut out = Vec::with_capacity(batch.len());
-                for (applied, membership, request) in &batch {
-                    let response = match request {
-                        Some(Request::Set { key, value }) => {
-                            tx.insert(data_key(key), value.as_bytes().to_vec())?;
-                            Response {
-                                value: Some(value.clone()),
-                            }
+        // Transactions of a bounded size (emdb's batch limits): each writes
+        // its commands, its last applied id and any new membership, all or
+        // nothing; in order, so the applied id never runs ahead.
+        let size = |(_, m, r): &Applying| {
+            m.as_ref().map_or(0, |m| m.len())
+                + r.as_ref().map_or(0, |r| match r {
+                    Request::Set { key, value } => key.len() + value.len(),
+                    Request::Delete { key } => key.len(),
+                })
+                + 64
+        };
+        let mut responses = Vec::with_capacity(responders.len());
+        for part in batches(batch, size) {
+            let out = self
+                .sm()
+                .transaction(move |tx| {
+                    let mut out = Vec::with_capacity(part.len());
+                    for (applied, membership, request) in &part {
+                        out.push(apply_one(tx, request.as_ref())?);
+                        tx.insert(APPLIED.to_vec(), applied.clone())?;
+                        if let Some(m) = membership {
+                            tx.insert(MEMBERSHIP.to_vec(), m.clone())?;
                         }
-                        Some(Request::Delete { key }) => {
-                            let old = tx.remove(data_key(key))?;
-                            Response {
-                                value: old.and_then(|v| String::from_utf8(v).ok()),
-                            }
-                        }
-                        None => Response { value: None },
-                    };
-                    tx.insert(APPLIED.to_vec(), applied.clone())?;
-                    if let Some(m) = membership {
-                        tx.insert(MEMBERSHIP.to_vec(), m.clone())?;
                     }
-                    out.push(response);
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(io_err)?;
+                    Ok(out)
+                })
+                .await
+                .map_err(io_err)?;
+            responses.extend(out);
+        }
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(response);
@@ -356,29 +457,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A leftover of an install a crash interrupted: start it afresh.
         self.db.drop_namespace(&name).await.map_err(io_err)?;
         let fresh = self.db.namespace(&name).await.map_err(io_err)?;
-        for part in rows.chunks(INSTALL_BATCH) {
-            fresh.insert_many(part.to_vec()).await.map_err(io_err)?;
+        for part in batches(rows, |(k, v)| k.len() + v.len() + 16) {
+            fresh.insert_many(part).await.map_err(io_err)?;
         }
-        self.db.flush().await.map_err(io_err)?;
-        // The switch: one durable write.
+        let _one = self.snapshot.lock().await;
+        // The snapshot's chunks, durable with the new map.
+        let stored = self.write_chunks(meta, &bytes).await?;
+        // The switch: both pointers in one atomic batch, durable.
         self.meta
-            .insert(SM_POINTER.to_vec(), json(&generation)?)
+            .insert_many([
+                (SM_POINTER.to_vec(), json(&generation)?),
+                (CURRENT.to_vec(), json(&stored)?),
+            ])
             .await
             .map_err(io_err)?;
         self.db.flush().await.map_err(io_err)?;
         let old = sm_name(generation - 1);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = (fresh, generation);
         self.db.drop_namespace(old).await.map_err(io_err)?;
-        self.keep_snapshot(meta, &bytes).await
+        self.remove_stray_chunks().await
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        let Some(v) = self.snaps.get(CURRENT).await.map_err(io_err)? else {
+        let _one = self.snapshot.lock().await;
+        let Some(stored) = self.stored().await? else {
             return Ok(None);
         };
-        let stored: Stored = unjson(&v)?;
         let mut bytes = Vec::new();
         for i in 0..stored.chunks {
             let c = self

@@ -251,6 +251,9 @@ async fn serve(raft: &Raft, sm: &StateMachine, ask: Ask) -> Answer {
                     .map_err(|e| e.to_string()),
             )
         }
+        Ask::Write(req) if req.check().is_err() => Answer::Write(Err(ClientError::Failed(
+            req.check().err().unwrap_or_default(),
+        ))),
         Ask::Write(req) => Answer::Write(match raft.client_write(req).await {
             Ok(r) => Ok(r.data),
             Err(e) => Err(match e.forward_to_leader() {

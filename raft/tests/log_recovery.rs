@@ -122,7 +122,9 @@ async fn the_vote_survives_a_power_cut() {
             .await
             .unwrap();
         let (mut log, _sm) = emdb_raft::open_db(db).await.unwrap();
-        log.save_vote(&openraft::impls::Vote::new(3, 2)).await.unwrap();
+        log.save_vote(&openraft::impls::Vote::new(3, 2))
+            .await
+            .unwrap();
         plan.power_off();
     }
     let image = d.path().join("after");

@@ -319,9 +319,9 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // appends share.
         let flushed = self.db.flush();
         // Detached: the task runs on without its handle.
-        let _ = C::spawn(async move {
+        drop(C::spawn(async move {
             callback.io_completed(flushed.await.map_err(io_err));
-        });
+        }));
         Ok(())
     }
 

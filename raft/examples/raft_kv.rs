@@ -13,7 +13,8 @@
 //! new leader taking writes; restart the old leader's process on its
 //! directory; show it catching up; and check that every write the cluster
 //! acknowledged is on every node. It exits non-zero if anything is lost.
-//! `EMDB_RAFT_PORT` moves the ports (default 21001..21003).
+//! The ports are three the kernel has free; `EMDB_RAFT_PORT=P` uses P, P+1
+//! and P+2.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,13 +60,11 @@ fn step(t0: Instant, what: &str) {
 
 async fn run() -> Result<(), String> {
     let t0 = Instant::now();
-    let base: u16 = std::env::var("EMDB_RAFT_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(21001);
+    let ports = ports()?;
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     let addrs: BTreeMap<NodeId, String> = (1..=3u64)
-        .map(|id| (id, format!("127.0.0.1:{}", base + id as u16 - 1)))
+        .zip(ports)
+        .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
         .collect();
     let dir = |id: NodeId| -> PathBuf { root.path().join(format!("node-{id}")) };
     let mut procs = Procs(
@@ -78,8 +77,14 @@ async fn run() -> Result<(), String> {
     step(t0, "started 3 node processes on 127.0.0.1");
 
     // Membership: node 1 alone, then 2 and 3 as learners, then voters.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    client.init(1, vec![(1, addrs[&1].clone())]).await?;
+    // (Node 1 answers once its process has started.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = client.init(1, vec![(1, addrs[&1].clone())]).await {
+        if Instant::now() > deadline {
+            return Err(format!("node 1 could not be initialized: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for id in [2, 3] {
         client.add_learner(id, &addrs[&id]).await?;
     }
@@ -157,24 +162,26 @@ async fn run() -> Result<(), String> {
         .applied(new)
         .await
         .ok_or("the leader's applied index")?;
-    loop {
-        let applied = client.applied(old).await;
-        if applied.is_some_and(|a| a >= target) {
-            step(
-                t0,
-                &format!(
-                    "node {old} caught up: applied index {} (leader at {target})",
-                    applied.unwrap_or(0)
-                ),
-            );
-            break;
+    for id in addrs.keys().copied() {
+        loop {
+            let applied = client.applied(id).await;
+            if applied.is_some_and(|a| a >= target) {
+                if id == old {
+                    let at = applied.unwrap_or(0);
+                    step(
+                        t0,
+                        &format!("node {old} caught up: applied index {at} (leader at {target})"),
+                    );
+                }
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(180) {
+                return Err(format!(
+                    "node {id} did not catch up (applied {applied:?}, leader {target})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if t0.elapsed() > Duration::from_secs(180) {
-            return Err(format!(
-                "node {old} did not catch up (applied {applied:?}, leader {target})"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Every acknowledged write on every node.
@@ -208,6 +215,23 @@ impl Drop for Procs {
             let _ = p.wait();
         }
     }
+}
+
+/// Three ports: from `EMDB_RAFT_PORT` on, or three the kernel has free now.
+fn ports() -> Result<Vec<u16>, String> {
+    let base = std::env::var("EMDB_RAFT_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok());
+    if let Some(base) = base {
+        return Ok(vec![base, base + 1, base + 2]);
+    }
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn main() {

@@ -24,7 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{NodeId, Raft, Request, Response, StateMachine, TypeConfig};
 
-/// Largest message accepted (a snapshot travels whole).
+/// Largest message sent or accepted. A snapshot travels whole, as JSON
+/// (its bytes as an array of numbers, up to 4 characters a byte), so
+/// snapshots of a few tens of MiB at most: this transport is the example's.
 const MAX_MESSAGE: usize = 256 << 20;
 
 /// What a node is asked.
@@ -76,6 +78,12 @@ enum Answer {
 
 async fn send<T: Serialize>(s: &mut TcpStream, msg: &T) -> io::Result<()> {
     let b = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if b.len() > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a message of {} bytes is over {MAX_MESSAGE}", b.len()),
+        ));
+    }
     s.write_all(&(b.len() as u32).to_be_bytes()).await?;
     s.write_all(&b).await
 }
@@ -93,14 +101,23 @@ async fn recv<T: serde::de::DeserializeOwned>(s: &mut TcpStream) -> io::Result<T
     serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// One request and its answer on a new connection.
-async fn call(addr: &str, ask: &Ask) -> io::Result<Answer> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    s.set_nodelay(true)?;
-    send(&mut s, ask).await?;
-    recv(&mut s).await
+/// How long a client request may take, connection included.
+const CLIENT_TTL: Duration = Duration::from_secs(10);
+
+/// One request and its answer on a new connection, within `ttl`.
+async fn call(addr: &str, ask: &Ask, ttl: Duration) -> io::Result<Answer> {
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        send(&mut s, ask).await?;
+        recv(&mut s).await
+    };
+    tokio::time::timeout(ttl, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{addr}: no answer in {ttl:?}"),
+        )
+    })?
 }
 
 /// The network: connections made from `BasicNode::addr`.
@@ -132,9 +149,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match call(&self.addr, &Ask::Append(rpc))
+        match call(&self.addr, &Ask::Append(rpc), option.soft_ttl())
             .await
             .map_err(unreachable)?
         {
@@ -146,9 +163,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match call(&self.addr, &Ask::Vote(rpc))
+        match call(&self.addr, &Ask::Vote(rpc), option.soft_ttl())
             .await
             .map_err(unreachable)?
         {
@@ -162,14 +179,16 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         vote: VoteOf<TypeConfig>,
         snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let ask = Ask::Snapshot {
             vote,
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        match call(&self.addr, &ask).await.map_err(unreachable)? {
+        // A whole snapshot: more time than an append gets.
+        let ttl = option.hard_ttl().max(Duration::from_secs(60));
+        match call(&self.addr, &ask, ttl).await.map_err(unreachable)? {
             Answer::Snapshot(r) => r.map_err(|e| unreachable(e).into()),
             _ => Err(unreachable("a wrong answer").into()),
         }
@@ -203,12 +222,17 @@ impl TcpNode {
         let listener = TcpListener::bind(addr).await?;
         let served = (raft.clone(), sm);
         let server = tokio::spawn(async move {
+            // The connections' tasks end with this one (stop aborts it).
+            let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((mut s, _)) = listener.accept().await else {
+                    // Out of descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                while conns.try_join_next().is_some() {}
                 let (raft, sm) = served.clone();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     let _ = s.set_nodelay(true);
                     while let Ok(ask) = recv::<Ask>(&mut s).await {
                         let answer = serve(&raft, &sm, ask).await;
@@ -227,8 +251,8 @@ impl TcpNode {
         })
     }
 
-    /// Stops serving and stops Raft (the database closes with its last
-    /// handle, without a final checkpoint if the process dies first).
+    /// Stops serving (the listener and every connection) and stops Raft;
+    /// the database closes when its last handle goes.
     pub async fn stop(self) {
         self.server.abort();
         let _ = self.server.await;
@@ -340,7 +364,7 @@ impl Client {
             let order: Vec<NodeId> = hint.into_iter().chain(self.nodes.keys().copied()).collect();
             hint = None;
             for id in order {
-                let answer = match call(&self.nodes[&id], ask).await {
+                let answer = match call(&self.nodes[&id], ask, CLIENT_TTL).await {
                     Ok(a) => a,
                     Err(e) => {
                         last = format!("node {id}: {e}");
@@ -403,7 +427,8 @@ impl Client {
 
     /// Initializes the cluster on node `id` with `members` (id, address).
     pub async fn init(&self, id: NodeId, members: Vec<(NodeId, String)>) -> Result<(), String> {
-        match call(&self.nodes[&id], &Ask::Init(members)).await {
+        let addr = self.nodes.get(&id).ok_or("no such node")?;
+        match call(addr, &Ask::Init(members), CLIENT_TTL).await {
             Ok(Answer::Admin(Ok(()))) => Ok(()),
             Ok(Answer::Admin(Err(e))) => Err(format!("{e:?}")),
             Ok(_) => Err("a wrong answer".into()),
@@ -429,7 +454,7 @@ impl Client {
 
     /// Node `id`'s last applied log index.
     pub async fn applied(&self, id: NodeId) -> Option<u64> {
-        match call(self.nodes.get(&id)?, &Ask::Applied).await {
+        match call(self.nodes.get(&id)?, &Ask::Applied, CLIENT_TTL).await {
             Ok(Answer::Applied(a)) => a,
             _ => None,
         }
@@ -438,7 +463,10 @@ impl Client {
     /// Node `id`'s whole map as applied there.
     pub async fn dump(&self, id: NodeId) -> Result<Vec<(String, String)>, String> {
         let addr = self.nodes.get(&id).ok_or("no such node")?;
-        match call(addr, &Ask::Dump).await.map_err(|e| e.to_string())? {
+        match call(addr, &Ask::Dump, CLIENT_TTL)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Answer::Dump(r) => r,
             _ => Err("a wrong answer".into()),
         }
@@ -446,7 +474,7 @@ impl Client {
 
     /// Which node node `id` takes for the leader.
     pub async fn leader_seen_by(&self, id: NodeId) -> Option<NodeId> {
-        match call(self.nodes.get(&id)?, &Ask::Leader).await {
+        match call(self.nodes.get(&id)?, &Ask::Leader, CLIENT_TTL).await {
             Ok(Answer::Leader(l)) => l,
             _ => None,
         }

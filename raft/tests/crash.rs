@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,17 +98,25 @@ async fn the_leader_loses_power_during_writes_and_catches_up() {
     // Concurrent writers on the old leader, then its power goes while
     // they write.
     let old = leader(&router, &ids).await;
+    let done = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let router = router.clone();
+            let (router, done) = (router.clone(), done.clone());
             tokio::spawn(async move {
                 let mut mine = BTreeMap::new();
-                write_keys(&router, &format!("before-{w}"), 150, &mut mine).await;
+                for i in 0..150 {
+                    write_keys(&router, &format!("before-{w}-{i}"), 1, &mut mine).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
                 mine
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The power goes while the writers are at it: after 200 of their 600
+    // writes were acknowledged.
+    while done.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     plans[&old].power_off();
     let crashed = nodes.remove(&old).unwrap();
     let crashed_path = root.path().join(format!("node-{old}"));
@@ -166,6 +175,121 @@ async fn the_leader_loses_power_during_writes_and_catches_up() {
     assert_eq!(dumps[0], dumps[1], "state machines differ");
     assert_eq!(dumps[1], dumps[2], "state machines differ");
     assert_eq!(acked.len(), 4 * 150 + 300 + 50);
+    for node in nodes.into_values() {
+        node.stop(&router).await;
+    }
+}
+
+/// Every node loses power at once during concurrent writes. Restarted from
+/// their disk images (only what was durable on two of them, some of the
+/// rest too on the third), they elect a leader, and every write that was
+/// acknowledged before the power went is there: an acknowledgement means
+/// durable on a majority, so it is in the log of any leader they elect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_loses_power_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let router = Router::new();
+    let ids: Vec<NodeId> = vec![1, 2, 3];
+    let mut plans = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    for &id in &ids {
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let path = root.path().join(format!("node-{id}"));
+        let node = LocalNode::start(id, db(&path, Some(plan.clone())).await, &router, config())
+            .await
+            .unwrap();
+        plans.insert(id, plan);
+        nodes.insert(id, node);
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        ids.iter().map(|id| (*id, BasicNode::default())).collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+    leader(&router, &ids).await;
+
+    // Writers record what was acknowledged; after the power goes their
+    // writes fail, and they stop.
+    let done = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (router, done) = (router.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut mine = BTreeMap::new();
+                for i in 0.. {
+                    let (key, value) = (format!("w{w}-{i:05}"), format!("value {w} {i}"));
+                    let req = Request::Set {
+                        key: key.clone(),
+                        value: value.clone(),
+                    };
+                    match write(&router, req, Duration::from_secs(3)).await {
+                        Ok(_) => {
+                            mine.insert(key, value);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+    while done.load(Ordering::Relaxed) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for plan in plans.values() {
+        plan.power_off();
+    }
+    let mut acked = BTreeMap::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    for node in std::mem::take(&mut nodes).into_values() {
+        node.stop(&router).await;
+    }
+    // Restart every node from its disk image.
+    for &id in &ids {
+        let live = root.path().join(format!("node-{id}"));
+        let image = root.path().join(format!("node-{id}-restarted"));
+        let policy = if id == 3 {
+            ImagePolicy::Random
+        } else {
+            ImagePolicy::DurableOnly
+        };
+        let report = plans[&id].durable_image(&live, &image, policy, id).unwrap();
+        assert!(!report.directory_lost, "{report:?}");
+        let node = LocalNode::start(id, db(&image, None).await, &router, config())
+            .await
+            .expect("a node reopens after the power cut");
+        nodes.insert(id, node);
+    }
+    let leader_id = leader(&router, &ids).await;
+    // A write through the new leader commits everything before it.
+    let mut after = BTreeMap::new();
+    write_keys(&router, "after-restart", 1, &mut after).await;
+    let last = nodes[&leader_id]
+        .raft
+        .wait(Some(PATIENCE))
+        .metrics(|_| true, "now")
+        .await
+        .unwrap()
+        .last_log_index;
+    for node in nodes.values() {
+        node.raft
+            .wait(Some(PATIENCE))
+            .applied_index_at_least(last, "catch up")
+            .await
+            .unwrap_or_else(|e| panic!("node {} did not catch up: {e}", node.id));
+        let dump: BTreeMap<String, String> = node.sm.dump().await.unwrap().into_iter().collect();
+        for (k, v) in &acked {
+            assert_eq!(
+                dump.get(k),
+                Some(v),
+                "node {} lost acknowledged {k}",
+                node.id
+            );
+        }
+    }
+    assert!(acked.len() >= 300, "{} writes acknowledged", acked.len());
     for node in nodes.into_values() {
         node.stop(&router).await;
     }

@@ -120,18 +120,22 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// front: a crash part-way leaves a shorter prefix, never a gap.
     async fn remove_prefix(&self, keys: Vec<Vec<u8>>) -> io::Result<()> {
         for part in keys.chunks(REMOVE_BATCH) {
-            let part = part.to_vec();
-            self.log
-                .transaction(move |tx| {
-                    for k in &part {
-                        tx.remove(k)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(io_err)?;
+            self.remove_batch(part.to_vec()).await?;
         }
         Ok(())
+    }
+
+    /// Removes `keys` in one transaction: all or nothing after a crash.
+    async fn remove_batch(&self, keys: Vec<Vec<u8>>) -> io::Result<()> {
+        self.log
+            .transaction(move |tx| {
+                for k in &keys {
+                    tx.remove(k)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(io_err)
     }
 
     /// Cuts the log at the first entry missing after the purge point (or
@@ -190,15 +194,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         while !keys.is_empty() {
             let part = keys.split_off(keys.len().saturating_sub(REMOVE_BATCH));
             let more = !keys.is_empty();
-            self.log
-                .transaction(move |tx| {
-                    for k in &part {
-                        tx.remove(k)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(io_err)?;
+            self.remove_batch(part).await?;
             if more {
                 // Durable before the next (lower) batch goes.
                 self.db.flush().await.map_err(io_err)?;

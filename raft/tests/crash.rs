@@ -54,6 +54,31 @@ async fn leader(router: &Router, nodes: &[NodeId]) -> NodeId {
     }
 }
 
+/// Nodes `ids`, each on a database in `root` watched by a fault plan of
+/// its own, initialized as one cluster.
+async fn cluster(
+    root: &Path,
+    router: &Router,
+    ids: &[NodeId],
+) -> (BTreeMap<NodeId, FaultPlan>, BTreeMap<NodeId, LocalNode>) {
+    let mut plans = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    for &id in ids {
+        let plan = FaultPlan::new();
+        plan.track_durable();
+        let path = root.join(format!("node-{id}"));
+        let node = LocalNode::start(id, db(&path, Some(plan.clone())).await, router, config())
+            .await
+            .unwrap();
+        plans.insert(id, plan);
+        nodes.insert(id, node);
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        ids.iter().map(|id| (*id, BasicNode::default())).collect();
+    nodes[&ids[0]].raft.initialize(members).await.unwrap();
+    (plans, nodes)
+}
+
 /// Writes keys `prefix-0..n` through the cluster; every key acknowledged.
 async fn write_keys(router: &Router, prefix: &str, n: usize, acked: &mut BTreeMap<String, String>) {
     for i in 0..n {
@@ -78,21 +103,7 @@ async fn the_leader_loses_power_during_writes_and_catches_up() {
     let root = tempfile::tempdir().unwrap();
     let router = Router::new();
     let ids: Vec<NodeId> = vec![1, 2, 3];
-    let mut plans = BTreeMap::new();
-    let mut nodes = BTreeMap::new();
-    for &id in &ids {
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let path = root.path().join(format!("node-{id}"));
-        let node = LocalNode::start(id, db(&path, Some(plan.clone())).await, &router, config())
-            .await
-            .unwrap();
-        plans.insert(id, plan);
-        nodes.insert(id, node);
-    }
-    let members: BTreeMap<NodeId, BasicNode> =
-        ids.iter().map(|id| (*id, BasicNode::default())).collect();
-    nodes[&1].raft.initialize(members).await.unwrap();
+    let (plans, mut nodes) = cluster(root.path(), &router, &ids).await;
 
     let mut acked = BTreeMap::new();
     // Concurrent writers on the old leader, then its power goes while
@@ -190,21 +201,7 @@ async fn every_node_loses_power_at_once() {
     let root = tempfile::tempdir().unwrap();
     let router = Router::new();
     let ids: Vec<NodeId> = vec![1, 2, 3];
-    let mut plans = BTreeMap::new();
-    let mut nodes = BTreeMap::new();
-    for &id in &ids {
-        let plan = FaultPlan::new();
-        plan.track_durable();
-        let path = root.path().join(format!("node-{id}"));
-        let node = LocalNode::start(id, db(&path, Some(plan.clone())).await, &router, config())
-            .await
-            .unwrap();
-        plans.insert(id, plan);
-        nodes.insert(id, node);
-    }
-    let members: BTreeMap<NodeId, BasicNode> =
-        ids.iter().map(|id| (*id, BasicNode::default())).collect();
-    nodes[&1].raft.initialize(members).await.unwrap();
+    let (plans, mut nodes) = cluster(root.path(), &router, &ids).await;
     leader(&router, &ids).await;
 
     // Writers record what was acknowledged; after the power goes their

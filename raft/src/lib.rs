@@ -57,13 +57,15 @@ pub enum Request {
 
 /// Longest key a command may carry, in bytes.
 pub const MAX_KEY: usize = 4096;
-/// Longest value a command may carry, in bytes (its log entry, as JSON,
-/// must fit one emdb value).
+/// Longest value a command may carry, in bytes.
 pub const MAX_VALUE: usize = 4 << 20;
+/// Most bytes a command may take as JSON (control characters take six
+/// each): its log entry must fit one emdb value (16 MiB by default).
+pub const MAX_ENCODED: usize = 8 << 20;
 
 impl Request {
     /// `Err` with a reason when the command is over the limits
-    /// ([`MAX_KEY`], [`MAX_VALUE`]). Check before `client_write`: a
+    /// ([`MAX_KEY`], [`MAX_VALUE`], [`MAX_ENCODED`]). Check before `client_write`: a
     /// committed command over them is applied as a no-op answered with
     /// the error.
     pub fn check(&self) -> Result<(), String> {
@@ -76,6 +78,12 @@ impl Request {
         }
         if value > MAX_VALUE {
             return Err(format!("a value of {value} bytes is over {MAX_VALUE}"));
+        }
+        let encoded = serde_json::to_vec(self).map_or(usize::MAX, |b| b.len());
+        if encoded > MAX_ENCODED {
+            return Err(format!(
+                "the command takes {encoded} bytes as JSON, over {MAX_ENCODED}"
+            ));
         }
         Ok(())
     }

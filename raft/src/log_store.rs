@@ -162,8 +162,8 @@ impl<C: RaftTypeConfig> LogStore<C> {
         self.db.flush().await.map_err(io_err)
     }
 
-    /// The indexes of the entries in `range`, ascending (values are not
-    /// copied).
+    /// The indexes of the entries in `range`, ascending (the stream reads
+    /// each entry; only the index is kept).
     async fn keys<R: RangeBounds<Vec<u8>>>(&self, range: R) -> io::Result<Vec<u64>> {
         let mut s = self.log.range_stream(range).await.map_err(io_err)?;
         let mut out = Vec::new();

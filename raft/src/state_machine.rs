@@ -4,10 +4,12 @@
 //! of `raft-meta`. In it, data keys carry the prefix `0x01`; the last
 //! applied log id and the last membership sit under `0x00` keys, so that
 //! `apply` writes a whole batch of commands and the last applied id in one
-//! transaction (crash-atomic). Applies are not flushed one by one: the log
-//! holds every applied entry until `purge`, which flushes first; after a
-//! crash the state machine is whole as of some applied id, and openraft
-//! applies the rest again from the log.
+//! transaction (crash-atomic). A transaction begins only once every earlier
+//! one is durable (a flush first; free when nothing is pending), so after a
+//! crash the state machine is whole as of some applied id: never a later
+//! transaction without an earlier one. The last one is not flushed: the
+//! log holds every applied entry until `purge`, which flushes first, and
+//! openraft applies again from the log what a crash took.
 //!
 //! A snapshot is the namespace read through one point-in-time iterator
 //! (writers go on meanwhile), data and metadata from the same instant. Its
@@ -412,6 +414,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let mut responses = Vec::with_capacity(responders.len());
         for part in batches(batch, size) {
+            // Every earlier transaction durable first: emdb keeps writes
+            // in order within a shard, not across shards, so an unflushed
+            // earlier transaction could be lost beside a later one whose
+            // applied id would then cover it. With nothing pending this is
+            // free; otherwise it joins the log's flushes.
+            self.db.flush().await.map_err(io_err)?;
             let out = self
                 .sm()
                 .transaction(move |tx| {

@@ -40,6 +40,16 @@ async fn an_oversized_command_is_a_no_op_not_a_halt() {
     assert!(write(&router, huge.clone(), Duration::from_secs(5))
         .await
         .is_err());
+    // A value under MAX_VALUE of control characters is over MAX_ENCODED
+    // as JSON (six bytes each): refused too.
+    let escaped = Request::Set {
+        key: "k".into(),
+        value: "\u{1}".repeat(emdb_raft::MAX_VALUE - 1),
+    };
+    assert!(escaped.check().is_err());
+    assert!(write(&router, escaped, Duration::from_secs(5))
+        .await
+        .is_err());
     // Proposed anyway (straight to Raft): committed, applied as a no-op.
     let r = node.raft.client_write(huge).await.unwrap();
     assert!(r.data.error.is_some(), "{:?}", r.data);

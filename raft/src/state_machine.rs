@@ -5,11 +5,12 @@
 //! applied log id and the last membership sit under `0x00` keys, so that
 //! `apply` writes a whole batch of commands and the last applied id in one
 //! transaction (crash-atomic). A transaction begins only once every earlier
-//! one is durable (a flush first; free when nothing is pending), so after a
-//! crash the state machine is whole as of some applied id: never a later
-//! transaction without an earlier one. The last one is not flushed: the
-//! log holds every applied entry until `purge`, which flushes first, and
-//! openraft applies again from the log what a crash took.
+//! one is durable (a flush is started as each commits, and the next waits
+//! for it), so after a crash the state machine is whole as of some applied
+//! id: never a later transaction without an earlier one. Nothing waits for
+//! the last one: the log holds every applied entry until `purge`, which
+//! flushes first, and openraft applies again from the log what a crash
+//! took.
 //!
 //! A snapshot is the namespace read through one point-in-time iterator
 //! (writers go on meanwhile), data and metadata from the same instant. Its
@@ -69,6 +70,9 @@ pub struct StateMachine {
     current: Arc<Mutex<(AsyncNamespace, u64)>>,
     /// Held while the stored snapshot is written or read.
     snapshot: Arc<tokio::sync::Mutex<()>>,
+    /// The flush started after the last apply transaction: the next one
+    /// waits for it.
+    applied_flush: Arc<Mutex<Option<tokio::task::JoinHandle<emdb::Result<()>>>>>,
 }
 
 fn sm_name(generation: u64) -> String {
@@ -98,6 +102,7 @@ impl StateMachine {
             snaps,
             current: Arc::new(Mutex::new((sm, generation))),
             snapshot: Arc::default(),
+            applied_flush: Arc::default(),
         };
         this.remove_stray_chunks().await?;
         Ok(this)
@@ -417,9 +422,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Every earlier transaction durable first: emdb keeps writes
             // in order within a shard, not across shards, so an unflushed
             // earlier transaction could be lost beside a later one whose
-            // applied id would then cover it. With nothing pending this is
-            // free; otherwise it joins the log's flushes.
-            self.db.flush().await.map_err(io_err)?;
+            // applied id would then cover it. Its flush was started when
+            // it committed (it shares the log's device flushes), so by the
+            // next commit it is usually done.
+            let earlier = self
+                .applied_flush
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(h) = earlier {
+                h.await.map_err(io::Error::other)?.map_err(io_err)?;
+            }
             let out = self
                 .sm()
                 .transaction(move |tx| {
@@ -435,6 +448,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 })
                 .await
                 .map_err(io_err)?;
+            let flush = tokio::spawn(self.db.flush());
+            *self.applied_flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(flush);
             responses.extend(out);
         }
         for (responder, response) in responders.into_iter().zip(responses) {

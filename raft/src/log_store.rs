@@ -107,12 +107,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let Some(purged) = self.get_meta::<LogIdOf<C>>(LAST_PURGED).await? else {
             return Ok(());
         };
-        let keys: Vec<Vec<u8>> = self
-            .keys(..=key(purged.index()).to_vec())
-            .await?
-            .into_iter()
-            .map(|i| key(i).to_vec())
-            .collect();
+        let keys: Vec<Vec<u8>> = self.raw_keys(..=key(purged.index()).to_vec()).await?;
         self.remove_prefix(keys).await
     }
 
@@ -165,10 +160,19 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// The indexes of the entries in `range`, ascending (the stream reads
     /// each entry; only the index is kept).
     async fn keys<R: RangeBounds<Vec<u8>>>(&self, range: R) -> io::Result<Vec<u64>> {
+        self.raw_keys(range)
+            .await?
+            .iter()
+            .map(|k| index_of(k))
+            .collect()
+    }
+
+    /// The log keys in `range`, ascending, as stored.
+    async fn raw_keys<R: RangeBounds<Vec<u8>>>(&self, range: R) -> io::Result<Vec<Vec<u8>>> {
         let mut s = self.log.range_stream(range).await.map_err(io_err)?;
         let mut out = Vec::new();
         while let Some((k, _)) = futures::StreamExt::next(&mut s).await {
-            out.push(index_of(&k)?);
+            out.push(k);
         }
         Ok(out)
     }
@@ -323,12 +327,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.as_ref().map_or(0, |l| l.index() + 1);
-        let keys: Vec<Vec<u8>> = self
-            .keys(key(from).to_vec()..)
-            .await?
-            .into_iter()
-            .map(|i| key(i).to_vec())
-            .collect();
+        let keys: Vec<Vec<u8>> = self.raw_keys(key(from).to_vec()..).await?;
         self.remove_all(keys).await?;
         // Durable before anything is appended after it: a new entry must
         // never survive a crash beside the old one it replaced.
@@ -348,12 +347,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // state machine's applies up to it (they are not flushed one by
         // one; the log below this point is their only other copy).
         self.db.flush().await.map_err(io_err)?;
-        let keys: Vec<Vec<u8>> = self
-            .keys(..=key(log_id.index()).to_vec())
-            .await?
-            .into_iter()
-            .map(|i| key(i).to_vec())
-            .collect();
+        let keys: Vec<Vec<u8>> = self.raw_keys(..=key(log_id.index()).to_vec()).await?;
         // What a crash leaves of this is finished by the next open.
         self.remove_prefix(keys).await?;
         if self.last().is_none_or(|l| l.index() <= log_id.index()) {

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! 1. **The ordered index against `crossbeam-skiplist`**, the design's
-//!    named crate: N random 24-byte keys inserted in random order into our
-//!    sorted key blocks (`SortedKeys`, what each shard keeps) and into a
-//!    `SkipSet<Box<[u8]>>` (keys only, as ours), then a full ordered walk,
+//!    named crate: N random 24-byte keys, each with an 8-byte location,
+//!    inserted in random order into our sorted key blocks (`SortedKeys`,
+//!    what each shard keeps) and into a `SkipMap<Box<[u8]>, u64>` (the same
+//!    contents), then a full ordered walk,
 //!    10,000 seeks of 100 keys each, and the heap bytes each holds
 //!    (counted by this binary's allocator).
 //! 2. **The database.** N keys of 24 bytes (150-byte values) written to an
@@ -26,7 +27,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crossbeam_skiplist::SkipSet;
+use crossbeam_skiplist::SkipMap;
 use emdb::bench_api::SortedKeys;
 use emdb::Emdb;
 
@@ -113,8 +114,8 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
         let before = LIVE.load(Ordering::Relaxed);
         let t = Instant::now();
         let mut set = SortedKeys::default();
-        for k in ks {
-            set.insert(k);
+        for (i, k) in ks.iter().enumerate() {
+            set.insert(k, i as u64);
         }
         ours.insert.push(ms(t));
         ours.heap = LIVE.load(Ordering::Relaxed) - before;
@@ -141,16 +142,16 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
 
         let before = LIVE.load(Ordering::Relaxed);
         let t = Instant::now();
-        let list: SkipSet<Box<[u8]>> = SkipSet::new();
-        for k in ks {
-            list.insert(Box::from(&k[..]));
+        let list: SkipMap<Box<[u8]>, u64> = SkipMap::new();
+        for (i, k) in ks.iter().enumerate() {
+            list.insert(Box::from(&k[..]), i as u64);
         }
         skip.insert.push(ms(t));
         skip.heap = LIVE.load(Ordering::Relaxed) - before;
         let t = Instant::now();
         let mut count = 0;
         for e in list.iter() {
-            black_box(e.value());
+            black_box((e.key(), e.value()));
             count += 1;
         }
         skip.walk.push(ms(t));
@@ -164,7 +165,7 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
                 ))
                 .take(100)
             {
-                black_box(e.value());
+                black_box((e.key(), e.value()));
             }
         }
         skip.seek.push(ms(t));
@@ -174,7 +175,7 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
     println!("|---|---|---|---|---|");
     for (name, f) in [
         ("sorted key blocks (ours)", &ours),
-        ("crossbeam SkipSet<Box<[u8]>>", &skip),
+        ("crossbeam SkipMap<Box<[u8]>, u64>", &skip),
     ] {
         println!(
             "| {name} | {:.0} ms | {:.1} ms | {:.1} ms | {:.1} |",

@@ -53,14 +53,16 @@ impl Index {
 }
 
 /// The ordered index of range scans (`src/sorted.rs`): a sorted set of
-/// byte keys in blocks, as one shard keeps for one namespace.
+/// byte keys with their record locations in blocks, as one shard keeps for
+/// one namespace.
 #[derive(Default)]
 pub struct SortedKeys(crate::sorted::SortedKeys);
 
 impl SortedKeys {
-    /// Adds `key`; false if it was there.
-    pub fn insert(&mut self, key: &[u8]) -> bool {
-        self.0.insert(key)
+    /// Adds `key` at location `loc` (or moves it there); false if it was
+    /// there.
+    pub fn insert(&mut self, key: &[u8], loc: u64) -> bool {
+        self.0.insert(key, loc)
     }
 
     /// Removes `key`; false if it was not there.
@@ -71,7 +73,7 @@ impl SortedKeys {
     /// Calls `f` on each key from `from` (inclusive) in ascending order
     /// until it returns false.
     pub fn scan_from(&self, from: &[u8], mut f: impl FnMut(&[u8]) -> bool) {
-        for k in self.0.iter_from(std::ops::Bound::Included(from)) {
+        for (k, _) in self.0.iter_from(std::ops::Bound::Included(from)) {
             if !f(k) {
                 break;
             }

@@ -5,7 +5,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use crate::engine::range::CHUNK;
+use crate::engine::range::{Packed, CHUNK};
 use crate::engine::State;
 use crate::error::Result;
 
@@ -35,7 +35,9 @@ use crate::error::Result;
 pub struct EmdbRangeIter {
     state: Arc<State>,
     ns: u32,
-    buf: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    /// The current chunk, and the next of its records to yield.
+    buf: Packed,
+    pos: usize,
     from: Bound<Vec<u8>>,
     to: Bound<Vec<u8>>,
     done: bool,
@@ -56,7 +58,8 @@ impl EmdbRangeIter {
         Ok(EmdbRangeIter {
             state,
             ns,
-            buf: Vec::new().into_iter(),
+            buf: Packed::default(),
+            pos: 0,
             from,
             to,
             done: false,
@@ -69,28 +72,29 @@ impl Iterator for EmdbRangeIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(item) = self.buf.next() {
-                return Some(item);
+            if self.pos < self.buf.len() {
+                let (key, value) = self.buf.get(self.pos);
+                self.pos += 1;
+                return Some((key.to_vec(), value.to_vec()));
             }
             if self.done {
                 return None;
             }
-            let chunk = self.state.range_chunk(
+            self.buf.clear();
+            self.buf.reserve(CHUNK);
+            self.pos = 0;
+            let next = self.state.range_chunk(
                 self.ns,
                 self.from.as_ref().map(Vec::as_slice),
                 self.to.as_ref().map(Vec::as_slice),
                 CHUNK,
+                &mut self.buf,
             );
-            let Ok(chunk) = chunk else {
-                // Only a configuration error, checked at creation.
-                self.done = true;
-                return None;
-            };
-            match chunk.next {
-                Some(last) => self.from = Bound::Excluded(last),
-                None => self.done = true,
+            match next {
+                Ok(Some(last)) => self.from = Bound::Excluded(last),
+                // Done, or a configuration error (checked at creation).
+                Ok(None) | Err(_) => self.done = true,
             }
-            self.buf = chunk.items.into_iter();
         }
     }
 }

@@ -1,15 +1,17 @@
-//! The ordered index behind range scans: a sorted set of byte keys, kept in
-//! blocks of up to [`BLOCK_MAX`] keys stored back to back.
+//! The ordered index behind range scans: a sorted set of byte keys, each
+//! with the location of its record, kept in blocks of up to [`BLOCK_MAX`]
+//! keys stored back to back.
 //!
 //! One set per shard and namespace, changed and read under the shard lock
-//! (see `engine::range`). It holds keys only: a scan finds each key's record
-//! through the hash index, as a point read does, so a write that overwrites
-//! a key or a compaction that moves its record leaves the set untouched;
-//! only a new key or a removed one changes it.
+//! (see `engine::range`). Each key's location is the one its hash-index
+//! slot holds: every write that points a slot somewhere (a new key, an
+//! overwrite, a compaction move) points the key here too, under the same
+//! lock, so a scan reads each record straight from its location, without
+//! hashing the key or probing the hash index.
 //!
 //! A block is the keys' bytes concatenated plus each key's end offset
-//! (4 bytes), so a 24-byte key costs about 28 bytes and a little slack
-//! (vectors grow by an eighth at a time). Blocks are found by their lower
+//! (4 bytes) and location (8 bytes), so a 24-byte key costs about 36 bytes
+//! and a little slack (vectors grow by an eighth at a time). Blocks are found by their lower
 //! fence in a `BTreeMap`: the first block's fence is the empty key, so
 //! every key has a block; a split gives the new right half its first key as
 //! fence; a block that empties is removed (its range falls to the block
@@ -27,6 +29,8 @@ const BLOCK_MAX: usize = 128;
 struct Block {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    /// Each key's record location (`log::frame::pack_pos`).
+    locs: Vec<u64>,
 }
 
 /// Grows `v` to hold `extra` more, by at least an eighth: little slack,
@@ -67,22 +71,25 @@ impl Block {
         Err(lo)
     }
 
-    fn insert_at(&mut self, i: usize, key: &[u8]) {
+    fn insert_at(&mut self, i: usize, key: &[u8], loc: u64) {
         let at = self.start(i);
         reserve(&mut self.bytes, key.len());
         reserve(&mut self.ends, 1);
+        reserve(&mut self.locs, 1);
         self.bytes.splice(at..at, key.iter().copied());
         let n = key.len() as u32;
         for e in &mut self.ends[i..] {
             *e += n;
         }
         self.ends.insert(i, at as u32 + n);
+        self.locs.insert(i, loc);
     }
 
     fn remove_at(&mut self, i: usize) {
         let (s, e) = (self.start(i), self.ends[i] as usize);
         self.bytes.drain(s..e);
         self.ends.remove(i);
+        self.locs.remove(i);
         let n = (e - s) as u32;
         for x in &mut self.ends[i..] {
             *x -= n;
@@ -92,14 +99,17 @@ impl Block {
             self.bytes
                 .shrink_to(self.bytes.len() + self.bytes.len() / 8);
             self.ends.shrink_to(self.ends.len() + self.ends.len() / 8);
+            self.locs.shrink_to(self.locs.len() + self.locs.len() / 8);
         }
     }
 
-    fn push(&mut self, key: &[u8]) {
+    fn push(&mut self, key: &[u8], loc: u64) {
         reserve(&mut self.bytes, key.len());
         reserve(&mut self.ends, 1);
+        reserve(&mut self.locs, 1);
         self.bytes.extend_from_slice(key);
         self.ends.push(self.bytes.len() as u32);
+        self.locs.push(loc);
     }
 
     /// Moves the upper half into a new block.
@@ -109,16 +119,19 @@ impl Block {
         let right = Block {
             bytes: self.bytes[cut as usize..].to_vec(),
             ends: self.ends[mid..].iter().map(|e| e - cut).collect(),
+            locs: self.locs[mid..].to_vec(),
         };
         self.bytes.truncate(cut as usize);
         self.ends.truncate(mid);
+        self.locs.truncate(mid);
         self.bytes.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.locs.shrink_to_fit();
         right
     }
 
     fn memory_bytes(&self) -> usize {
-        self.bytes.capacity() + 4 * self.ends.capacity()
+        self.bytes.capacity() + 4 * self.ends.capacity() + 8 * self.locs.capacity()
     }
 }
 
@@ -147,9 +160,11 @@ impl Fence {
 /// prefix of a longer one ties with it here).
 #[inline]
 pub(crate) fn key_head(key: &[u8]) -> u64 {
+    if let Some(head) = key.first_chunk::<8>() {
+        return u64::from_be_bytes(*head);
+    }
     let mut head = [0u8; 8];
-    let n = key.len().min(8);
-    head[..n].copy_from_slice(&key[..n]);
+    head[..key.len()].copy_from_slice(key);
     u64::from_be_bytes(head)
 }
 
@@ -168,20 +183,21 @@ impl Default for SortedKeys {
 }
 
 impl SortedKeys {
-    /// A set of `keys`, which must be sorted and distinct: blocks are
-    /// filled to three quarters, leaving room for inserts.
-    pub(crate) fn from_sorted<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> SortedKeys {
+    /// A set of `keys` with their locations, which must be sorted and
+    /// distinct: blocks are filled to three quarters, leaving room for
+    /// inserts.
+    pub(crate) fn from_sorted<'a>(keys: impl IntoIterator<Item = (&'a [u8], u64)>) -> SortedKeys {
         let mut set = SortedKeys::default();
         let fill = BLOCK_MAX * 3 / 4;
         let mut cur = Block::default();
         let mut fence = Fence::new(&[]);
-        for k in keys {
+        for (k, loc) in keys {
             if cur.len() == fill {
                 set.blocks
                     .insert(std::mem::replace(&mut fence, Fence::new(k)), cur);
                 cur = Block::default();
             }
-            cur.push(k);
+            cur.push(k, loc);
             set.len += 1;
         }
         set.blocks.insert(fence, cur);
@@ -201,13 +217,18 @@ impl SortedKeys {
             .expect("the first block's fence is the empty key")
     }
 
-    /// Adds `key`; false if it was there.
-    pub(crate) fn insert(&mut self, key: &[u8]) -> bool {
+    /// Adds `key` at `loc`, or points it at `loc` if it is there; true if
+    /// it was not.
+    pub(crate) fn insert(&mut self, key: &[u8], loc: u64) -> bool {
         let (_, block) = self.block_mut(key);
-        let Err(i) = block.search(key) else {
-            return false;
+        let i = match block.search(key) {
+            Ok(i) => {
+                block.locs[i] = loc;
+                return false;
+            }
+            Err(i) => i,
         };
-        block.insert_at(i, key);
+        block.insert_at(i, key, loc);
         if block.len() > BLOCK_MAX {
             let right = block.split_off();
             let fence = Fence::new(right.key(0));
@@ -250,14 +271,27 @@ impl SortedKeys {
                 let from = self.blocks.remove(&from).expect("listed");
                 let into = self.blocks.get_mut(&into).expect("listed");
                 for j in 0..from.len() {
-                    into.push(from.key(j));
+                    into.push(from.key(j), from.locs[j]);
                 }
             }
         }
         true
     }
 
-    /// The keys from `from` on, ascending.
+    /// Points `key` at `loc` if the set has it (a compaction moved its
+    /// record); false if it has not.
+    pub(crate) fn relocate(&mut self, key: &[u8], loc: u64) -> bool {
+        let (_, block) = self.block_mut(key);
+        match block.search(key) {
+            Ok(i) => {
+                block.locs[i] = loc;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The keys from `from` on, ascending, each with its location.
     pub(crate) fn iter_from(&self, from: Bound<&[u8]>) -> Keys<'_> {
         let (seek, skip_equal) = match from {
             Bound::Unbounded => (&[][..], false),
@@ -294,8 +328,8 @@ impl SortedKeys {
     }
 }
 
-/// Keys of a [`SortedKeys`] in ascending order, from
-/// [`SortedKeys::iter_from`].
+/// Keys of a [`SortedKeys`] in ascending order, each with its location,
+/// from [`SortedKeys::iter_from`].
 pub(crate) struct Keys<'a> {
     blocks: std::collections::btree_map::Range<'a, Fence, Block>,
     cur: Option<&'a Block>,
@@ -303,14 +337,14 @@ pub(crate) struct Keys<'a> {
 }
 
 impl<'a> Iterator for Keys<'a> {
-    type Item = &'a [u8];
+    type Item = (&'a [u8], u64);
 
-    fn next(&mut self) -> Option<&'a [u8]> {
+    fn next(&mut self) -> Option<(&'a [u8], u64)> {
         loop {
             let b = self.cur?;
             if self.pos < b.len() {
                 self.pos += 1;
-                return Some(b.key(self.pos - 1));
+                return Some((b.key(self.pos - 1), b.locs[self.pos - 1]));
             }
             self.cur = self.blocks.next().map(|(_, b)| b);
             self.pos = 0;
@@ -328,9 +362,14 @@ impl Ordered {
         self.0.get(&ns)
     }
 
-    /// Adds `key` to namespace `ns`.
-    pub(crate) fn insert(&mut self, ns: u32, key: &[u8]) {
-        self.0.entry(ns).or_default().insert(key);
+    /// Adds `key` at `loc` to namespace `ns`, or points it at `loc`.
+    pub(crate) fn insert(&mut self, ns: u32, key: &[u8], loc: u64) {
+        self.0.entry(ns).or_default().insert(key, loc);
+    }
+
+    /// Points `key` of namespace `ns` at `loc`, if it is there.
+    pub(crate) fn relocate(&mut self, ns: u32, key: &[u8], loc: u64) -> bool {
+        self.0.get_mut(&ns).is_some_and(|s| s.relocate(key, loc))
     }
 
     pub(crate) fn remove(&mut self, ns: u32, key: &[u8]) {
@@ -357,50 +396,57 @@ impl Ordered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
-    fn check(set: &SortedKeys, model: &BTreeSet<Vec<u8>>) {
+    fn check(set: &SortedKeys, model: &BTreeMap<Vec<u8>, u64>) {
         assert_eq!(set.len(), model.len());
-        let all: Vec<&[u8]> = set.iter_from(Bound::Unbounded).collect();
-        let want: Vec<&[u8]> = model.iter().map(|k| &k[..]).collect();
+        let all: Vec<(&[u8], u64)> = set.iter_from(Bound::Unbounded).collect();
+        let want: Vec<(&[u8], u64)> = model.iter().map(|(k, l)| (&k[..], *l)).collect();
         assert_eq!(all, want);
     }
 
     #[test]
-    fn matches_a_btreeset_under_random_inserts_removes_and_seeks() {
+    fn matches_a_btreemap_under_random_inserts_moves_removes_and_seeks() {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut set = SortedKeys::default();
-        let mut model = BTreeSet::new();
-        for round in 0..20_000 {
+        let mut model = BTreeMap::new();
+        for round in 0..20_000u64 {
             let len = rng.usize(0..6);
             let k: Vec<u8> = (0..len).map(|_| rng.u8(b'a'..b'e')).collect();
-            if rng.u8(0..3) == 0 {
-                assert_eq!(set.remove(&k), model.remove(&k), "remove {k:?}");
-            } else {
-                assert_eq!(set.insert(&k), model.insert(k.clone()), "insert {k:?}");
+            match rng.u8(0..4) {
+                0 => assert_eq!(set.remove(&k), model.remove(&k).is_some(), "remove {k:?}"),
+                1 => {
+                    let had = model.get_mut(&k).map(|l| *l = round).is_some();
+                    assert_eq!(set.relocate(&k, round), had, "relocate {k:?}");
+                }
+                _ => assert_eq!(
+                    set.insert(&k, round),
+                    model.insert(k.clone(), round).is_none(),
+                    "insert {k:?}"
+                ),
             }
             if round % 1000 == 0 {
                 check(&set, &model);
             }
             let probe: Vec<u8> = (0..rng.usize(0..4)).map(|_| rng.u8(b'a'..b'f')).collect();
-            let got: Vec<&[u8]> = set.iter_from(Bound::Excluded(&probe)).take(3).collect();
-            let want: Vec<&[u8]> = model
+            let got: Vec<(&[u8], u64)> = set.iter_from(Bound::Excluded(&probe)).take(3).collect();
+            let want: Vec<(&[u8], u64)> = model
                 .range::<Vec<u8>, _>((Bound::Excluded(&probe), Bound::Unbounded))
                 .take(3)
-                .map(|k| &k[..])
+                .map(|(k, l)| (&k[..], *l))
                 .collect();
             assert_eq!(got, want, "after {probe:?}");
-            let got: Vec<&[u8]> = set.iter_from(Bound::Included(&probe)).take(3).collect();
-            let want: Vec<&[u8]> = model
+            let got: Vec<(&[u8], u64)> = set.iter_from(Bound::Included(&probe)).take(3).collect();
+            let want: Vec<(&[u8], u64)> = model
                 .range::<Vec<u8>, _>((Bound::Included(&probe), Bound::Unbounded))
                 .take(3)
-                .map(|k| &k[..])
+                .map(|(k, l)| (&k[..], *l))
                 .collect();
             assert_eq!(got, want, "from {probe:?}");
         }
         check(&set, &model);
-        for k in model.clone() {
-            assert!(set.remove(&k));
+        for k in model.keys() {
+            assert!(set.remove(k));
         }
         assert_eq!(set.len(), 0);
         assert_eq!(set.iter_from(Bound::Unbounded).count(), 0);
@@ -410,13 +456,17 @@ mod tests {
     #[test]
     fn from_sorted_builds_the_same_set() {
         let keys: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
-        let mut set = SortedKeys::from_sorted(keys.iter().map(|k| &k[..]));
-        let model: BTreeSet<Vec<u8>> = keys.iter().cloned().collect();
+        let mut set = SortedKeys::from_sorted(keys.iter().zip(0..).map(|(k, l)| (&k[..], l)));
+        let mut model: BTreeMap<Vec<u8>, u64> = keys.iter().cloned().zip(0..).collect();
         check(&set, &model);
-        assert!(!set.insert(&keys[500]));
-        assert!(set.insert(b"\x00\x00\x01\xf4\x00"));
+        assert!(!set.insert(&keys[500], 7), "an overwrite moves the key");
+        model.insert(keys[500].clone(), 7);
+        assert!(set.insert(b"\x00\x00\x01\xf4\x00", 8));
+        model.insert(b"\x00\x00\x01\xf4\x00".to_vec(), 8);
         assert!(set.remove(&keys[0]));
-        let first: Vec<&[u8]> = set.iter_from(Bound::Unbounded).take(1).collect();
-        assert_eq!(first, vec![&keys[1][..]]);
+        model.remove(&keys[0]);
+        check(&set, &model);
+        let first: Vec<(&[u8], u64)> = set.iter_from(Bound::Unbounded).take(1).collect();
+        assert_eq!(first, vec![(&keys[1][..], 1)]);
     }
 }

@@ -255,12 +255,14 @@ impl State {
                             tombstone: !shard.is_oldest(v.id),
                         });
                     } else {
+                        let (key, copy) = self.to_move(v, at, &f, raw)?;
                         batch.push(Move::Record {
                             h,
                             ns: f.namespace,
                             loc,
                             expires_at: f.expires_at,
-                            copy: self.to_move(v, at, &f, raw)?.1,
+                            key,
+                            copy,
                         });
                     }
                 }
@@ -326,6 +328,9 @@ enum Move<'a> {
         ns: u32,
         loc: u64,
         expires_at: Option<u64>,
+        /// Its plaintext key (the ordered index of range scans follows the
+        /// move by it).
+        key: Cow<'a, [u8]>,
         copy: Copy<'a>,
     },
     /// An expired put, dropped (and its key's index entry with it) if the
@@ -484,6 +489,7 @@ impl<'a> Batch<'a> {
                     ns,
                     loc,
                     expires_at,
+                    key,
                     copy,
                 } => {
                     if !shard.points_at(ns, h, loc) {
@@ -502,6 +508,9 @@ impl<'a> Batch<'a> {
                         );
                         if let Some(t) = expires_at {
                             g.expiring.moved(t, loc, new);
+                        }
+                        if let Some(o) = &mut g.ordered {
+                            o.relocate(ns, &key, new);
                         }
                     }
                     moved += copy.len() as u64;

@@ -72,7 +72,22 @@ impl State {
         hide_expired: bool,
         f: impl Fn(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
     ) -> Result<Option<R>> {
-        let (h, mac) = self.ctx.keyed(ns, key);
+        let keyed = self.ctx.keyed(ns, key);
+        self.find_keyed(ns, key, keyed, verify, hide_expired, f)
+    }
+
+    /// [`find`](State::find) of a key whose [`keyed`](super::Ctx::keyed)
+    /// hash the caller has computed already (a range scan's batch does).
+    #[inline]
+    pub(super) fn find_keyed<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        (h, mac): (u64, Option<(u64, u64)>),
+        verify: bool,
+        hide_expired: bool,
+        mut f: impl FnMut(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
+    ) -> Result<Option<R>> {
         let shard = &self.shards[self.ctx.shard_of(h)];
         let guard = epoch::pin();
         let Some(index) = shard.indexes.get(ns, &guard) else {
@@ -93,54 +108,7 @@ impl State {
                     return None;
                 };
                 seg.with_frame(off, |b| {
-                    let fr = match frame::decode_unchecked(b) {
-                        Ok(fr) => fr,
-                        // The index points here, so a frame was written
-                        // here: bytes that no longer decode are damage.
-                        Err(_) => {
-                            return Some(Err(Error::corrupted(
-                                seg.path.clone().unwrap_or_default(),
-                                off as u64,
-                                "a record the index points to no longer decodes",
-                            )))
-                        }
-                    };
-                    if fr.kind != Kind::Put || fr.namespace != ns {
-                        return None;
-                    }
-                    if !crate::crypt::key_matches_mac(&fr, key, mac) {
-                        // An encrypted frame whose index hash matched but
-                        // whose key check did not: a 2^-64 collision, or
-                        // damage. Authenticating it tells which.
-                        if fr.sealed.is_some() {
-                            if let Err(e) = self.ctx.open(seg, off, &fr, &mut Vec::new()) {
-                                return Some(Err(e));
-                            }
-                        }
-                        return None;
-                    }
-                    // Expired: invisible (the clock is read only for a
-                    // record that has an expiry).
-                    if hide_expired && super::ttl::is_expired(fr.expires_at) {
-                        return None;
-                    }
-                    if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b)
-                    {
-                        return Some(Err(Error::corrupted(
-                            seg.path.clone().unwrap_or_default(),
-                            off as u64,
-                            "record checksum mismatch",
-                        )));
-                    }
-                    if fr.sealed.is_some() {
-                        let mut buf = Vec::new();
-                        return Some(
-                            self.ctx
-                                .open(seg, off, &fr, &mut buf)
-                                .map(|p| f(seg, off, &p)),
-                        );
-                    }
-                    Some(Ok(f(seg, off, &fr)))
+                    self.read_frame(ns, key, mac, seg, off, b, verify, hide_expired, &mut f)
                 })
                 .flatten()
             });
@@ -148,8 +116,75 @@ impl State {
                 tries += 1;
                 continue;
             }
-            return found.transpose();
+            return found.transpose().map(Option::flatten);
         }
+    }
+
+    /// The record of `key` in frame bytes `b` (at `off` of `seg`), which an
+    /// index slot with the key's hash points to: `None` if the frame is not
+    /// that key's record (a hash collision), `Some(Ok(None))` if it expired
+    /// and `hide_expired` is set, else `f` of the frame (decrypted).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn read_frame<R>(
+        &self,
+        ns: u32,
+        key: &[u8],
+        mac: Option<(u64, u64)>,
+        seg: &Arc<Segment>,
+        off: u32,
+        b: &[u8],
+        verify: bool,
+        hide_expired: bool,
+        f: &mut impl FnMut(&Arc<Segment>, u32, &frame::Frame<'_>) -> R,
+    ) -> Option<Result<Option<R>>> {
+        let fr = match frame::decode_unchecked(b) {
+            Ok(fr) => fr,
+            // The index points here, so a frame was written here: bytes
+            // that no longer decode are damage.
+            Err(_) => {
+                return Some(Err(Error::corrupted(
+                    seg.path.clone().unwrap_or_default(),
+                    off as u64,
+                    "a record the index points to no longer decodes",
+                )))
+            }
+        };
+        if fr.kind != Kind::Put || fr.namespace != ns {
+            return None;
+        }
+        if !crate::crypt::key_matches_mac(&fr, key, mac) {
+            // An encrypted frame whose index hash matched but whose key
+            // check did not: a 2^-64 collision, or damage. Authenticating
+            // it tells which.
+            if fr.sealed.is_some() {
+                if let Err(e) = self.ctx.open(seg, off, &fr, &mut Vec::new()) {
+                    return Some(Err(e));
+                }
+            }
+            return None;
+        }
+        // Expired: invisible (the clock is read only for a record that has
+        // an expiry).
+        if hide_expired && super::ttl::is_expired(fr.expires_at) {
+            return Some(Ok(None));
+        }
+        if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b) {
+            return Some(Err(Error::corrupted(
+                seg.path.clone().unwrap_or_default(),
+                off as u64,
+                "record checksum mismatch",
+            )));
+        }
+        if fr.sealed.is_some() {
+            let mut buf = Vec::new();
+            return Some(
+                self.ctx
+                    .open(seg, off, &fr, &mut buf)
+                    .map(|p| Some(f(seg, off, &p))),
+            );
+        }
+        Some(Ok(Some(f(seg, off, &fr))))
     }
 
     pub(crate) fn get(&self, ns: u32, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -21,12 +21,13 @@ use super::shard::Shard;
 use super::State;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, Kind};
-use crate::sorted::{Ordered, SortedKeys};
+use crate::log::segment::Segment;
+use crate::sorted::{key_head, Ordered, SortedKeys};
 
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
 
-/// Keys whose slots and frames are fetched into the cache together.
+/// Frames the rebuild at open fetches into the cache together.
 const BATCH: usize = 32;
 
 /// `Error::InvalidConfig` unless range scans are on.
@@ -55,19 +56,89 @@ pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (Bound::Included(prefix.to_vec()), Bound::Unbounded)
 }
 
+#[inline]
 fn below(key: &[u8], to: Bound<&[u8]>) -> bool {
     match to {
         Bound::Unbounded => true,
-        Bound::Included(e) => key <= e,
-        Bound::Excluded(e) => key < e,
+        Bound::Included(e) => !key_less(e, key),
+        Bound::Excluded(e) => key_less(key, e),
     }
 }
 
-/// A chunk of a range: its records, and where the next chunk starts
-/// (after `next`), or `None` once the range is done.
-pub(crate) struct Chunk {
-    pub items: Vec<(Vec<u8>, Vec<u8>)>,
-    pub next: Option<Vec<u8>>,
+/// Where a range read puts the records it reads, in ascending key order.
+pub(crate) trait Sink {
+    fn take(&mut self, key: &[u8], value: &[u8]);
+    /// How many records it holds.
+    fn count(&self) -> usize;
+    /// Drops the records after the first `n`.
+    fn cut(&mut self, n: usize);
+}
+
+/// The eager calls' result: each record copied into its own two `Vec`s.
+impl Sink for Vec<(Vec<u8>, Vec<u8>)> {
+    fn take(&mut self, key: &[u8], value: &[u8]) {
+        self.push((key.to_vec(), value.to_vec()));
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn cut(&mut self, n: usize) {
+        self.truncate(n);
+    }
+}
+
+/// A lazy iterator's chunk: its records packed back to back in one buffer
+/// (each key, then its value), reused from chunk to chunk. The iterator
+/// copies a record into the `Vec`s it yields only when asked for it, so
+/// each record's two allocations are freed before the next record's are
+/// made (the allocator's per-thread cache serves them), and no allocation
+/// is made while the shard locks are held.
+#[derive(Default)]
+pub(crate) struct Packed {
+    bytes: Vec<u8>,
+    /// Where each record's key and value end in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Packed {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The key and value of record `i` (below [`len`](Packed::len)).
+    pub(crate) fn get(&self, i: usize) -> (&[u8], &[u8]) {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p].1);
+        let (key_end, value_end) = self.ends[i];
+        (&self.bytes[start..key_end], &self.bytes[key_end..value_end])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Room for `records` records of about 200 bytes without growing.
+    pub(crate) fn reserve(&mut self, records: usize) {
+        self.ends.reserve(records);
+        self.bytes.reserve(records * 200);
+    }
+}
+
+impl Sink for Packed {
+    fn take(&mut self, key: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn cut(&mut self, n: usize) {
+        self.ends.truncate(n);
+        let end = n.checked_sub(1).map_or(0, |p| self.ends[p].1);
+        self.bytes.truncate(end);
+    }
 }
 
 impl State {
@@ -82,102 +153,198 @@ impl State {
             from.as_ref().map(Vec::as_slice),
             to.as_ref().map(Vec::as_slice),
         );
-        Ok(self.range_chunk(ns, from, to, usize::MAX)?.items)
+        let mut items = Vec::new();
+        self.range_chunk(ns, from, to, usize::MAX, &mut items)?;
+        Ok(items)
     }
 
-    /// The live records of namespace `ns` with keys in `(from, to)`, in
-    /// ascending key order, at one point in time (every shard's lock held):
-    /// of the first `limit` keys of the range in the ordered index (records
-    /// expired or damaged are skipped, as `iter` skips them).
+    /// Reads into `out` the live records of namespace `ns` with keys in
+    /// `(from, to)`, in ascending key order, at one point in time (every
+    /// shard's lock held): of the first `limit` keys of the range in the
+    /// ordered index (records expired or damaged are skipped, as `iter`
+    /// skips them). Returns the last key examined when the limit stopped
+    /// the read with more of the range to come (the next chunk starts
+    /// after it), `None` once the range is done.
     pub(crate) fn range_chunk(
         &self,
         ns: u32,
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Chunk> {
+        out: &mut impl Sink,
+    ) -> Result<Option<Vec<u8>>> {
         check_enabled(self)?;
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        // Each shard's keys from `from` on, with the shard they belong to.
         let mut heads: Vec<_> = guards
             .iter()
-            .filter_map(|g| g.ordered.as_ref()?.get(ns))
-            .map(|set| set.iter_from(from).peekable())
+            .enumerate()
+            .filter_map(|(s, g)| Some((s, g.ordered.as_ref()?.get(ns)?)))
+            .map(|(s, set)| (s, set.iter_from(from).peekable()))
             .collect();
-        let mut items = Vec::new();
+        let guard = epoch::pin();
+        let mut reader = Pipeline::new(self, ns, &guard);
         let mut examined = 0;
-        let mut batch: Vec<&[u8]> = Vec::with_capacity(BATCH);
         let mut last: Option<&[u8]> = None;
         loop {
             let mut best: Option<(usize, &[u8])> = None;
-            for (i, h) in heads.iter_mut().enumerate() {
-                if let Some(&k) = h.peek() {
-                    if best.is_none_or(|(_, b)| k < b) {
+            for (i, (_, h)) in heads.iter_mut().enumerate() {
+                if let Some(&(k, _)) = h.peek() {
+                    if best.is_none_or(|(_, b)| key_less(k, b)) {
                         best = Some((i, k));
                     }
                 }
             }
-            let key = best.filter(|(_, k)| below(k, to) && examined < limit);
-            if let Some((i, key)) = key {
-                heads[i].next();
-                examined += 1;
-                last = Some(key);
-                batch.push(key);
-                if batch.len() < BATCH {
-                    continue;
+            match best.filter(|(_, k)| below(k, to) && examined < limit) {
+                Some((i, key)) => {
+                    let (shard, head) = &mut heads[i];
+                    let (_, loc) = head.next().expect("peeked");
+                    examined += 1;
+                    last = Some(key);
+                    reader.push(key, *shard, loc, out);
                 }
-            }
-            self.read_batch(ns, &batch, &mut items);
-            batch.clear();
-            if key.is_none() {
-                // The range ended, or the limit was reached with more to
-                // come (then the next chunk starts after the last key).
-                let more = best.is_some_and(|(_, k)| below(k, to));
-                let next = last.filter(|_| more).map(<[u8]>::to_vec);
-                return Ok(Chunk { items, next });
-            }
-        }
-    }
-
-    /// Reads the live records of `keys` into `out`, in order: first the
-    /// index slots of all of them are asked into the cache, then their
-    /// frames, then each is read as a point read does, so the cache misses
-    /// of a batch overlap instead of coming one after another. A damaged
-    /// record is skipped here, as iterators skip it (a point read of it
-    /// reports the damage); so is one that expired.
-    fn read_batch(&self, ns: u32, keys: &[&[u8]], out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        let guard = epoch::pin();
-        let hashes: Vec<(u64, &Shard)> = keys
-            .iter()
-            .map(|k| {
-                let h = self.ctx.hash(ns, k);
-                (h, &*self.shards[self.ctx.shard_of(h)])
-            })
-            .collect();
-        for &(h, shard) in &hashes {
-            if let Some(ix) = shard.indexes.get(ns, &guard) {
-                ix.prefetch(h, &guard);
-            }
-        }
-        for &(h, shard) in &hashes {
-            let Some(loc) = shard
-                .indexes
-                .get(ns, &guard)
-                .and_then(|ix| ix.find_map(h, &guard, Some))
-            else {
-                continue;
-            };
-            let (sid, off) = unpack_pos(loc);
-            if let Some(seg) = shard.segments(&guard).get(sid) {
-                seg.prefetch(off, 3);
-            }
-        }
-        for k in keys {
-            if let Ok(Some(v)) = self.lookup(ns, k, true, |_, _, fr| fr.value.to_vec()) {
-                out.push((k.to_vec(), v));
+                None => {
+                    reader.finish(out);
+                    // The range ended, or the limit was reached with more
+                    // to come (then the next chunk starts after the last
+                    // key).
+                    let more = best.is_some_and(|(_, k)| below(k, to));
+                    return Ok(last.filter(|_| more).map(<[u8]>::to_vec));
+                }
             }
         }
     }
 }
+
+/// `a < b`, decided by the keys' first eight bytes as numbers
+/// ([`key_head`]) when those differ, as they nearly always do, instead of
+/// a call to `memcmp`.
+#[inline]
+fn key_less(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (key_head(a), key_head(b));
+    if ha != hb {
+        return ha < hb;
+    }
+    a < b
+}
+
+/// Records a range read has in flight: key `i`'s frame is prefetched when
+/// the key comes out of the merge and read [`AHEAD`] keys later, so the
+/// cache misses of that many frames overlap.
+const AHEAD: usize = 8;
+
+/// The reads of one chunk, every shard's lock held (so each key's location
+/// in the ordered index is the one its hash-index slot holds).
+struct Pipeline<'a> {
+    state: &'a State,
+    ns: u32,
+    guard: &'a epoch::Guard,
+    /// Keys in flight, key `i` at `i % AHEAD`: the key, its shard and the
+    /// location the ordered index gives.
+    ring: [(&'a [u8], usize, u64); AHEAD],
+    /// Keys pushed so far.
+    pushed: usize,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(state: &'a State, ns: u32, guard: &'a epoch::Guard) -> Pipeline<'a> {
+        Pipeline {
+            state,
+            ns,
+            guard,
+            ring: [(&[][..], 0, 0); AHEAD],
+            pushed: 0,
+        }
+    }
+
+    fn push(&mut self, key: &'a [u8], shard: usize, loc: u64, out: &mut impl Sink) {
+        let i = self.pushed;
+        if i >= AHEAD {
+            self.read(i - AHEAD, out);
+        }
+        self.ring[i % AHEAD] = (key, shard, loc);
+        let (sid, off) = unpack_pos(loc);
+        if let Some(seg) = self.state.shards[shard].segments(self.guard).get(sid) {
+            seg.prefetch(off, FRAME_LINES);
+        }
+        self.pushed += 1;
+    }
+
+    /// Reads every key still in flight.
+    fn finish(&mut self, out: &mut impl Sink) {
+        let n = self.pushed;
+        for i in n.saturating_sub(AHEAD)..n {
+            self.read(i, out);
+        }
+    }
+
+    /// Reads key `i`'s live record into `out` from its location, checked
+    /// as a point read checks the frame its slot points to. A damaged
+    /// record is skipped here, as iterators skip it (a point read of it
+    /// reports the damage); so is one that expired.
+    fn read(&self, i: usize, out: &mut impl Sink) {
+        let (key, shard, loc) = self.ring[i % AHEAD];
+        let (state, ns) = (self.state, self.ns);
+        #[cfg(debug_assertions)]
+        self.check_location(key, shard, loc);
+        // The read may run twice (a tail buffer's bytes reread from the
+        // file): the second copy replaces the first.
+        let n = out.count();
+        let mut take = |_: &Arc<Segment>, _: u32, fr: &frame::Frame<'_>| {
+            out.cut(n);
+            out.take(key, fr.value);
+        };
+        // An encrypted frame's key is checked by its MAC.
+        let keyed = state.ctx.crypto.is_some().then(|| state.ctx.keyed(ns, key));
+        let mac = keyed.and_then(|k| k.1);
+        let (sid, off) = unpack_pos(loc);
+        let read = state.shards[shard]
+            .segments(self.guard)
+            .get(sid)
+            .and_then(|seg| {
+                seg.with_frame(off, |b| {
+                    state
+                        .read_frame(ns, key, mac, seg, off, b, true, true, &mut take)
+                        .is_some()
+                })
+            });
+        // Not this key's record there (which the locking rules out unless
+        // the bytes were damaged): the point read's whole probe decides.
+        if read != Some(true) {
+            let keyed = keyed.unwrap_or_else(|| state.ctx.keyed(ns, key));
+            let _ = state.find_keyed(ns, key, keyed, true, true, take);
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Pipeline<'_> {
+    /// The invariant the reads rely on: a key's location in the ordered
+    /// index is the one its hash-index slot holds (checked in debug builds,
+    /// so every test that scans checks it).
+    fn check_location(&self, key: &[u8], shard: usize, loc: u64) {
+        let (h, _) = self.state.ctx.keyed(self.ns, key);
+        let slot = self.state.shards[shard]
+            .indexes
+            .get(self.ns, self.guard)
+            .and_then(|ix| {
+                ix.find_map(h, self.guard, |l| {
+                    let (sid, off) = unpack_pos(l);
+                    let seg = self.state.shards[shard].segments(self.guard).get(sid)?;
+                    seg.with_frame(off, |b| {
+                        let f = frame::decode_unchecked(b).ok()?;
+                        (f.kind == Kind::Put && f.namespace == self.ns).then_some(())
+                    })?;
+                    Some(l)
+                })
+            });
+        assert_eq!(slot, Some(loc), "a key's ordered location is its slot's");
+    }
+}
+
+/// Cache lines of a frame a scan prefetches: a 24-byte key with a 150-byte
+/// value takes 210 bytes, so up to four lines from wherever it starts.
+const FRAME_LINES: usize = 4;
 
 impl Shard {
     /// Builds this shard's ordered indexes from its hash indexes (at open,
@@ -223,7 +390,7 @@ impl Shard {
                                 Err(_) => return,
                             },
                         };
-                        spans.push(Span::new(bytes.len(), f.key));
+                        spans.push(Span::new(bytes.len(), f.key, loc));
                         bytes.extend_from_slice(f.key);
                     });
                 }
@@ -232,26 +399,32 @@ impl Shard {
             spans.sort_unstable_by(|a, b| a.head.cmp(&b.head).then_with(|| key(a).cmp(key(b))));
             spans.dedup_by(|a, b| key(a) == key(b));
             if !spans.is_empty() {
-                ordered.set(ns, SortedKeys::from_sorted(spans.iter().map(key)));
+                ordered.set(
+                    ns,
+                    SortedKeys::from_sorted(spans.iter().map(|s| (key(s), s.loc))),
+                );
             }
         });
         self.lock().ordered = Some(ordered);
     }
 }
 
-/// A key in the rebuild's buffer, with its head (`sorted::key_head`).
+/// A key in the rebuild's buffer, with its head (`sorted::key_head`) and
+/// its record's location.
 struct Span {
     head: u64,
     off: usize,
     len: usize,
+    loc: u64,
 }
 
 impl Span {
-    fn new(off: usize, key: &[u8]) -> Span {
+    fn new(off: usize, key: &[u8], loc: u64) -> Span {
         Span {
-            head: crate::sorted::key_head(key),
+            head: key_head(key),
             off,
             len: key.len(),
+            loc,
         }
     }
 }

@@ -464,13 +464,13 @@ impl Shard {
         let old = self.indexes.get_or_create(ns, guard).upsert(h, loc, |old| {
             frame_has_key(segs, old, ns, key, self.ctx.crypto())
         });
-        match old {
-            Some(old) => g.expiring.forget(segs, old),
-            None => {
-                if let Some(o) = &mut g.ordered {
-                    o.insert(ns, key);
-                }
-            }
+        if let Some(old) = old {
+            g.expiring.forget(segs, old);
+        }
+        // The ordered index points at the record too: a new key enters it,
+        // an overwritten one moves there.
+        if let Some(o) = &mut g.ordered {
+            o.insert(ns, key, loc);
         }
         if let Some(t) = expires_at {
             g.expiring.add(t, loc, ns, h);

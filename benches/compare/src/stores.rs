@@ -88,8 +88,8 @@ pub fn kinds() -> Vec<Kind> {
                        calls share fdatasyncs); reads = get_zerocopy; background compaction on \
                        (default); compact(); checkpoint() before reopen",
             scan: "scans: opened with enable_range_scans(true) (so phase 12 includes its ordered \
-                   index); full scan = range_iter(..) (lazy, chunks of 128 keys), prefix scan = \
-                   range_prefix(prefix) (a Vec read at one point in time)",
+                   index); full scan = range_iter(..), prefix scan = range_prefix_iter(prefix) \
+                   (lazy, chunks of 128 keys, as the peers' iterators are lazy)",
             open: EmdbOurs::open,
         },
         Kind {
@@ -99,7 +99,7 @@ pub fn kinds() -> Vec<Kind> {
                        durable = flush(); reads = get_zerocopy; compact(); checkpoint() before reopen",
             scan: "scans: opened with enable_range_scans(true) (its crossbeam SkipMap of keys, so \
                    phase 12 includes it); full scan = range_iter(..) (lazy cursor), prefix scan = \
-                   range_prefix(prefix) (a Vec)",
+                   range_prefix_iter(prefix) (lazy)",
             open: EmdbUpstream::open,
         },
         Kind {
@@ -227,7 +227,7 @@ macro_rules! emdb_store_methods {
                         f(&k, &v);
                     }
                 } else {
-                    for (k, v) in self.0.range_prefix(prefix)? {
+                    for (k, v) in self.0.range_prefix_iter(prefix)? {
                         f(&k, &v);
                     }
                 }

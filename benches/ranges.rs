@@ -20,7 +20,9 @@
 //!    reopened with range scans off and on (the difference is the rebuild),
 //!    and the memory per key that `stats()` reports for the hash index and
 //!    the ordered index; a full `range_iter(..)` and 10,000 `range_prefix`
-//!    reads of about 100 keys.
+//!    reads of about 100 keys (and the same with `range_prefix_iter`).
+//!    Each load is followed by an overwrite of every key, timed: with range
+//!    scans, an overwrite moves the key's location in the ordered index.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -189,8 +191,9 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
 }
 
 /// Milliseconds to load `ks` with `insert_many` in chunks of 10,000 into
-/// a new database at `path` (then checkpointed and closed).
-fn load(path: &std::path::Path, ranges: bool, ks: &[[u8; 24]]) -> f64 {
+/// a new database at `path`, and (if `overwrite`) then to overwrite every
+/// key the same way; the database is checkpointed and closed.
+fn load(path: &std::path::Path, ranges: bool, ks: &[[u8; 24]], overwrite: bool) -> (f64, f64) {
     let db = Emdb::builder()
         .path(path)
         .enable_range_scans(ranges)
@@ -201,10 +204,16 @@ fn load(path: &std::path::Path, ranges: bool, ks: &[[u8; 24]]) -> f64 {
     for chunk in ks.chunks(10_000) {
         db.insert_many(chunk.iter().map(|k| (k, value))).unwrap();
     }
-    let el = ms(t);
+    let loaded = ms(t);
+    let value = [8u8; 150];
+    let t = Instant::now();
+    for chunk in ks.chunks(10_000).filter(|_| overwrite) {
+        db.insert_many(chunk.iter().map(|k| (k, value))).unwrap();
+    }
+    let overwritten = ms(t);
     db.checkpoint().unwrap();
     db.close().unwrap();
-    el
+    (loaded, overwritten)
 }
 
 fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
@@ -217,22 +226,29 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
             .build()
             .unwrap()
     };
-    // Bulk loads with and without the ordered index, alternated; the last
-    // one (with it) is the database measured below.
+    // Bulk loads (each followed by an overwrite of every key) with and
+    // without the ordered index, alternated; then one more load with it,
+    // without the overwrite (whose dead half would set the background
+    // compaction going), is the database measured below.
     let (mut load_off, mut load_on) = (vec![], vec![]);
+    let (mut over_off, mut over_on) = (vec![], vec![]);
     for _ in 0..reps.min(3) {
         for ranges in [false, true] {
             let _ = std::fs::remove_dir_all(&path);
-            let el = load(&path, ranges, ks);
+            let (loaded, overwritten) = load(&path, ranges, ks, true);
             if ranges {
-                load_on.push(el);
+                load_on.push(loaded);
+                over_on.push(overwritten);
             } else {
-                load_off.push(el);
+                load_off.push(loaded);
+                over_off.push(overwritten);
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&path);
+    load(&path, true, ks, false);
     let (mut off, mut on) = (vec![], vec![]);
-    let (mut full, mut prefix) = (vec![], vec![]);
+    let (mut full, mut prefix, mut prefix_lazy) = (vec![], vec![], vec![]);
     let mut per_key = (0.0, 0.0);
     let starts = seeks(n);
     for _ in 0..reps {
@@ -262,6 +278,14 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
             found += db.range_prefix(s).unwrap().len();
         }
         prefix.push(ms(t));
+        let t = Instant::now();
+        for s in &starts {
+            for kv in db.range_prefix_iter(s).unwrap() {
+                black_box(kv);
+                found += 1;
+            }
+        }
+        prefix_lazy.push(ms(t));
         black_box(found);
         db.close().unwrap();
     }
@@ -273,6 +297,14 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
         median(load_off)
     );
     println!("| bulk load, range scans on | {:.0} ms |", median(load_on));
+    println!(
+        "| overwrite every key (`insert_many`, 10,000 a call), range scans off | {:.0} ms |",
+        median(over_off)
+    );
+    println!(
+        "| overwrite every key, range scans on | {:.0} ms |",
+        median(over_on)
+    );
     println!(
         "| reopen, range scans off | {:.0} ms |",
         median(off.clone())
@@ -294,6 +326,10 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
     println!(
         "| 10,000 `range_prefix` of about 100 keys | {:.0} ms |",
         median(prefix)
+    );
+    println!(
+        "| the same 10,000 prefixes with `range_prefix_iter` | {:.0} ms |",
+        median(prefix_lazy)
     );
 }
 

@@ -262,15 +262,6 @@ impl Index {
         unsafe { self.table.load(Ordering::Acquire, guard).deref() }
     }
 
-    /// Starts loading the slot where the probe for `h` begins into the
-    /// cache (a scan does this for a batch of keys, then probes them).
-    #[inline]
-    pub(crate) fn prefetch(&self, h: u64, guard: &Guard) {
-        let t = self.table(guard);
-        let i = slot_hash(h) as usize & t.mask;
-        prefetch(t.slots()[i..].as_ptr());
-    }
-
     /// Returns the first `f(loc)` that is `Some` among the slots carrying
     /// hash `h`. `f` checks that the frame at `loc` holds the key.
     #[inline]

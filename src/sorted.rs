@@ -59,10 +59,14 @@ impl Block {
     }
 
     fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        let head = key_head(key);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid).cmp(key) {
+            let at = self.key(mid);
+            // Most probes are settled by the first eight bytes.
+            let order = key_head(at).cmp(&head).then_with(|| at.cmp(key));
+            match order {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(mid),
@@ -154,6 +158,80 @@ impl Fence {
     }
 }
 
+/// A fence as searches see it: a stored [`Fence`], or a [`Probe`] that
+/// borrows the key looked for, so a search allocates nothing. Both order
+/// as `Fence` derives it: head, then key.
+trait FenceKey {
+    fn head(&self) -> u64;
+    fn key(&self) -> &[u8];
+}
+
+impl FenceKey for Fence {
+    fn head(&self) -> u64 {
+        self.head
+    }
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// The fence a search looks for.
+struct Probe<'a> {
+    head: u64,
+    key: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    fn new(key: &'a [u8]) -> Probe<'a> {
+        Probe {
+            head: key_head(key),
+            key,
+        }
+    }
+}
+
+impl FenceKey for Probe<'_> {
+    fn head(&self) -> u64 {
+        self.head
+    }
+    fn key(&self) -> &[u8] {
+        self.key
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn FenceKey + 'a> for Fence {
+    fn borrow(&self) -> &(dyn FenceKey + 'a) {
+        self
+    }
+}
+
+impl Ord for dyn FenceKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head()
+            .cmp(&other.head())
+            .then_with(|| self.key().cmp(other.key()))
+    }
+}
+
+impl PartialOrd for dyn FenceKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for dyn FenceKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for dyn FenceKey + '_ {}
+
+/// The bound of every fence at or below `probe`.
+fn up_to<'p>(probe: &'p Probe<'_>) -> (Bound<&'p dyn FenceKey>, Bound<&'p dyn FenceKey>) {
+    (Bound::Unbounded, Bound::Included(probe as &dyn FenceKey))
+}
+
 /// The first eight bytes of `key` as a number that orders like them
 /// (zero-padded, big-endian): keys whose heads differ compare as their
 /// heads do; equal heads leave it to the bytes (a shorter key that is a
@@ -211,8 +289,9 @@ impl SortedKeys {
 
     /// The block whose range holds `key`.
     fn block_mut(&mut self, key: &[u8]) -> (&Fence, &mut Block) {
+        let probe = Probe::new(key);
         self.blocks
-            .range_mut(..=Fence::new(key))
+            .range_mut::<dyn FenceKey, _>(up_to(&probe))
             .next_back()
             .expect("the first block's fence is the empty key")
     }
@@ -255,10 +334,14 @@ impl SortedKeys {
         } else if left < BLOCK_MAX / 4 {
             let fits =
                 |(f, b): (&Fence, &Block)| (left + b.len() <= BLOCK_MAX / 2).then(|| f.clone());
-            let before = self.blocks.range(..&fence).next_back().and_then(fits);
+            let before = self
+                .blocks
+                .range::<Fence, _>(..&fence)
+                .next_back()
+                .and_then(fits);
             let after = || {
                 self.blocks
-                    .range((Bound::Excluded(&fence), Bound::Unbounded))
+                    .range::<Fence, _>((Bound::Excluded(&fence), Bound::Unbounded))
                     .next()
                     .and_then(fits)
             };
@@ -298,11 +381,12 @@ impl SortedKeys {
             Bound::Included(k) => (k, false),
             Bound::Excluded(k) => (k, true),
         };
+        let probe = Probe::new(seek);
         let mut blocks = self
             .blocks
-            .range(..=Fence::new(seek))
+            .range::<dyn FenceKey, _>(up_to(&probe))
             .next_back()
-            .map(|(fence, _)| self.blocks.range(fence..))
+            .map(|(fence, _)| self.blocks.range::<Fence, _>(fence..))
             .expect("the first block's fence is the empty key");
         let first = blocks.next().map(|(_, b)| b);
         let pos = first.map_or(0, |b| match b.search(seek) {

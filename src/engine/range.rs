@@ -4,10 +4,11 @@
 //! ascending order.
 //!
 //! **What a read sees.** A chunk of a range is read holding every shard's
-//! lock: its keys are merged from the ordered indexes and each value is
-//! read through the hash index, all at one point in time, so no write (and
-//! no transaction, whose commit holds the locks of its shards) is seen in
-//! part within a chunk. `range` and `range_prefix` read their whole result
+//! lock: its keys are merged from the ordered indexes and each record is
+//! read from the location the ordered index keeps for it (the location its
+//! hash-index slot holds: both change only under the shard lock), all at
+//! one point in time, so no write (and no transaction, whose commit holds
+//! the locks of its shards) is seen in part within a chunk. `range` and `range_prefix` read their whole result
 //! as one chunk; the lazy iterators read chunks of [`CHUNK`] keys and go on
 //! after the last key they examined, so across chunks they see each key as
 //! it was when its chunk was read (see `EmdbRangeIter`).
@@ -22,7 +23,8 @@ use super::State;
 use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, Kind};
 use crate::log::segment::Segment;
-use crate::sorted::{key_head, Ordered, SortedKeys};
+use crate::log::segtable::SegTable;
+use crate::sorted::{key_head, Keys, Ordered, SortedKeys};
 
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
@@ -175,43 +177,87 @@ impl State {
     ) -> Result<Option<Vec<u8>>> {
         check_enabled(self)?;
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
-        // Each shard's keys from `from` on, with the shard they belong to.
-        let mut heads: Vec<_> = guards
-            .iter()
-            .enumerate()
-            .filter_map(|(s, g)| Some((s, g.ordered.as_ref()?.get(ns)?)))
-            .map(|(s, set)| (s, set.iter_from(from).peekable()))
-            .collect();
         let guard = epoch::pin();
-        let mut reader = Pipeline::new(self, ns, &guard);
+        // Each shard's keys from `from` on, with its segments.
+        let mut heads: Vec<Head<'_>> = guards
+            .iter()
+            .zip(self.shards.iter())
+            .filter_map(|(g, shard)| {
+                let keys = g.ordered.as_ref()?.get(ns)?.iter_from(from);
+                Some(Head::new(keys, shard.segments(&guard)))
+            })
+            .collect();
+        let mut reader = Pipeline::new(self, ns);
         let mut examined = 0;
         let mut last: Option<&[u8]> = None;
         loop {
-            let mut best: Option<(usize, &[u8])> = None;
-            for (i, (_, h)) in heads.iter_mut().enumerate() {
-                if let Some(&(k, _)) = h.peek() {
-                    if best.is_none_or(|(_, b)| key_less(k, b)) {
-                        best = Some((i, k));
-                    }
+            // The head with the least key (two shards: one comparison).
+            let mut best: Option<usize> = None;
+            for (i, h) in heads.iter().enumerate() {
+                if h.cur.is_some() && best.is_none_or(|b| h.before(&heads[b])) {
+                    best = Some(i);
                 }
             }
-            match best.filter(|(_, k)| below(k, to) && examined < limit) {
+            let next = best.and_then(|i| Some((i, heads[i].cur?.0)));
+            match next.filter(|(_, k)| below(k, to) && examined < limit) {
                 Some((i, key)) => {
-                    let (shard, head) = &mut heads[i];
-                    let (_, loc) = head.next().expect("peeked");
+                    let head = &mut heads[i];
+                    let (_, loc) = head.cur.expect("a current key");
+                    reader.push(key, head.segs, loc, out);
+                    head.advance();
                     examined += 1;
                     last = Some(key);
-                    reader.push(key, *shard, loc, out);
                 }
                 None => {
                     reader.finish(out);
                     // The range ended, or the limit was reached with more
                     // to come (then the next chunk starts after the last
                     // key).
-                    let more = best.is_some_and(|(_, k)| below(k, to));
+                    let more = next.is_some_and(|(_, k)| below(k, to));
                     return Ok(last.filter(|_| more).map(<[u8]>::to_vec));
                 }
             }
+        }
+    }
+}
+
+/// One shard's keys in a range read: the next one with its location and
+/// head (`key_head`), and the shard's segment table.
+struct Head<'a> {
+    keys: Keys<'a>,
+    cur: Option<(&'a [u8], u64)>,
+    head: u64,
+    segs: &'a SegTable,
+}
+
+impl<'a> Head<'a> {
+    fn new(keys: Keys<'a>, segs: &'a SegTable) -> Head<'a> {
+        let mut h = Head {
+            keys,
+            cur: None,
+            head: 0,
+            segs,
+        };
+        h.advance();
+        h
+    }
+
+    fn advance(&mut self) {
+        self.cur = self.keys.next();
+        if let Some((k, _)) = self.cur {
+            self.head = key_head(k);
+        }
+    }
+
+    /// Whether this head's key comes before `other`'s (both current).
+    #[inline]
+    fn before(&self, other: &Head<'_>) -> bool {
+        if self.head != other.head {
+            return self.head < other.head;
+        }
+        match (self.cur, other.cur) {
+            (Some((a, _)), Some((b, _))) => a < b,
+            _ => false,
         }
     }
 }
@@ -238,33 +284,31 @@ const AHEAD: usize = 8;
 struct Pipeline<'a> {
     state: &'a State,
     ns: u32,
-    guard: &'a epoch::Guard,
-    /// Keys in flight, key `i` at `i % AHEAD`: the key, its shard and the
-    /// location the ordered index gives.
-    ring: [(&'a [u8], usize, u64); AHEAD],
+    /// Keys in flight, key `i` at `i % AHEAD`: the key, its shard's
+    /// segments and the location the ordered index gives.
+    ring: [(&'a [u8], Option<&'a SegTable>, u64); AHEAD],
     /// Keys pushed so far.
     pushed: usize,
 }
 
 impl<'a> Pipeline<'a> {
-    fn new(state: &'a State, ns: u32, guard: &'a epoch::Guard) -> Pipeline<'a> {
+    fn new(state: &'a State, ns: u32) -> Pipeline<'a> {
         Pipeline {
             state,
             ns,
-            guard,
-            ring: [(&[][..], 0, 0); AHEAD],
+            ring: [(&[][..], None, 0); AHEAD],
             pushed: 0,
         }
     }
 
-    fn push(&mut self, key: &'a [u8], shard: usize, loc: u64, out: &mut impl Sink) {
+    fn push(&mut self, key: &'a [u8], segs: &'a SegTable, loc: u64, out: &mut impl Sink) {
         let i = self.pushed;
         if i >= AHEAD {
             self.read(i - AHEAD, out);
         }
-        self.ring[i % AHEAD] = (key, shard, loc);
+        self.ring[i % AHEAD] = (key, Some(segs), loc);
         let (sid, off) = unpack_pos(loc);
-        if let Some(seg) = self.state.shards[shard].segments(self.guard).get(sid) {
+        if let Some(seg) = segs.get(sid) {
             seg.prefetch(off, FRAME_LINES);
         }
         self.pushed += 1;
@@ -283,10 +327,10 @@ impl<'a> Pipeline<'a> {
     /// record is skipped here, as iterators skip it (a point read of it
     /// reports the damage); so is one that expired.
     fn read(&self, i: usize, out: &mut impl Sink) {
-        let (key, shard, loc) = self.ring[i % AHEAD];
+        let (key, segs, loc) = self.ring[i % AHEAD];
         let (state, ns) = (self.state, self.ns);
         #[cfg(debug_assertions)]
-        self.check_location(key, shard, loc);
+        self.check_location(key, loc);
         // The read may run twice (a tail buffer's bytes reread from the
         // file): the second copy replaces the first.
         let n = out.count();
@@ -298,16 +342,13 @@ impl<'a> Pipeline<'a> {
         let keyed = state.ctx.crypto.is_some().then(|| state.ctx.keyed(ns, key));
         let mac = keyed.and_then(|k| k.1);
         let (sid, off) = unpack_pos(loc);
-        let read = state.shards[shard]
-            .segments(self.guard)
-            .get(sid)
-            .and_then(|seg| {
-                seg.with_frame(off, |b| {
-                    state
-                        .read_frame(ns, key, mac, seg, off, b, true, true, &mut take)
-                        .is_some()
-                })
-            });
+        let read = segs.and_then(|t| t.get(sid)).and_then(|seg| {
+            seg.with_frame(off, |b| {
+                state
+                    .read_frame(ns, key, mac, seg, off, b, true, true, &mut take)
+                    .is_some()
+            })
+        });
         // Not this key's record there (which the locking rules out unless
         // the bytes were damaged): the point read's whole probe decides.
         if read != Some(true) {
@@ -322,22 +363,21 @@ impl Pipeline<'_> {
     /// The invariant the reads rely on: a key's location in the ordered
     /// index is the one its hash-index slot holds (checked in debug builds,
     /// so every test that scans checks it).
-    fn check_location(&self, key: &[u8], shard: usize, loc: u64) {
+    fn check_location(&self, key: &[u8], loc: u64) {
         let (h, _) = self.state.ctx.keyed(self.ns, key);
-        let slot = self.state.shards[shard]
-            .indexes
-            .get(self.ns, self.guard)
-            .and_then(|ix| {
-                ix.find_map(h, self.guard, |l| {
-                    let (sid, off) = unpack_pos(l);
-                    let seg = self.state.shards[shard].segments(self.guard).get(sid)?;
-                    seg.with_frame(off, |b| {
-                        let f = frame::decode_unchecked(b).ok()?;
-                        (f.kind == Kind::Put && f.namespace == self.ns).then_some(())
-                    })?;
-                    Some(l)
-                })
-            });
+        let shard = &self.state.shards[self.state.ctx.shard_of(h)];
+        let guard = epoch::pin();
+        let slot = shard.indexes.get(self.ns, &guard).and_then(|ix| {
+            ix.find_map(h, &guard, |l| {
+                let (sid, off) = unpack_pos(l);
+                let seg = shard.segments(&guard).get(sid)?;
+                seg.with_frame(off, |b| {
+                    let f = frame::decode_unchecked(b).ok()?;
+                    (f.kind == Kind::Put && f.namespace == self.ns).then_some(())
+                })?;
+                Some(l)
+            })
+        });
         assert_eq!(slot, Some(loc), "a key's ordered location is its slot's");
     }
 }

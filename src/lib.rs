@@ -162,7 +162,7 @@ pub use namespace::AsyncNamespace;
 pub use namespace::{Namespace, NamespaceIter, NamespaceKeyIter, NamespaceRangeIter};
 #[cfg(feature = "nested")]
 pub use nested::{Focus, GroupIter};
-pub use range::EmdbRangeIter;
+pub use range::{EmdbRangeCursor, EmdbRangeIter};
 pub use stats::EmdbStats;
 pub use value::ValueRef;
 pub use verify::{Finding, VerifyReport};

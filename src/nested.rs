@@ -14,7 +14,7 @@ use crate::db::Emdb;
 use crate::engine::range::prefix_bounds;
 use crate::engine::{block_on, DEFAULT_NS};
 use crate::error::{Error, Result};
-use crate::range::EmdbRangeIter;
+use crate::range::{EmdbRangeCursor, EmdbRangeIter};
 
 /// A prefix is one or more non-empty segments joined by `.`.
 fn check_prefix(prefix: &str) -> Result<()> {
@@ -247,6 +247,17 @@ impl Focus {
     /// [`Focus::range_prefix`], lazily.
     pub fn range_prefix_iter<Q: AsRef<[u8]>>(&self, prefix: Q) -> Result<EmdbRangeIter> {
         self.db.range_prefix_iter(self.key_bytes(prefix.as_ref()))
+    }
+
+    /// [`Focus::range_iter`] without a copy per record (see
+    /// [`EmdbRangeCursor`](crate::EmdbRangeCursor)).
+    pub fn range_cursor<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<EmdbRangeCursor> {
+        self.db.range_cursor(self.full_bounds(&range))
+    }
+
+    /// [`Focus::range_prefix_iter`] without a copy per record.
+    pub fn range_prefix_cursor<Q: AsRef<[u8]>>(&self, prefix: Q) -> Result<EmdbRangeCursor> {
+        self.db.range_prefix_cursor(self.key_bytes(prefix.as_ref()))
     }
 
     /// The records under this focus from relative key `key` on

@@ -42,10 +42,12 @@ fn reserve<T>(v: &mut Vec<T>, extra: usize) {
 }
 
 impl Block {
+    #[inline]
     fn len(&self) -> usize {
         self.ends.len()
     }
 
+    #[inline]
     fn start(&self, i: usize) -> usize {
         if i == 0 {
             0
@@ -54,11 +56,13 @@ impl Block {
         }
     }
 
+    #[inline]
     fn key(&self, i: usize) -> &[u8] {
         &self.bytes[self.start(i)..self.ends[i] as usize]
     }
 
     fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        self.prefetch();
         let head = key_head(key);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
@@ -73,6 +77,19 @@ impl Block {
             }
         }
         Err(lo)
+    }
+
+    /// Asks every line of the offsets and keys into the cache at once: a
+    /// binary search of a block not in the cache would otherwise wait for
+    /// its lines one after another (a probe's line decides the next probe).
+    #[inline]
+    fn prefetch(&self) {
+        for line in self.ends.chunks(16) {
+            crate::index::prefetch(line.as_ptr());
+        }
+        for line in self.bytes.chunks(64) {
+            crate::index::prefetch(line.as_ptr());
+        }
     }
 
     fn insert_at(&mut self, i: usize, key: &[u8], loc: u64) {
@@ -382,27 +399,27 @@ impl SortedKeys {
             Bound::Excluded(k) => (k, true),
         };
         let probe = Probe::new(seek);
-        let mut blocks = self
+        let (fence, first) = self
             .blocks
             .range::<dyn FenceKey, _>(up_to(&probe))
             .next_back()
-            .map(|(fence, _)| self.blocks.range::<Fence, _>(fence..))
             .expect("the first block's fence is the empty key");
-        let first = blocks.next().map(|(_, b)| b);
-        let pos = first.map_or(0, |b| match b.search(seek) {
+        let pos = match first.search(seek) {
             Ok(i) if skip_equal => i + 1,
             Ok(i) | Err(i) => i,
-        });
+        };
         Keys {
-            blocks,
-            cur: first,
+            set: self,
+            fence,
+            rest: None,
+            cur: Some(first),
             pos,
         }
     }
 
     /// Heap bytes held (keys, offsets, block headers and fences).
     pub(crate) fn memory_bytes(&self) -> usize {
-        // A B-tree entry: the fence and the block's two vectors, plus the
+        // A B-tree entry: the fence and the block's three vectors, plus the
         // node's share (about a third again).
         let per_block = (std::mem::size_of::<Fence>() + std::mem::size_of::<Block>()) * 4 / 3;
         self.blocks
@@ -415,7 +432,12 @@ impl SortedKeys {
 /// Keys of a [`SortedKeys`] in ascending order, each with its location,
 /// from [`SortedKeys::iter_from`].
 pub(crate) struct Keys<'a> {
-    blocks: std::collections::btree_map::Range<'a, Fence, Block>,
+    set: &'a SortedKeys,
+    /// The first block's fence.
+    fence: &'a Fence,
+    /// The blocks after the first, looked up only once the first is used
+    /// up (a short range often ends inside it).
+    rest: Option<std::collections::btree_map::Range<'a, Fence, Block>>,
     cur: Option<&'a Block>,
     pos: usize,
 }
@@ -423,14 +445,37 @@ pub(crate) struct Keys<'a> {
 impl<'a> Iterator for Keys<'a> {
     type Item = (&'a [u8], u64);
 
+    #[inline]
     fn next(&mut self) -> Option<(&'a [u8], u64)> {
+        // The common case, inlined into the scan's merge: the block has
+        // another key.
+        if let Some(b) = self.cur {
+            let i = self.pos;
+            if i < b.len() {
+                self.pos = i + 1;
+                return Some((b.key(i), b.locs[i]));
+            }
+        }
+        self.next_block()
+    }
+}
+
+impl<'a> Keys<'a> {
+    /// The first key of the next block that has one.
+    #[inline(never)]
+    fn next_block(&mut self) -> Option<(&'a [u8], u64)> {
         loop {
             let b = self.cur?;
             if self.pos < b.len() {
                 self.pos += 1;
                 return Some((b.key(self.pos - 1), b.locs[self.pos - 1]));
             }
-            self.cur = self.blocks.next().map(|(_, b)| b);
+            let (set, fence) = (self.set, self.fence);
+            let rest = self.rest.get_or_insert_with(|| {
+                set.blocks
+                    .range::<Fence, _>((Bound::Excluded(fence), Bound::Unbounded))
+            });
+            self.cur = rest.next().map(|(_, b)| b);
             self.pos = 0;
         }
     }

@@ -5,6 +5,7 @@
 mod backup;
 mod block_on;
 mod checkpoint;
+pub(crate) mod chunk;
 mod commit;
 mod compaction;
 mod core_loop;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crossbeam_epoch as epoch;
 
+use super::chunk::Sink;
 use super::shard::Shard;
 use super::State;
 use crate::error::{Error, Result};
@@ -64,82 +65,6 @@ fn below(key: &[u8], to: Bound<&[u8]>) -> bool {
         Bound::Unbounded => true,
         Bound::Included(e) => !key_less(e, key),
         Bound::Excluded(e) => key_less(key, e),
-    }
-}
-
-/// Where a range read puts the records it reads, in ascending key order.
-pub(crate) trait Sink {
-    fn take(&mut self, key: &[u8], value: &[u8]);
-    /// How many records it holds.
-    fn count(&self) -> usize;
-    /// Drops the records after the first `n`.
-    fn cut(&mut self, n: usize);
-}
-
-/// The eager calls' result: each record copied into its own two `Vec`s.
-impl Sink for Vec<(Vec<u8>, Vec<u8>)> {
-    fn take(&mut self, key: &[u8], value: &[u8]) {
-        self.push((key.to_vec(), value.to_vec()));
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn cut(&mut self, n: usize) {
-        self.truncate(n);
-    }
-}
-
-/// A lazy iterator's chunk: its records packed back to back in one buffer
-/// (each key, then its value), reused from chunk to chunk. The iterator
-/// copies a record into the `Vec`s it yields only when asked for it, so
-/// each record's two allocations are freed before the next record's are
-/// made (the allocator's per-thread cache serves them), and no allocation
-/// is made while the shard locks are held.
-#[derive(Default)]
-pub(crate) struct Packed {
-    bytes: Vec<u8>,
-    /// Where each record's key and value end in `bytes`.
-    ends: Vec<(usize, usize)>,
-}
-
-impl Packed {
-    pub(crate) fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The key and value of record `i` (below [`len`](Packed::len)).
-    pub(crate) fn get(&self, i: usize) -> (&[u8], &[u8]) {
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p].1);
-        let (key_end, value_end) = self.ends[i];
-        (&self.bytes[start..key_end], &self.bytes[key_end..value_end])
-    }
-
-    pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// Room for `records` records of about 200 bytes without growing.
-    pub(crate) fn reserve(&mut self, records: usize) {
-        self.ends.reserve(records);
-        self.bytes.reserve(records * 200);
-    }
-}
-
-impl Sink for Packed {
-    fn take(&mut self, key: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        let key_end = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        self.ends.push((key_end, self.bytes.len()));
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn cut(&mut self, n: usize) {
-        self.ends.truncate(n);
-        let end = n.checked_sub(1).map_or(0, |p| self.ends[p].1);
-        self.bytes.truncate(end);
     }
 }
 
@@ -242,6 +167,7 @@ impl<'a> Head<'a> {
         h
     }
 
+    #[inline]
     fn advance(&mut self) {
         self.cur = self.keys.next();
         if let Some((k, _)) = self.cur {
@@ -301,6 +227,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    #[inline]
     fn push(&mut self, key: &'a [u8], segs: &'a SegTable, loc: u64, out: &mut impl Sink) {
         let i = self.pushed;
         if i >= AHEAD {
@@ -326,6 +253,7 @@ impl<'a> Pipeline<'a> {
     /// as a point read checks the frame its slot points to. A damaged
     /// record is skipped here, as iterators skip it (a point read of it
     /// reports the damage); so is one that expired.
+    #[inline]
     fn read(&self, i: usize, out: &mut impl Sink) {
         let (key, segs, loc) = self.ring[i % AHEAD];
         let (state, ns) = (self.state, self.ns);

@@ -302,6 +302,7 @@ pub(crate) fn crc_ok(frame: &[u8]) -> bool {
 
 /// Decodes the frame at the start of `buf`, checking the layout but not the
 /// CRC. For frames that were already verified once.
+#[inline]
 pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     if buf.len() < 4 {
         return Err(DecodeError::Invalid("truncated length field"));

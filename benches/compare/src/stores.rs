@@ -88,8 +88,10 @@ pub fn kinds() -> Vec<Kind> {
                        calls share fdatasyncs); reads = get_zerocopy; background compaction on \
                        (default); compact(); checkpoint() before reopen",
             scan: "scans: opened with enable_range_scans(true) (so phase 12 includes its ordered \
-                   index); full scan = range_iter(..), prefix scan = range_prefix_iter(prefix) \
-                   (lazy, chunks of 128 keys, as the peers' iterators are lazy)",
+                   index); full scan = range_cursor(..), prefix scan = range_prefix_cursor(prefix) \
+                   (lazy, chunks of 128 keys, each record lent without a copy, as the B-trees' \
+                   iterators lend theirs; EMDB_COMPARE_SCAN=iter: range_iter and range_prefix_iter, \
+                   two Vecs per record)",
             open: EmdbOurs::open,
         },
         Kind {
@@ -217,23 +219,6 @@ macro_rules! emdb_store_methods {
             self.0.checkpoint()?;
             Ok(true)
         }
-        fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
-            if !range_scans() {
-                return Err("opened without enable_range_scans".into());
-            }
-            Ok((|| -> Res<()> {
-                if prefix.is_empty() {
-                    for (k, v) in self.0.range_iter(..)? {
-                        f(&k, &v);
-                    }
-                } else {
-                    for (k, v) in self.0.range_prefix_iter(prefix)? {
-                        f(&k, &v);
-                    }
-                }
-                Ok(())
-            })())
-        }
     };
 }
 
@@ -276,6 +261,40 @@ impl Store for EmdbOurs {
             .ok()
             .map(|s| (s.device_flushes, s.records_per_flush))
     }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        if !range_scans() {
+            return Err("opened without enable_range_scans".into());
+        }
+        Ok((|| -> Res<()> {
+            if scan_with_iterators() {
+                let it = if prefix.is_empty() {
+                    self.0.range_iter(..)?
+                } else {
+                    self.0.range_prefix_iter(prefix)?
+                };
+                for (k, v) in it {
+                    f(&k, &v);
+                }
+                return Ok(());
+            }
+            let mut cursor = if prefix.is_empty() {
+                self.0.range_cursor(..)?
+            } else {
+                self.0.range_prefix_cursor(prefix)?
+            };
+            while let Some((k, v)) = cursor.next_record() {
+                f(k, v);
+            }
+            Ok(())
+        })())
+    }
+}
+
+/// `EMDB_COMPARE_SCAN=iter`: this tree's scans use `range_iter` and
+/// `range_prefix_iter` (a `Vec` pair per record) instead of the cursors
+/// (records lent, as the B-trees' iterators lend them).
+fn scan_with_iterators() -> bool {
+    std::env::var("EMDB_COMPARE_SCAN").is_ok_and(|v| v == "iter")
 }
 
 struct EmdbUpstream(emdb_upstream::Emdb);
@@ -308,6 +327,22 @@ impl Store for EmdbUpstream {
     emdb_store_methods!(EmdbUpstreamReader);
     fn compact(&mut self) -> Result<Res<()>, String> {
         Ok(self.0.compact().map_err(Into::into))
+    }
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Res<()>, String> {
+        if !range_scans() {
+            return Err("opened without enable_range_scans".into());
+        }
+        Ok((|| -> Res<()> {
+            let it = if prefix.is_empty() {
+                self.0.range_iter(..)?
+            } else {
+                self.0.range_prefix_iter(prefix)?
+            };
+            for (k, v) in it {
+                f(&k, &v);
+            }
+            Ok(())
+        })())
     }
 }
 

@@ -100,6 +100,15 @@ fn model_range(
         .collect()
 }
 
+/// Every record a cursor lends, copied.
+fn drain(mut c: emdb::EmdbRangeCursor) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some((k, v)) = c.next_record() {
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    out
+}
+
 /// Ordered reads of namespace `name` against the model's `want`.
 fn check_ranges(
     db: &Emdb,
@@ -118,6 +127,11 @@ fn check_ranges(
     };
     assert_eq!(full, all, "{at}: range(..)");
     assert_eq!(lazy, all, "{at}: range_iter(..)");
+    let lent = match ns {
+        Some(ns) => drain(ns.range_cursor(..).unwrap()),
+        None => drain(db.range_cursor(..).unwrap()),
+    };
+    assert_eq!(lent, all, "{at}: range_cursor(..)");
     for _ in 0..4 {
         let (from, to) = (bound(rng), bound(rng));
         let expect = model_range(want, &from, &to);
@@ -131,6 +145,11 @@ fn check_ranges(
             None => db.range_iter((from.clone(), to.clone())).unwrap().collect(),
         };
         assert_eq!(got, expect, "{at}: range_iter {from:?}..{to:?}");
+        let got = match ns {
+            Some(ns) => drain(ns.range_cursor((from.clone(), to.clone())).unwrap()),
+            None => drain(db.range_cursor((from.clone(), to.clone())).unwrap()),
+        };
+        assert_eq!(got, expect, "{at}: range_cursor {from:?}..{to:?}");
         let start = match (bound(rng), rng.bool()) {
             (Bound::Included(k) | Bound::Excluded(k), _) => k,
             (Bound::Unbounded, _) => b"g".to_vec(),
@@ -167,6 +186,11 @@ fn check_ranges(
         };
         assert_eq!(eager, expect, "{at}: range_prefix {prefix:?}");
         assert_eq!(lazy, expect, "{at}: range_prefix_iter {prefix:?}");
+        let lent = match ns {
+            Some(ns) => drain(ns.range_prefix_cursor(prefix).unwrap()),
+            None => drain(db.range_prefix_cursor(prefix).unwrap()),
+        };
+        assert_eq!(lent, expect, "{at}: range_prefix_cursor {prefix:?}");
     }
     if ns.is_none() {
         for g in 0..3 {
@@ -197,6 +221,11 @@ fn check(db: &Emdb, m: &Model, step: usize, ranges: bool) {
         assert!(
             refused(db.range_prefix_iter("k")),
             "range_prefix_iter without them"
+        );
+        assert!(refused(db.range_cursor(..)), "range_cursor without them");
+        assert!(
+            refused(db.range_prefix_cursor("k")),
+            "range_prefix_cursor without them"
         );
     }
     let mut listed = db.list_namespaces().unwrap();

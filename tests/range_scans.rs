@@ -65,6 +65,8 @@ fn without_the_option_every_range_call_is_invalid_config() {
     assert!(bad(db.iter_after("a").map(drop)));
     assert!(bad(ns.range(..).map(drop)));
     assert!(bad(ns.iter_after("a").map(drop)));
+    assert!(bad(db.range_cursor(..).map(drop)));
+    assert!(bad(ns.range_prefix_cursor("a").map(drop)));
     assert!(!db.stats().unwrap().range_scans_enabled);
     let on = memory();
     assert!(on.stats().unwrap().range_scans_enabled);
@@ -202,6 +204,66 @@ fn a_lazy_iterator_sees_writes_ahead_of_its_cursor_only() {
     for i in (0..2000).step_by(2).filter(|&i| i != 1004) {
         assert!(unique.contains(&key(i)), "unchanged key {i} yielded");
     }
+}
+
+/// A cursor lends what `range_iter` yields, and follows the same rule for
+/// writes made while it runs; a record it lent stays as lent (the chunk it
+/// came from is a copy) whatever is written meanwhile.
+#[test]
+fn a_cursor_lends_what_the_iterator_yields_under_the_same_rule() {
+    let db = memory();
+    for i in (0..2000).step_by(2) {
+        db.insert(key(i), format!("old-{i}")).unwrap();
+    }
+    let copied = |c: &mut emdb::EmdbRangeCursor| {
+        let mut out = Vec::new();
+        while let Some((k, v)) = c.next_record() {
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        out
+    };
+    assert_eq!(
+        copied(&mut db.range_cursor(..).unwrap()),
+        db.range_iter(..).unwrap().collect::<Vec<_>>()
+    );
+    let bounds = (Bound::Excluded(key(100)), Bound::Included(key(1500)));
+    assert_eq!(
+        copied(&mut db.range_cursor(bounds.clone()).unwrap()),
+        db.range(bounds).unwrap()
+    );
+    assert_eq!(
+        copied(&mut db.range_prefix_cursor("key-0001").unwrap()),
+        db.range_prefix("key-0001").unwrap()
+    );
+
+    let mut c = db.range_cursor(..).unwrap();
+    let (k0, v0) = c.next_record().unwrap();
+    let (k0, v0) = (k0.to_vec(), v0.to_vec());
+    assert_eq!((k0.as_slice(), v0.as_slice()), (&key(0)[..], &b"old-0"[..]));
+    for _ in 0..9 {
+        c.next_record().unwrap();
+    }
+    // Behind the chunk just read, and ahead of it.
+    db.insert(key(2), "changed behind").unwrap();
+    db.insert(key(1), "new behind").unwrap();
+    db.insert(key(1001), "new ahead").unwrap();
+    db.insert(key(1002), "changed ahead").unwrap();
+    db.remove(key(1004)).unwrap();
+    db.compact().unwrap();
+    let rest = copied(&mut c);
+    assert!(rest.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+    let has = |i: u32| rest.iter().any(|(k, _)| *k == key(i));
+    assert!(!has(1), "a key inserted behind the cursor");
+    assert!(has(1001), "a key inserted ahead of the cursor");
+    assert!(!has(1004), "a key removed ahead of the cursor");
+    let value_of = |i: u32| {
+        rest.iter()
+            .find(|(k, _)| *k == key(i))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(value_of(1002), Some(b"changed ahead".to_vec()));
+    assert_eq!(value_of(20), Some(b"old-20".to_vec()), "in the first chunk");
+    assert_eq!(rest.len(), 1000 - 10 + 1 - 1);
 }
 
 /// `range(..)` reads its whole result at one point in time: a reader

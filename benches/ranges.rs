@@ -20,7 +20,8 @@
 //!    reopened with range scans off and on (the difference is the rebuild),
 //!    and the memory per key that `stats()` reports for the hash index and
 //!    the ordered index; a full `range_iter(..)` and 10,000 `range_prefix`
-//!    reads of about 100 keys (and the same with `range_prefix_iter`).
+//!    reads of about 100 keys (and the same with `range_prefix_iter`, and
+//!    with the cursors, which lend each record instead of two `Vec`s).
 //!    Each load is followed by an overwrite of every key, timed: with range
 //!    scans, an overwrite moves the key's location in the ordered index.
 
@@ -249,6 +250,7 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
     load(&path, true, ks, false);
     let (mut off, mut on) = (vec![], vec![]);
     let (mut full, mut prefix, mut prefix_lazy) = (vec![], vec![], vec![]);
+    let (mut full_lent, mut prefix_lent) = (vec![], vec![]);
     let mut per_key = (0.0, 0.0);
     let starts = seeks(n);
     for _ in 0..reps {
@@ -286,6 +288,21 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
             }
         }
         prefix_lazy.push(ms(t));
+        let t = Instant::now();
+        let mut cursor = db.range_cursor(..).unwrap();
+        while let Some(kv) = cursor.next_record() {
+            black_box(kv);
+        }
+        full_lent.push(ms(t));
+        let t = Instant::now();
+        for s in &starts {
+            let mut cursor = db.range_prefix_cursor(s).unwrap();
+            while let Some(kv) = cursor.next_record() {
+                black_box(kv);
+                found += 1;
+            }
+        }
+        prefix_lent.push(ms(t));
         black_box(found);
         db.close().unwrap();
     }
@@ -330,6 +347,11 @@ fn database(n: usize, reps: usize, ks: &[[u8; 24]]) {
     println!(
         "| the same 10,000 prefixes with `range_prefix_iter` | {:.0} ms |",
         median(prefix_lazy)
+    );
+    println!("| full `range_cursor(..)` | {:.0} ms |", median(full_lent));
+    println!(
+        "| the same 10,000 prefixes with `range_prefix_cursor` | {:.0} ms |",
+        median(prefix_lent)
     );
 }
 

@@ -106,7 +106,7 @@ impl EmdbRangeCursor {
         Ok(EmdbRangeCursor {
             state,
             ns,
-            buf: Packed::default(),
+            buf: Packed::from_spare(),
             pos: 0,
             from,
             to,
@@ -149,6 +149,12 @@ impl EmdbRangeCursor {
             }
         }
         false
+    }
+}
+
+impl Drop for EmdbRangeCursor {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.buf).keep_as_spare();
     }
 }
 

@@ -42,7 +42,33 @@ pub(crate) struct Packed {
     ends: Vec<(usize, usize)>,
 }
 
+/// Bytes of buffer a thread keeps for its next lazy reader.
+const SPARE_MAX: usize = 256 << 10;
+
+thread_local! {
+    /// The last lazy reader's buffer, for the next one this thread makes:
+    /// a short prefix scan then allocates nothing for its chunk (a fresh
+    /// 25 KiB buffer each time, freed at the heap's top, was given back to
+    /// the kernel and faulted in again by the next scan).
+    static SPARE: std::cell::Cell<Option<Packed>> = const { std::cell::Cell::new(None) };
+}
+
 impl Packed {
+    /// An empty buffer: this thread's spare one if it has it.
+    pub(crate) fn from_spare() -> Packed {
+        SPARE.with(|s| s.take()).unwrap_or_default()
+    }
+
+    /// Keeps this buffer (emptied) as the thread's spare, unless it grew
+    /// large.
+    pub(crate) fn keep_as_spare(mut self) {
+        if self.bytes.capacity() <= SPARE_MAX {
+            self.clear();
+            // A buffer already there is dropped instead.
+            SPARE.with(|s| s.set(Some(self)));
+        }
+    }
+
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.ends.len()

@@ -152,28 +152,9 @@ macro_rules! key_value_api {
                 self.range_iter_of((from, ::std::ops::Bound::Unbounded))
             }
 
-            /// The records of `range` in ascending key order, each lent
-            /// without a copy until the next one is asked for (see
-            /// [`EmdbRangeCursor`]($crate::EmdbRangeCursor)): what
-            /// `range_iter` yields, without two allocations per record.
-            /// Beyond the API contract. `Error::InvalidConfig` without range
-            /// scans.
-            pub fn range_cursor<R: ::std::ops::RangeBounds<Vec<u8>>>(
-                &self,
-                range: R,
-            ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
-                let bounds = $crate::range::owned_bounds(&range);
-                $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
-            }
-
-            /// The records whose key starts with `prefix`, as `range_cursor`.
-            pub fn range_prefix_cursor<Q: AsRef<[u8]>>(
-                &self,
-                prefix: Q,
-            ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
-                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
-                $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
-            }
+            $crate::kv::range_cursor_api!(
+                "Beyond the API contract. `Error::InvalidConfig` without range scans."
+            );
 
             #[doc = concat!("Runs `f` as a transaction on ", $what, ": its reads see its own")]
             /// staged writes; if `f` returns `Ok`, the writes commit as one
@@ -263,6 +244,36 @@ macro_rules! key_value_api {
 }
 
 pub(crate) use key_value_api;
+
+/// `range_cursor` and `range_prefix_cursor`, the same on the sync and the
+/// async handles (`$note` ends the first one's doc).
+macro_rules! range_cursor_api {
+    ($note:literal) => {
+        /// The records of `range` in ascending key order, each lent
+        /// without a copy until the next one is asked for (see
+        /// [`EmdbRangeCursor`]($crate::EmdbRangeCursor)): what
+        /// `range_iter` yields, without two allocations per record.
+        #[doc = $note]
+        pub fn range_cursor<R: ::std::ops::RangeBounds<Vec<u8>>>(
+            &self,
+            range: R,
+        ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
+            let bounds = $crate::range::owned_bounds(&range);
+            $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
+        }
+
+        /// The records whose key starts with `prefix`, as `range_cursor`.
+        pub fn range_prefix_cursor<Q: AsRef<[u8]>>(
+            &self,
+            prefix: Q,
+        ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
+            let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
+            $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
+        }
+    };
+}
+
+pub(crate) use range_cursor_api;
 
 /// The async key/value calls for `$ty` (feature `async`), whose key space
 /// `$what` names. `$ty` provides `engine()`, `ns()` and `owner()`, an
@@ -522,27 +533,12 @@ macro_rules! async_key_value_api {
                 })
             }
 
-            /// The records of `range` in ascending key order, lent without
-            /// a copy, as the sync `range_cursor` (beyond the API contract).
-            /// Its `next_record` reads a chunk inline when the previous one
-            /// is used up, holding the shard locks for tens of microseconds
-            /// (as a range stream's `poll_next` does); it does no I/O.
-            pub fn range_cursor<R: ::std::ops::RangeBounds<Vec<u8>>>(
-                &self,
-                range: R,
-            ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
-                let bounds = $crate::range::owned_bounds(&range);
-                $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
-            }
-
-            /// The records whose key starts with `prefix`, as `range_cursor`.
-            pub fn range_prefix_cursor<Q: AsRef<[u8]>>(
-                &self,
-                prefix: Q,
-            ) -> $crate::error::Result<$crate::EmdbRangeCursor> {
-                let bounds = $crate::engine::range::prefix_bounds(prefix.as_ref());
-                $crate::EmdbRangeCursor::new(self.engine().state(), self.ns(), bounds)
-            }
+            $crate::kv::range_cursor_api!(
+                "Beyond the API contract. On an async handle, `next_record` reads a \
+                 chunk inline when the previous one is used up, holding the shard \
+                 locks for tens of microseconds (as a range stream's `poll_next` \
+                 does); it does no I/O."
+            );
 
             fn range_stream_of(
                 &self,

@@ -184,6 +184,21 @@ macro_rules! emdb_store_common {
     };
 }
 
+/// Calls `f` on every record of `prefix` (empty: all) with an emdb's
+/// `range_iter`/`range_prefix_iter` (this tree's and emdb 1.0.3's).
+macro_rules! scan_with_iterator {
+    ($db:expr, $prefix:expr, $f:expr) => {
+        let it = if $prefix.is_empty() {
+            $db.range_iter(..)?
+        } else {
+            $db.range_prefix_iter($prefix)?
+        };
+        for (k, v) in it {
+            $f(&k, &v);
+        }
+    };
+}
+
 macro_rules! emdb_store_methods {
     ($reader:ident) => {
         fn load_chunk(&self, recs: &[Rec]) -> Res<()> {
@@ -267,14 +282,7 @@ impl Store for EmdbOurs {
         }
         Ok((|| -> Res<()> {
             if scan_with_iterators() {
-                let it = if prefix.is_empty() {
-                    self.0.range_iter(..)?
-                } else {
-                    self.0.range_prefix_iter(prefix)?
-                };
-                for (k, v) in it {
-                    f(&k, &v);
-                }
+                scan_with_iterator!(self.0, prefix, f);
                 return Ok(());
             }
             let mut cursor = if prefix.is_empty() {
@@ -333,14 +341,7 @@ impl Store for EmdbUpstream {
             return Err("opened without enable_range_scans".into());
         }
         Ok((|| -> Res<()> {
-            let it = if prefix.is_empty() {
-                self.0.range_iter(..)?
-            } else {
-                self.0.range_prefix_iter(prefix)?
-            };
-            for (k, v) in it {
-                f(&k, &v);
-            }
+            scan_with_iterator!(self.0, prefix, f);
             Ok(())
         })())
     }

@@ -266,6 +266,51 @@ fn a_cursor_lends_what_the_iterator_yields_under_the_same_rule() {
     assert_eq!(rest.len(), 1000 - 10 + 1 - 1);
 }
 
+/// A reader parks its chunk buffer in a thread-local spare when dropped:
+/// one dropped while its thread's locals are destroyed (it lived in
+/// another thread-local) must not panic, and a thread's next reader reads
+/// as well with a reused buffer.
+#[test]
+fn readers_dropped_as_a_thread_ends_and_reused_buffers_are_fine() {
+    use std::cell::RefCell;
+    thread_local! {
+        static KEPT: RefCell<Vec<emdb::EmdbRangeCursor>> = const { RefCell::new(Vec::new()) };
+    }
+    let db = memory();
+    for i in 0..500 {
+        db.insert(key(i), vec![b'v'; 100 + i as usize % 7]).unwrap();
+    }
+    let want = db.range(..).unwrap();
+    let handle = {
+        let db = db.clone_handle();
+        std::thread::spawn(move || {
+            // Registered before the spare buffer's local, so (destructors
+            // run in reverse order) destroyed after it.
+            KEPT.with(|k| assert!(k.borrow().is_empty()));
+            for round in 0..3 {
+                let mut c = db.range_cursor(..).unwrap();
+                let mut got = Vec::new();
+                while let Some((k, v)) = c.next_record() {
+                    got.push((k.to_vec(), v.to_vec()));
+                }
+                assert_eq!(got.len(), 500, "round {round}");
+                let it: Vec<_> = db.range_iter(..).unwrap().collect();
+                assert_eq!(it, got, "round {round}");
+            }
+            // Two cursors half read, dropped with the thread's locals.
+            for _ in 0..2 {
+                let mut c = db.range_cursor(..).unwrap();
+                c.next_record().unwrap();
+                KEPT.with(|k| k.borrow_mut().push(c));
+            }
+        })
+    };
+    handle
+        .join()
+        .expect("no panic, also in the thread-local destructors");
+    assert_eq!(db.range_iter(..).unwrap().collect::<Vec<_>>(), want);
+}
+
 /// `range(..)` reads its whole result at one point in time: a reader
 /// summing every account never sees part of a transfer, while eight
 /// threads run transfers as transactions.

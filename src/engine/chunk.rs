@@ -56,7 +56,13 @@ thread_local! {
 impl Packed {
     /// An empty buffer: this thread's spare one if it has it.
     pub(crate) fn from_spare() -> Packed {
-        SPARE.with(|s| s.take()).unwrap_or_default()
+        // `try_with`: a reader made or dropped while the thread's locals
+        // are being destroyed goes without.
+        SPARE
+            .try_with(|s| s.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Keeps this buffer (emptied) as the thread's spare, unless it grew
@@ -65,7 +71,7 @@ impl Packed {
         if self.bytes.capacity() <= SPARE_MAX {
             self.clear();
             // A buffer already there is dropped instead.
-            SPARE.with(|s| s.set(Some(self)));
+            let _ = SPARE.try_with(|s| s.set(Some(self)));
         }
     }
 

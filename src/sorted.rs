@@ -408,6 +408,10 @@ impl SortedKeys {
             Ok(i) if skip_equal => i + 1,
             Ok(i) | Err(i) => i,
         };
+        // The walk reads the locations from `pos` on: ask them in too.
+        for line in first.locs.get(pos..).unwrap_or_default().chunks(8) {
+            crate::index::prefetch(line.as_ptr());
+        }
         Keys {
             set: self,
             fence,

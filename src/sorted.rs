@@ -11,9 +11,9 @@
 //!
 //! A block is the keys' bytes concatenated plus each key's end offset
 //! (4 bytes) and location (8 bytes), so a 24-byte key costs about 36 bytes
-//! and a little slack (vectors grow by an eighth at a time). Blocks are found by their lower
-//! fence in a `BTreeMap`: the first block's fence is the empty key, so
-//! every key has a block; a split gives the new right half its first key as
+//! and a little slack (vectors grow by an eighth at a time). Blocks are
+//! found by their lower fence in a `BTreeMap`: the first block's fence is
+//! the empty key, so every key has a block; a split gives the new right half its first key as
 //! fence; a block that empties is removed (its range falls to the block
 //! before it). `benches/ranges.rs` compares this with a `crossbeam-skiplist`
 //! map of the same keys (the design's first choice): ARCHITECTURE.md, "Range
@@ -69,8 +69,7 @@ impl Block {
             let mid = (lo + hi) / 2;
             let at = self.key(mid);
             // Most probes are settled by the first eight bytes.
-            let order = key_head(at).cmp(&head).then_with(|| at.cmp(key));
-            match order {
+            match cmp_headed(key_head(at), at, head, key) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(mid),
@@ -224,9 +223,7 @@ impl<'a> std::borrow::Borrow<dyn FenceKey + 'a> for Fence {
 
 impl Ord for dyn FenceKey + '_ {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.head()
-            .cmp(&other.head())
-            .then_with(|| self.key().cmp(other.key()))
+        cmp_headed(self.head(), self.key(), other.head(), other.key())
     }
 }
 
@@ -261,6 +258,14 @@ pub(crate) fn key_head(key: &[u8]) -> u64 {
     let mut head = [0u8; 8];
     head[..key.len()].copy_from_slice(key);
     u64::from_be_bytes(head)
+}
+
+/// The byte order of keys `a` and `b` given their heads ([`key_head`]):
+/// the heads decide when they differ, as they nearly always do, and the
+/// bytes only when they tie.
+#[inline]
+pub(crate) fn cmp_headed(ha: u64, a: &[u8], hb: u64, b: &[u8]) -> std::cmp::Ordering {
+    ha.cmp(&hb).then_with(|| a.cmp(b))
 }
 
 /// A sorted set of byte keys (see the module doc).

@@ -382,9 +382,7 @@ impl State {
                 .map(|&i| (crate::sorted::key_head(key(i)), i))
                 .collect();
             by_head.sort_unstable_by(|a, b| {
-                (a.0.cmp(&b.0))
-                    .then_with(|| key(a.1).cmp(key(b.1)))
-                    .then(a.1.cmp(&b.1))
+                crate::sorted::cmp_headed(a.0, key(a.1), b.0, key(b.1)).then(a.1.cmp(&b.1))
             });
             order = by_head.into_iter().map(|(_, i)| i).collect();
         }

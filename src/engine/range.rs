@@ -8,10 +8,11 @@
 //! read from the location the ordered index keeps for it (the location its
 //! hash-index slot holds: both change only under the shard lock), all at
 //! one point in time, so no write (and no transaction, whose commit holds
-//! the locks of its shards) is seen in part within a chunk. `range` and `range_prefix` read their whole result
-//! as one chunk; the lazy iterators read chunks of [`CHUNK`] keys and go on
-//! after the last key they examined, so across chunks they see each key as
-//! it was when its chunk was read (see `EmdbRangeIter`).
+//! the locks of its shards) is seen in part within a chunk. `range` and
+//! `range_prefix` read their whole result as one chunk; the lazy readers
+//! read chunks of [`CHUNK`] keys and go on after the last key they
+//! examined, so across chunks they see each key as it was when its chunk
+//! was read (see `EmdbRangeIter`).
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::log::frame::{self, unpack_pos, Kind};
 use crate::log::segment::Segment;
 use crate::log::segtable::SegTable;
-use crate::sorted::{key_head, Keys, Ordered, SortedKeys};
+use crate::sorted::{cmp_headed, key_head, Keys, Ordered, SortedKeys};
 
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
@@ -178,26 +179,17 @@ impl<'a> Head<'a> {
     /// Whether this head's key comes before `other`'s (both current).
     #[inline]
     fn before(&self, other: &Head<'_>) -> bool {
-        if self.head != other.head {
-            return self.head < other.head;
-        }
         match (self.cur, other.cur) {
-            (Some((a, _)), Some((b, _))) => a < b,
+            (Some((a, _)), Some((b, _))) => cmp_headed(self.head, a, other.head, b).is_lt(),
             _ => false,
         }
     }
 }
 
-/// `a < b`, decided by the keys' first eight bytes as numbers
-/// ([`key_head`]) when those differ, as they nearly always do, instead of
-/// a call to `memcmp`.
+/// `a < b`, mostly without a call to `memcmp` ([`cmp_headed`]).
 #[inline]
 fn key_less(a: &[u8], b: &[u8]) -> bool {
-    let (ha, hb) = (key_head(a), key_head(b));
-    if ha != hb {
-        return ha < hb;
-    }
-    a < b
+    cmp_headed(key_head(a), a, key_head(b), b).is_lt()
 }
 
 /// Records a range read has in flight: key `i`'s frame is prefetched when
@@ -364,7 +356,7 @@ impl Shard {
                 }
             }
             let key = |s: &Span| &bytes[s.off..s.off + s.len];
-            spans.sort_unstable_by(|a, b| a.head.cmp(&b.head).then_with(|| key(a).cmp(key(b))));
+            spans.sort_unstable_by(|a, b| cmp_headed(a.head, key(a), b.head, key(b)));
             spans.dedup_by(|a, b| key(a) == key(b));
             if !spans.is_empty() {
                 ordered.set(

@@ -79,6 +79,42 @@ async fn cluster(
     (plans, nodes)
 }
 
+/// Waits until every node has applied the leader's whole log, and returns
+/// each node's state machine, after checking that it holds every write in
+/// `acked`.
+async fn caught_up_maps(
+    nodes: &BTreeMap<NodeId, LocalNode>,
+    leader_id: NodeId,
+    acked: &BTreeMap<String, String>,
+) -> Vec<BTreeMap<String, String>> {
+    let last = nodes[&leader_id]
+        .raft
+        .wait(Some(PATIENCE))
+        .metrics(|_| true, "now")
+        .await
+        .unwrap()
+        .last_log_index;
+    let mut maps = Vec::new();
+    for node in nodes.values() {
+        node.raft
+            .wait(Some(PATIENCE))
+            .applied_index_at_least(last, "catch up")
+            .await
+            .unwrap_or_else(|e| panic!("node {} did not catch up: {e}", node.id));
+        let dump: BTreeMap<String, String> = node.sm.dump().await.unwrap().into_iter().collect();
+        for (k, v) in acked {
+            assert_eq!(
+                dump.get(k),
+                Some(v),
+                "node {} lost acknowledged write {k}",
+                node.id
+            );
+        }
+        maps.push(dump);
+    }
+    maps
+}
+
 /// Writes keys `prefix-0..n` through the cluster; every key acknowledged.
 async fn write_keys(router: &Router, prefix: &str, n: usize, acked: &mut BTreeMap<String, String>) {
     for i in 0..n {
@@ -156,33 +192,7 @@ async fn the_leader_loses_power_during_writes_and_catches_up() {
 
     // Everyone applies everything the leader has.
     let leader_id = leader(&router, &ids).await;
-    let last = nodes[&leader_id]
-        .raft
-        .wait(Some(PATIENCE))
-        .metrics(|_| true, "now")
-        .await
-        .unwrap()
-        .last_log_index;
-    for node in nodes.values() {
-        node.raft
-            .wait(Some(PATIENCE))
-            .applied_index_at_least(last, "catch up")
-            .await
-            .unwrap_or_else(|e| panic!("node {} did not catch up: {e}", node.id));
-    }
-    let mut dumps = Vec::new();
-    for node in nodes.values() {
-        let dump: BTreeMap<String, String> = node.sm.dump().await.unwrap().into_iter().collect();
-        for (k, v) in &acked {
-            assert_eq!(
-                dump.get(k),
-                Some(v),
-                "node {} lost acknowledged write {k}",
-                node.id
-            );
-        }
-        dumps.push(dump);
-    }
+    let dumps = caught_up_maps(&nodes, leader_id, &acked).await;
     assert_eq!(dumps[0], dumps[1], "state machines differ");
     assert_eq!(dumps[1], dumps[2], "state machines differ");
     assert_eq!(acked.len(), 4 * 150 + 300 + 50);
@@ -263,29 +273,7 @@ async fn every_node_loses_power_at_once() {
     // A write through the new leader commits everything before it.
     let mut after = BTreeMap::new();
     write_keys(&router, "after-restart", 1, &mut after).await;
-    let last = nodes[&leader_id]
-        .raft
-        .wait(Some(PATIENCE))
-        .metrics(|_| true, "now")
-        .await
-        .unwrap()
-        .last_log_index;
-    for node in nodes.values() {
-        node.raft
-            .wait(Some(PATIENCE))
-            .applied_index_at_least(last, "catch up")
-            .await
-            .unwrap_or_else(|e| panic!("node {} did not catch up: {e}", node.id));
-        let dump: BTreeMap<String, String> = node.sm.dump().await.unwrap().into_iter().collect();
-        for (k, v) in &acked {
-            assert_eq!(
-                dump.get(k),
-                Some(v),
-                "node {} lost acknowledged {k}",
-                node.id
-            );
-        }
-    }
+    caught_up_maps(&nodes, leader_id, &acked).await;
     assert!(acked.len() >= 300, "{} writes acknowledged", acked.len());
     for node in nodes.into_values() {
         node.stop(&router).await;

@@ -60,12 +60,32 @@ pub(crate) fn prefix_bounds(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (Bound::Included(prefix.to_vec()), Bound::Unbounded)
 }
 
-#[inline]
-fn below(key: &[u8], to: Bound<&[u8]>) -> bool {
-    match to {
-        Bound::Unbounded => true,
-        Bound::Included(e) => !key_less(e, key),
-        Bound::Excluded(e) => key_less(key, e),
+/// A range's upper bound with its key's head ([`key_head`]) worked out
+/// once: the merge checks every key against it.
+#[derive(Clone, Copy)]
+enum End<'a> {
+    Unbounded,
+    Included(u64, &'a [u8]),
+    Excluded(u64, &'a [u8]),
+}
+
+impl<'a> End<'a> {
+    fn new(to: Bound<&'a [u8]>) -> End<'a> {
+        match to {
+            Bound::Unbounded => End::Unbounded,
+            Bound::Included(e) => End::Included(key_head(e), e),
+            Bound::Excluded(e) => End::Excluded(key_head(e), e),
+        }
+    }
+
+    /// Whether `key`, whose head is `head`, is below this bound.
+    #[inline]
+    fn admits(self, head: u64, key: &[u8]) -> bool {
+        match self {
+            End::Unbounded => true,
+            End::Included(h, e) => cmp_headed(head, key, h, e).is_le(),
+            End::Excluded(h, e) => cmp_headed(head, key, h, e).is_lt(),
+        }
     }
 }
 
@@ -114,22 +134,23 @@ impl State {
             })
             .collect();
         let mut reader = Pipeline::new(self, ns);
+        let end = End::new(to);
         let mut examined = 0;
         let mut last: Option<&[u8]> = None;
         loop {
             // The head with the least key (two shards: one comparison).
             let mut best: Option<usize> = None;
             for (i, h) in heads.iter().enumerate() {
-                if h.cur.is_some() && best.is_none_or(|b| h.before(&heads[b])) {
+                if h.live && best.is_none_or(|b| h.before(&heads[b])) {
                     best = Some(i);
                 }
             }
-            let next = best.and_then(|i| Some((i, heads[i].cur?.0)));
-            match next.filter(|(_, k)| below(k, to) && examined < limit) {
-                Some((i, key)) => {
+            let in_range = best.filter(|&i| end.admits(heads[i].head, heads[i].key));
+            match in_range.filter(|_| examined < limit) {
+                Some(i) => {
                     let head = &mut heads[i];
-                    let (_, loc) = head.cur.expect("a current key");
-                    reader.push(key, head.segs, loc, out);
+                    let key = head.key;
+                    reader.push(key, head.segs, head.loc, out);
                     head.advance();
                     examined += 1;
                     last = Some(key);
@@ -139,7 +160,7 @@ impl State {
                     // The range ended, or the limit was reached with more
                     // to come (then the next chunk starts after the last
                     // key).
-                    let more = next.is_some_and(|(_, k)| below(k, to));
+                    let more = in_range.is_some();
                     return Ok(last.filter(|_| more).map(<[u8]>::to_vec));
                 }
             }
@@ -147,11 +168,16 @@ impl State {
     }
 }
 
-/// One shard's keys in a range read: the next one with its location and
-/// head (`key_head`), and the shard's segment table.
+/// One shard's keys in a range read: the next one (if `live`) with its
+/// location and head (`key_head`), and the shard's segment table. Kept
+/// as plain fields, not an `Option` of a tuple: the merge reads them
+/// right after `advance` writes them, and a tuple copied through the
+/// stack in pieces stalled that read on every key.
 struct Head<'a> {
     keys: Keys<'a>,
-    cur: Option<(&'a [u8], u64)>,
+    live: bool,
+    key: &'a [u8],
+    loc: u64,
     head: u64,
     segs: &'a SegTable,
 }
@@ -160,7 +186,9 @@ impl<'a> Head<'a> {
     fn new(keys: Keys<'a>, segs: &'a SegTable) -> Head<'a> {
         let mut h = Head {
             keys,
-            cur: None,
+            live: false,
+            key: &[],
+            loc: 0,
             head: 0,
             segs,
         };
@@ -170,26 +198,22 @@ impl<'a> Head<'a> {
 
     #[inline]
     fn advance(&mut self) {
-        self.cur = self.keys.next();
-        if let Some((k, _)) = self.cur {
-            self.head = key_head(k);
+        match self.keys.next() {
+            Some((key, loc)) => {
+                self.live = true;
+                self.key = key;
+                self.loc = loc;
+                self.head = key_head(key);
+            }
+            None => self.live = false,
         }
     }
 
-    /// Whether this head's key comes before `other`'s (both current).
+    /// Whether this head's key comes before `other`'s (both live).
     #[inline]
     fn before(&self, other: &Head<'_>) -> bool {
-        match (self.cur, other.cur) {
-            (Some((a, _)), Some((b, _))) => cmp_headed(self.head, a, other.head, b).is_lt(),
-            _ => false,
-        }
+        cmp_headed(self.head, self.key, other.head, other.key).is_lt()
     }
-}
-
-/// `a < b`, mostly without a call to `memcmp` ([`cmp_headed`]).
-#[inline]
-fn key_less(a: &[u8], b: &[u8]) -> bool {
-    cmp_headed(key_head(a), a, key_head(b), b).is_lt()
 }
 
 /// Records a range read has in flight: key `i`'s frame is prefetched when

@@ -61,8 +61,8 @@ impl Block {
         &self.bytes[self.start(i)..self.ends[i] as usize]
     }
 
+    /// Where `key` is or would go (see [`Block::prefetch`] first).
     fn search(&self, key: &[u8]) -> Result<usize, usize> {
-        self.prefetch();
         let head = key_head(key);
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
@@ -315,6 +315,10 @@ impl SortedKeys {
         self.blocks
             .range_mut::<dyn FenceKey, _>(up_to(&probe))
             .next_back()
+            .map(|(f, b)| {
+                b.prefetch();
+                (f, b)
+            })
             .expect("the first block's fence is the empty key")
     }
 
@@ -397,32 +401,34 @@ impl SortedKeys {
     }
 
     /// The keys from `from` on, ascending, each with its location.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn iter_from(&self, from: Bound<&[u8]>) -> Keys<'_> {
-        let (seek, skip_equal) = match from {
+        self.seek(from).keys()
+    }
+
+    /// The block where the keys from `from` on start, asked into the
+    /// cache: [`Seek::keys`] then searches it. A read of several sets
+    /// seeks in all of them first, so that their blocks' cache misses
+    /// overlap.
+    pub(crate) fn seek<'k>(&self, from: Bound<&'k [u8]>) -> Seek<'_, 'k> {
+        let (key, skip_equal) = match from {
             Bound::Unbounded => (&[][..], false),
             Bound::Included(k) => (k, false),
             Bound::Excluded(k) => (k, true),
         };
-        let probe = Probe::new(seek);
-        let (fence, first) = self
+        let probe = Probe::new(key);
+        let (fence, block) = self
             .blocks
             .range::<dyn FenceKey, _>(up_to(&probe))
             .next_back()
             .expect("the first block's fence is the empty key");
-        let pos = match first.search(seek) {
-            Ok(i) if skip_equal => i + 1,
-            Ok(i) | Err(i) => i,
-        };
-        // The walk reads the locations from `pos` on: ask them in too.
-        for line in first.locs.get(pos..).unwrap_or_default().chunks(8) {
-            crate::index::prefetch(line.as_ptr());
-        }
-        Keys {
+        block.prefetch();
+        Seek {
             set: self,
             fence,
-            rest: None,
-            cur: Some(first),
-            pos,
+            block,
+            key,
+            skip_equal,
         }
     }
 
@@ -438,8 +444,41 @@ impl SortedKeys {
     }
 }
 
+/// Where a read of a [`SortedKeys`] starts, from [`SortedKeys::seek`].
+pub(crate) struct Seek<'a, 'k> {
+    set: &'a SortedKeys,
+    fence: &'a Fence,
+    block: &'a Block,
+    key: &'k [u8],
+    /// The bound excludes `key`.
+    skip_equal: bool,
+}
+
+impl<'a> Seek<'a, '_> {
+    /// The keys from the seek's bound on, ascending, each with its
+    /// location.
+    pub(crate) fn keys(self) -> Keys<'a> {
+        let first = self.block;
+        let pos = match first.search(self.key) {
+            Ok(i) if self.skip_equal => i + 1,
+            Ok(i) | Err(i) => i,
+        };
+        // The walk reads the locations from `pos` on: ask them in too.
+        for line in first.locs.get(pos..).unwrap_or_default().chunks(8) {
+            crate::index::prefetch(line.as_ptr());
+        }
+        Keys {
+            set: self.set,
+            fence: self.fence,
+            rest: None,
+            cur: Some(first),
+            pos,
+        }
+    }
+}
+
 /// Keys of a [`SortedKeys`] in ascending order, each with its location,
-/// from [`SortedKeys::iter_from`].
+/// from [`Seek::keys`].
 pub(crate) struct Keys<'a> {
     set: &'a SortedKeys,
     /// The first block's fence.

@@ -1,9 +1,12 @@
 //! Where a range read puts the records it reads ([`Sink`]), and the chunk
 //! buffer of the lazy readers ([`Packed`]).
 
+use crate::log::frame::Frame;
+
 /// Where a range read puts the records it reads, in ascending key order.
 pub(crate) trait Sink {
-    fn take(&mut self, key: &[u8], value: &[u8]);
+    /// Copies the key and value of `fr` (a plaintext or decrypted frame).
+    fn take(&mut self, fr: &Frame<'_>);
     /// How many records it holds.
     fn count(&self) -> usize;
     /// Drops the records after the first `n`.
@@ -12,8 +15,8 @@ pub(crate) trait Sink {
 
 /// The eager calls' result: each record copied into its own two `Vec`s.
 impl Sink for Vec<(Vec<u8>, Vec<u8>)> {
-    fn take(&mut self, key: &[u8], value: &[u8]) {
-        self.push((key.to_vec(), value.to_vec()));
+    fn take(&mut self, fr: &Frame<'_>) {
+        self.push((fr.key.to_vec(), fr.value.to_vec()));
     }
     fn count(&self) -> usize {
         self.len()
@@ -102,10 +105,16 @@ impl Packed {
 
 impl Sink for Packed {
     #[inline]
-    fn take(&mut self, key: &[u8], value: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        let key_end = self.bytes.len();
-        self.bytes.extend_from_slice(value);
+    fn take(&mut self, fr: &Frame<'_>) {
+        let key_end = self.bytes.len() + fr.key.len();
+        // One copy where the frame holds the key and value back to back.
+        match fr.key_and_value() {
+            Some(both) => self.bytes.extend_from_slice(both),
+            None => {
+                self.bytes.extend_from_slice(fr.key);
+                self.bytes.extend_from_slice(fr.value);
+            }
+        }
         self.ends.push((key_end, self.bytes.len()));
     }
 

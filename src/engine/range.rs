@@ -124,14 +124,20 @@ impl State {
         check_enabled(self)?;
         let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let guard = epoch::pin();
-        // Each shard's keys from `from` on, with its segments.
-        let mut heads: Vec<Head<'_>> = guards
+        // Each shard's keys from `from` on, with its segments: every
+        // shard's first block is sought (and asked into the cache) before
+        // any is searched.
+        let seeks: Vec<_> = guards
             .iter()
             .zip(self.shards.iter())
             .filter_map(|(g, shard)| {
-                let keys = g.ordered.as_ref()?.get(ns)?.iter_from(from);
-                Some(Head::new(keys, shard.segments(&guard)))
+                let seek = g.ordered.as_ref()?.get(ns)?.seek(from);
+                Some((seek, shard.segments(&guard)))
             })
+            .collect();
+        let mut heads: Vec<Head<'_>> = seeks
+            .into_iter()
+            .map(|(seek, segs)| Head::new(seek.keys(), segs))
             .collect();
         let mut reader = Pipeline::new(self, ns);
         let end = End::new(to);
@@ -226,11 +232,16 @@ const AHEAD: usize = 8;
 struct Pipeline<'a> {
     state: &'a State,
     ns: u32,
-    /// Keys in flight, key `i` at `i % AHEAD`: the key, its shard's
-    /// segments and the location the ordered index gives.
-    ring: [(&'a [u8], Option<&'a SegTable>, u64); AHEAD],
+    /// Keys in flight, key `i` at `i % AHEAD`: the key, the segment its
+    /// location names (looked up once, for the prefetch) and the location
+    /// the ordered index gives.
+    ring: [(&'a [u8], Option<&'a Arc<Segment>>, u64); AHEAD],
     /// Keys pushed so far.
     pushed: usize,
+    /// Bytes of each frame to prefetch: the length of the last frame read
+    /// (records of a range are often alike in size), [`FRAME_GUESS`]
+    /// before the first.
+    span: usize,
 }
 
 impl<'a> Pipeline<'a> {
@@ -240,6 +251,7 @@ impl<'a> Pipeline<'a> {
             ns,
             ring: [(&[][..], None, 0); AHEAD],
             pushed: 0,
+            span: FRAME_GUESS,
         }
     }
 
@@ -249,11 +261,12 @@ impl<'a> Pipeline<'a> {
         if i >= AHEAD {
             self.read(i - AHEAD, out);
         }
-        self.ring[i % AHEAD] = (key, Some(segs), loc);
         let (sid, off) = unpack_pos(loc);
-        if let Some(seg) = segs.get(sid) {
-            seg.prefetch(off, FRAME_LINES);
+        let seg = segs.get(sid);
+        if let Some(seg) = seg {
+            seg.prefetch(off, self.span);
         }
+        self.ring[i % AHEAD] = (key, seg, loc);
         self.pushed += 1;
     }
 
@@ -270,8 +283,8 @@ impl<'a> Pipeline<'a> {
     /// record is skipped here, as iterators skip it (a point read of it
     /// reports the damage); so is one that expired.
     #[inline]
-    fn read(&self, i: usize, out: &mut impl Sink) {
-        let (key, segs, loc) = self.ring[i % AHEAD];
+    fn read(&mut self, i: usize, out: &mut impl Sink) {
+        let (key, seg, loc) = self.ring[i % AHEAD];
         let (state, ns) = (self.state, self.ns);
         #[cfg(debug_assertions)]
         self.check_location(key, loc);
@@ -279,20 +292,25 @@ impl<'a> Pipeline<'a> {
         // file): the second copy replaces the first.
         let n = out.count();
         let mut take = |_: &Arc<Segment>, _: u32, fr: &frame::Frame<'_>| {
-            out.cut(n);
-            out.take(key, fr.value);
+            if out.count() != n {
+                out.cut(n);
+            }
+            out.take(fr);
         };
         // An encrypted frame's key is checked by its MAC.
         let keyed = state.ctx.crypto.is_some().then(|| state.ctx.keyed(ns, key));
         let mac = keyed.and_then(|k| k.1);
-        let (sid, off) = unpack_pos(loc);
-        let read = segs.and_then(|t| t.get(sid)).and_then(|seg| {
+        let (_, off) = unpack_pos(loc);
+        let mut len = self.span;
+        let read = seg.and_then(|seg| {
             seg.with_frame(off, |b| {
+                len = b.len();
                 state
                     .read_frame(ns, key, mac, seg, off, b, true, true, &mut take)
                     .is_some()
             })
         });
+        self.span = len.min(FRAME_SPAN_MAX);
         // Not this key's record there (which the locking rules out unless
         // the bytes were damaged): the point read's whole probe decides.
         if read != Some(true) {
@@ -326,9 +344,13 @@ impl Pipeline<'_> {
     }
 }
 
-/// Cache lines of a frame a scan prefetches: a 24-byte key with a 150-byte
-/// value takes 210 bytes, so up to four lines from wherever it starts.
-const FRAME_LINES: usize = 4;
+/// Bytes of a frame a scan prefetches before it has read one: a 24-byte
+/// key with a 150-byte value takes 210 bytes.
+const FRAME_GUESS: usize = 256;
+
+/// The most bytes of a frame a scan prefetches: a larger value's first
+/// lines are asked in, and the copy streams the rest.
+const FRAME_SPAN_MAX: usize = 512;
 
 impl Shard {
     /// Builds this shard's ordered indexes from its hash indexes (at open,
@@ -412,3 +434,4 @@ impl Span {
         }
     }
 }
+

@@ -520,16 +520,20 @@ impl Segment {
         }
     }
 
-    /// Starts loading the first `lines` cache lines of the frame at `off`
-    /// (a scan's batch does this before reading the frames).
-    pub(crate) fn prefetch(&self, off: u32, lines: usize) {
+    /// Starts loading the cache lines of bytes `[off, off + len)` (a
+    /// scan asks for a frame's lines this way before it reads the frame).
+    #[inline]
+    pub(crate) fn prefetch(&self, off: u32, len: usize) {
         let ptr = match (&self.file_map, &self.storage) {
             (Some(m), _) => m.as_ptr(),
             (None, Storage::Memory(m)) => m.as_ptr(),
             (None, Storage::File(_)) => return,
         };
-        for l in 0..lines {
-            crate::index::prefetch(ptr.wrapping_add(off as usize + 64 * l));
+        let first = off as usize & !63;
+        let mut line = first;
+        while line < off as usize + len {
+            crate::index::prefetch(ptr.wrapping_add(line));
+            line += 64;
         }
     }
 

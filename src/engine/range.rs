@@ -227,6 +227,10 @@ impl<'a> Head<'a> {
 /// cache misses of that many frames overlap.
 const AHEAD: usize = 8;
 
+/// A key in a scan's pipeline: the key, the segment its location names
+/// and the location.
+type InFlight<'a> = (&'a [u8], Option<&'a Arc<Segment>>, u64);
+
 /// The reads of one chunk, every shard's lock held (so each key's location
 /// in the ordered index is the one its hash-index slot holds).
 struct Pipeline<'a> {
@@ -235,7 +239,7 @@ struct Pipeline<'a> {
     /// Keys in flight, key `i` at `i % AHEAD`: the key, the segment its
     /// location names (looked up once, for the prefetch) and the location
     /// the ordered index gives.
-    ring: [(&'a [u8], Option<&'a Arc<Segment>>, u64); AHEAD],
+    ring: [InFlight<'a>; AHEAD],
     /// Keys pushed so far.
     pushed: usize,
     /// Bytes of each frame to prefetch: the length of the last frame read

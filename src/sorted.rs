@@ -91,6 +91,16 @@ impl Block {
         }
     }
 
+    /// Asks the first lines of the offsets, keys and locations into the
+    /// cache (a walk about to reach this block reads them first).
+    #[inline]
+    fn prefetch_start(&self) {
+        crate::index::prefetch(self.ends.as_ptr());
+        crate::index::prefetch(self.bytes.as_ptr());
+        crate::index::prefetch(self.bytes.as_ptr().wrapping_add(64));
+        crate::index::prefetch(self.locs.as_ptr());
+    }
+
     fn insert_at(&mut self, i: usize, key: &[u8], loc: u64) {
         let at = self.start(i);
         reserve(&mut self.bytes, key.len());
@@ -525,6 +535,11 @@ impl<'a> Keys<'a> {
             });
             self.cur = rest.next().map(|(_, b)| b);
             self.pos = 0;
+            // A walk that reaches this block often goes on to the next:
+            // ask for the start of its three arrays while this one is read.
+            if let Some((_, after)) = rest.clone().next() {
+                after.prefetch_start();
+            }
         }
     }
 }

@@ -302,7 +302,9 @@ impl Store for EmdbOurs {
 /// `range_prefix_iter` (a `Vec` pair per record) instead of the cursors
 /// (records lent, as the B-trees' iterators lend them).
 fn scan_with_iterators() -> bool {
-    std::env::var("EMDB_COMPARE_SCAN").is_ok_and(|v| v == "iter")
+    // Read once: an environment lookup per scan would weigh on phase 16.
+    static ITER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ITER.get_or_init(|| std::env::var("EMDB_COMPARE_SCAN").is_ok_and(|v| v == "iter"))
 }
 
 struct EmdbUpstream(emdb_upstream::Emdb);

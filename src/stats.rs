@@ -44,6 +44,11 @@ pub struct EmdbStats {
     /// Bytes of frames no live record holds: overwritten and removed
     /// records, tombstones, markers. Compaction reclaims them.
     pub dead_bytes: u64,
+    /// Bytes of frames recovery took from hint files whose checksums this
+    /// process has not checked yet: a read of such a frame checks its CRC
+    /// first. A background thread checks them after open and brings this
+    /// to zero (it stays above zero for a segment with a damaged frame).
+    pub unverified_bytes: u64,
     /// Segment files.
     pub segments: u64,
     /// Compaction runs that retired segments since open.
@@ -73,6 +78,7 @@ impl EmdbStats {
             ordered_index_bytes: 0,
             live_bytes: 0,
             dead_bytes: 0,
+            unverified_bytes: 0,
             segments: 0,
             compactions: 0,
             bytes_reclaimed: 0,

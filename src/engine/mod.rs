@@ -17,6 +17,7 @@ pub(crate) mod open;
 mod ops;
 pub(crate) mod progress;
 pub(crate) mod range;
+mod scrub;
 pub(crate) mod shard;
 pub(crate) mod ttl;
 pub(crate) mod txn;
@@ -455,6 +456,8 @@ pub(crate) struct Engine {
     state: Arc<State>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     compactor: Mutex<Option<compaction::Compactor>>,
+    /// The background check of frames recovery took from hint files.
+    scrubber: Mutex<Option<scrub::Scrubber>>,
     path: PathBuf,
     /// `close()` did the flush and checkpoint; drop only stops the threads.
     closed: std::sync::atomic::AtomicBool,
@@ -504,6 +507,9 @@ impl Engine {
         if let Some(mut c) = self.compactor.lock().take() {
             c.stop();
         }
+        if let Some(mut s) = self.scrubber.lock().take() {
+            s.stop();
+        }
         let mut result = block_on(self.flush());
         if result.is_ok() && self.ctx.config.dir.is_some() && !self.ctx.config.read_only {
             result = block_on(self.checkpoint());
@@ -539,6 +545,9 @@ impl Drop for Engine {
         self.ctx.closing.store(true, Ordering::Release);
         if let Some(mut c) = self.compactor.lock().take() {
             c.stop();
+        }
+        if let Some(mut s) = self.scrubber.lock().take() {
+            s.stop();
         }
         if self.ctx.config.dir.is_some()
             && !self.ctx.config.read_only

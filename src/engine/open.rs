@@ -126,10 +126,15 @@ impl Engine {
             state: state.clone(),
             threads: Mutex::new(threads),
             compactor: Mutex::new(None),
+            scrubber: Mutex::new(None),
             path,
             closed: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
+        // Frames recovery took from hint files are checked once in the
+        // background, after which their reads check no CRC.
+        let segs = state.shards.iter().flat_map(|s| s.segment_list()).collect();
+        *engine.scrubber.lock() = super::scrub::Scrubber::start(segs).map_err(Error::Io)?;
         if config.background_compaction {
             // On failure the engine drops, which stops what it started.
             let c = super::compaction::Compactor::start(state).map_err(Error::Io)?;

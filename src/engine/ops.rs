@@ -706,6 +706,7 @@ impl State {
                 st.logical_size_bytes += g.data_end.load(Ordering::Acquire) as u64;
                 st.live_bytes += g.live_bytes.load(Ordering::Relaxed);
                 st.dead_bytes += g.dead_bytes();
+                st.unverified_bytes += g.unverified_bytes();
                 st.segments += 1;
                 if self.ctx.config.dir.is_some() {
                     st.file_size_bytes += g.file_len();

@@ -557,6 +557,13 @@ impl Segment {
         self.allocated() as u64
     }
 
+    /// Bytes of frames whose CRC reads must check ([`Segment::verify_below`]).
+    pub(crate) fn unverified_bytes(&self) -> u64 {
+        let mark = self.verify_below.load(Ordering::Acquire);
+        let end = mark.min(self.data_end.load(Ordering::Acquire));
+        end.saturating_sub(SEGMENT_HEADER_LEN as u32) as u64
+    }
+
     /// Bytes of frames in the segment that no live record holds.
     pub(crate) fn dead_bytes(&self) -> u64 {
         let data = (self.data_end.load(Ordering::Acquire) as u64)

@@ -85,7 +85,9 @@ fn frames_from_hint_files_are_checked_in_the_background() {
     drop(db);
     let db = builder(&path).build().expect("reopen");
     drop(db);
-    let db = builder(&path).build().expect("reopen after a close mid-check");
+    let db = builder(&path)
+        .build()
+        .expect("reopen after a close mid-check");
     assert_eq!(db.get(key(N - 1)).expect("get"), Some(value(N - 1)));
 }
 
@@ -131,7 +133,11 @@ fn a_damaged_frame_keeps_its_segment_checked_and_reported() {
     let db = builder(&path).build().expect("reopen");
     // Every other segment checked; the damaged one's frames stay marked.
     let left = wait_for(&db, |left| left == (end - start) as u64);
-    assert_eq!(left, (end - start) as u64, "the check did not end as expected");
+    assert_eq!(
+        left,
+        (end - start) as u64,
+        "the check did not end as expected"
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(db.stats().unwrap().unverified_bytes, (end - start) as u64);
     match db.get(key(victim)) {

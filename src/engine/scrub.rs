@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::io::Storage;
-use crate::log::frame::{self, MIN_FRAME};
-use crate::log::frame::SEGMENT_HEADER_LEN;
+
+use crate::log::frame::{self, MIN_FRAME, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
 
 /// Bytes read at a time (a larger frame is read whole).

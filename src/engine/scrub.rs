@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::io::Storage;
-
 use crate::log::frame::{self, MIN_FRAME, SEGMENT_HEADER_LEN};
 use crate::log::segment::Segment;
 

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::io::Storage;
-use crate::log::frame::{self, MIN_FRAME, SEGMENT_HEADER_LEN};
-use crate::log::segment::Segment;
+use crate::log::frame::{self, SEGMENT_HEADER_LEN};
+use crate::log::segment::{frame_len, Segment};
 
 /// Bytes read at a time (a larger frame is read whole).
 const READ: usize = 1 << 20;
@@ -82,26 +82,24 @@ pub(crate) fn check_segment(seg: &Segment, stop: &AtomicBool, buf: &mut Vec<u8>)
         return false;
     };
     let mark = seg.verify_below.load(Ordering::Acquire);
-    // Frames lie back to back from the header to the data's end; the mark
-    // is a frame boundary (where recovery's scan began) or the capacity.
-    let end = (mark as usize).min(seg.data_end.load(Ordering::Acquire) as usize);
+    let end = seg.unverified_end() as usize;
     let mut off = SEGMENT_HEADER_LEN;
-    // `buf` holds the file's bytes from `base` on.
-    let mut base = off;
-    buf.clear();
+    let mut view = View {
+        file,
+        buf,
+        base: off,
+        end,
+    };
+    view.buf.clear();
     while off < end {
         if stop.load(Ordering::Relaxed) {
             return false;
         }
-        let Some(len) = frame_len(file, buf, &mut base, off, end) else {
+        let Some(len) = view.get(off, 4).and_then(frame_len) else {
             return false;
         };
-        if !fill(file, buf, &mut base, off, len, end) {
-            return false;
-        }
-        let at = off - base;
-        match frame::decode(&buf[at..at + len]) {
-            Ok(f) if f.len == len => off += len,
+        match view.get(off, len).map(frame::decode) {
+            Some(Ok(f)) if f.len == len => off += len,
             _ => return false,
         }
     }
@@ -112,42 +110,29 @@ pub(crate) fn check_segment(seg: &Segment, stop: &AtomicBool, buf: &mut Vec<u8>)
             .is_ok()
 }
 
-/// The length field of the frame at `off`, read into `buf` if need be;
-/// `None` if it cannot be a frame ending by `end`.
-fn frame_len(
-    file: &std::fs::File,
-    buf: &mut Vec<u8>,
-    base: &mut usize,
-    off: usize,
+/// A window of a segment file, `buf` holding its bytes from `base` on,
+/// read with `pread`; nothing at or past `end` is read.
+struct View<'a> {
+    file: &'a std::fs::File,
+    buf: &'a mut Vec<u8>,
+    base: usize,
     end: usize,
-) -> Option<usize> {
-    if !fill(file, buf, base, off, 4, end) {
-        return None;
-    }
-    let at = off - *base;
-    let len = u32::from_le_bytes(buf[at..at + 4].try_into().ok()?) as usize;
-    (len >= MIN_FRAME && off + len <= end).then_some(len)
 }
 
-/// Makes `buf` hold bytes `[off, off + len)` (reading from `off` on, at
-/// least [`READ`] bytes, none past `end`, when it does not); false on a
-/// read error.
-fn fill(
-    file: &std::fs::File,
-    buf: &mut Vec<u8>,
-    base: &mut usize,
-    off: usize,
-    len: usize,
-    end: usize,
-) -> bool {
-    if off >= *base && off + len <= *base + buf.len() {
-        return true;
+impl View<'_> {
+    /// Bytes `[off, off + len)`, read from `off` on (at least [`READ`]
+    /// bytes) when the window does not hold them; `None` past `end` or on
+    /// a read error.
+    fn get(&mut self, off: usize, len: usize) -> Option<&[u8]> {
+        if off + len > self.end {
+            return None;
+        }
+        if off < self.base || off + len > self.base + self.buf.len() {
+            self.buf.resize(len.max(READ).min(self.end - off), 0);
+            self.base = off;
+            self.file.read_exact_at(self.buf, off as u64).ok()?;
+        }
+        let at = off - self.base;
+        Some(&self.buf[at..at + len])
     }
-    let want = len.max(READ).min(end - off);
-    if want < len {
-        return false;
-    }
-    buf.resize(want, 0);
-    *base = off;
-    file.read_exact_at(buf, off as u64).is_ok()
 }

@@ -557,11 +557,18 @@ impl Segment {
         self.allocated() as u64
     }
 
-    /// Bytes of frames whose CRC reads must check ([`Segment::verify_below`]).
-    pub(crate) fn unverified_bytes(&self) -> u64 {
+    /// Where the frames whose CRC reads must check end: they lie back to
+    /// back from the header to here ([`Segment::verify_below`], a frame
+    /// boundary or the capacity, capped by the data's end).
+    pub(crate) fn unverified_end(&self) -> u32 {
         let mark = self.verify_below.load(Ordering::Acquire);
-        let end = mark.min(self.data_end.load(Ordering::Acquire));
-        end.saturating_sub(SEGMENT_HEADER_LEN as u32) as u64
+        mark.min(self.data_end.load(Ordering::Acquire))
+    }
+
+    /// Bytes of frames whose CRC reads must check.
+    pub(crate) fn unverified_bytes(&self) -> u64 {
+        self.unverified_end()
+            .saturating_sub(SEGMENT_HEADER_LEN as u32) as u64
     }
 
     /// Bytes of frames in the segment that no live record holds.
@@ -585,7 +592,7 @@ fn shadow_range(shadow: &MmapRaw, off: usize, len: usize) -> Option<&[u8]> {
 }
 
 /// The length field of a frame, if plausible.
-fn frame_len(b: &[u8]) -> Option<usize> {
+pub(crate) fn frame_len(b: &[u8]) -> Option<usize> {
     let b: [u8; 4] = b.get(..4)?.try_into().ok()?;
     let len = u32::from_le_bytes(b) as usize;
     (len >= frame::MIN_FRAME).then_some(len)

@@ -7,6 +7,9 @@ use crate::log::frame::Frame;
 pub(crate) trait Sink {
     /// Copies the key and value of `fr` (a plaintext or decrypted frame).
     fn take(&mut self, fr: &Frame<'_>);
+    /// Copies a record whose key (its first `key_len` bytes) and value lie
+    /// back to back in `both`, as a plaintext frame holds them.
+    fn take_record(&mut self, both: &[u8], key_len: usize);
     /// How many records it holds.
     fn count(&self) -> usize;
     /// Drops the records after the first `n`.
@@ -17,6 +20,10 @@ pub(crate) trait Sink {
 impl Sink for Vec<(Vec<u8>, Vec<u8>)> {
     fn take(&mut self, fr: &Frame<'_>) {
         self.push((fr.key.to_vec(), fr.value.to_vec()));
+    }
+    fn take_record(&mut self, both: &[u8], key_len: usize) {
+        let (key, value) = both.split_at(key_len);
+        self.push((key.to_vec(), value.to_vec()));
     }
     fn count(&self) -> usize {
         self.len()
@@ -106,15 +113,22 @@ impl Packed {
 impl Sink for Packed {
     #[inline]
     fn take(&mut self, fr: &Frame<'_>) {
-        let key_end = self.bytes.len() + fr.key.len();
         // One copy where the frame holds the key and value back to back.
         match fr.key_and_value() {
-            Some(both) => self.bytes.extend_from_slice(both),
+            Some(both) => self.take_record(both, fr.key.len()),
             None => {
+                let key_end = self.bytes.len() + fr.key.len();
                 self.bytes.extend_from_slice(fr.key);
                 self.bytes.extend_from_slice(fr.value);
+                self.ends.push((key_end, self.bytes.len()));
             }
         }
+    }
+
+    #[inline]
+    fn take_record(&mut self, both: &[u8], key_len: usize) {
+        let key_end = self.bytes.len() + key_len;
+        self.bytes.extend_from_slice(both);
         self.ends.push((key_end, self.bytes.len()));
     }
 

@@ -15,6 +15,7 @@
 //! was read (see `EmdbRangeIter`).
 
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_epoch as epoch;
@@ -242,6 +243,8 @@ struct Pipeline<'a> {
     ring: [InFlight<'a>; AHEAD],
     /// Keys pushed so far.
     pushed: usize,
+    /// The database is not encrypted: records are read in place.
+    plain: bool,
     /// Bytes of each frame to prefetch: the length of the last frame read
     /// (records of a range are often alike in size), [`FRAME_GUESS`]
     /// before the first.
@@ -255,6 +258,7 @@ impl<'a> Pipeline<'a> {
             ns,
             ring: [(&[][..], None, 0); AHEAD],
             pushed: 0,
+            plain: state.ctx.crypto.is_none(),
             span: FRAME_GUESS,
         }
     }
@@ -292,6 +296,22 @@ impl<'a> Pipeline<'a> {
         let (state, ns) = (self.state, self.ns);
         #[cfg(debug_assertions)]
         self.check_location(key, loc);
+        let (_, off) = unpack_pos(loc);
+        // The common case, read in place: a plaintext record in the
+        // file's bytes, checked once already (see `Segment::verify_below`).
+        if let Some(seg) =
+            seg.filter(|s| self.plain && off >= s.verify_below.load(Ordering::Relaxed))
+        {
+            if let Some(b) = seg.written_frame(off) {
+                if let Some((both, expires_at)) = frame::plain_record(b, ns, key) {
+                    self.span = b.len().min(FRAME_SPAN_MAX);
+                    if !super::ttl::is_expired(expires_at) {
+                        out.take_record(both, key.len());
+                    }
+                    return;
+                }
+            }
+        }
         // The read may run twice (a tail buffer's bytes reread from the
         // file): the second copy replaces the first.
         let n = out.count();
@@ -304,7 +324,6 @@ impl<'a> Pipeline<'a> {
         // An encrypted frame's key is checked by its MAC.
         let keyed = state.ctx.crypto.is_some().then(|| state.ctx.keyed(ns, key));
         let mac = keyed.and_then(|k| k.1);
-        let (_, off) = unpack_pos(loc);
         let mut len = self.span;
         let read = seg.and_then(|seg| {
             seg.with_frame(off, |b| {

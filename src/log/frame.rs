@@ -387,6 +387,48 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     })
 }
 
+/// A scan's read of a plaintext record of namespace `ns` and key `key`
+/// at the start of `frame` (exactly one frame's bytes, as
+/// `Segment::written_frame` gives them): its key and value back to back,
+/// and its expiry. Only the fields such a record needs are read and
+/// checked; `None` for anything else (another kind, key or namespace, an
+/// encrypted or malformed frame), which the caller leaves to
+/// [`decode_unchecked`] and the point read's checks. Agrees with them on
+/// every frame it accepts.
+#[inline(always)]
+pub(crate) fn plain_record<'a>(
+    frame: &'a [u8],
+    ns: u32,
+    key: &[u8],
+) -> Option<(&'a [u8], Option<u64>)> {
+    let head: &[u8; HEADER_LEN] = frame.first_chunk()?;
+    let flags = head[5];
+    let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    if head[4] != Kind::Put as u8
+        || flags & !(FLAG_EXPIRES | FLAG_BATCH) != 0
+        || head[6] != 0
+        || head[7] != 0
+        || word(16) != ns
+        || (flags & FLAG_BATCH != 0) != (word(28) > 0)
+    {
+        return None;
+    }
+    let (key_len, value_len) = (word(20) as usize, word(24) as usize);
+    let expires = flags & FLAG_EXPIRES != 0;
+    let at = if expires {
+        HEADER_LEN + EXPIRY_LEN
+    } else {
+        HEADER_LEN
+    };
+    if key_len != key.len() || at + key_len + value_len + CRC_LEN != frame.len() {
+        return None;
+    }
+    // Read only now: the length covers the expiry field.
+    let expires_at = expires.then(|| u64_at(frame, HEADER_LEN));
+    let both = &frame[at..at + key_len + value_len];
+    crate::crypt::same_bytes(&both[..key_len], key).then_some((both, expires_at))
+}
+
 /// A position in a shard's log: segment id in the high half, byte offset in
 /// the low half. Ordered like the log.
 pub(crate) const fn pack_pos(segment: u32, offset: u32) -> u64 {
@@ -472,6 +514,63 @@ mod tests {
         assert_eq!(f.expires_at, spec.expires_at);
         assert_eq!(f.key, spec.key);
         assert_eq!(f.value, spec.value);
+    }
+
+    /// What the scan's reads decide from a full decode: the record's key
+    /// and value and expiry, if it is a plaintext put of `ns` and `key`.
+    fn full_read<'a>(b: &'a [u8], ns: u32, key: &[u8]) -> Option<(&'a [u8], Option<u64>)> {
+        let f = decode_unchecked(b).ok()?;
+        (f.kind == Kind::Put && f.namespace == ns && f.key == key && f.sealed.is_none())
+            .then(|| f.key_and_value().map(|kv| (kv, f.expires_at)))
+            .flatten()
+    }
+
+    #[test]
+    fn plain_record_agrees_with_a_full_decode() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for round in 0..20_000 {
+            let key: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+            let value: Vec<u8> = (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect();
+            let batch_count = if rng.bool() { rng.u32(1..5) } else { 0 };
+            let spec = FrameSpec {
+                kind: [Kind::Put, Kind::Remove, Kind::Clear][rng.usize(0..3)],
+                seq: rng.u64(..),
+                namespace: rng.u32(0..3),
+                batch_count,
+                expires_at: rng.bool().then(|| rng.u64(..)),
+                key: &key,
+                value: &value,
+            };
+            let mut buf = vec![0u8; spec.encoded_len()];
+            encode(&spec, &mut buf);
+            // Damage a header byte in most rounds: the two must still agree.
+            if round % 4 != 0 {
+                let at = rng.usize(0..HEADER_LEN + 8).min(buf.len() - 1);
+                buf[at] = rng.u8(..);
+            }
+            // Ask for the frame's own key and namespace, or others.
+            let ns = if rng.bool() {
+                spec.namespace
+            } else {
+                rng.u32(0..3)
+            };
+            let mut asked = key.clone();
+            if rng.u8(..) < 32 && !asked.is_empty() {
+                asked[0] ^= 1;
+            }
+            // The bytes its length field claims, as `Segment::written_frame`
+            // gives them.
+            let len = u32_at(&buf, 0) as usize;
+            if !(MIN_FRAME..=buf.len()).contains(&len) {
+                continue;
+            }
+            let b = &buf[..len];
+            assert_eq!(
+                plain_record(b, ns, &asked),
+                full_read(b, ns, &asked),
+                "round {round}"
+            );
+        }
     }
 
     #[test]

@@ -485,14 +485,10 @@ impl Segment {
     /// side effects beyond its return value.
     #[inline]
     pub(crate) fn with_frame<R>(&self, off: u32, mut f: impl FnMut(&[u8]) -> R) -> Option<R> {
-        let off = off as usize;
-        let written = self.written.load(Ordering::Acquire) as usize;
-        if off + frame::MIN_FRAME <= written {
-            let len = frame_len(self.file_range(off, 4)?)?;
-            if off + len <= written {
-                return Some(f(self.file_range(off, len)?));
-            }
+        if let Some(b) = self.written_frame(off) {
+            return Some(f(b));
         }
+        let off = off as usize;
         let shadow = self.shadow.as_ref()?;
         let r = shadow_range(shadow, off, 4)
             .and_then(frame_len)
@@ -518,6 +514,24 @@ impl Segment {
         } else {
             None
         }
+    }
+
+    /// The frame at `off` when it lies wholly in the file below `written`
+    /// (bytes that never change): read in place, once. `None` otherwise
+    /// (a frame still in the shadow, or a length that does not fit), for
+    /// [`with_frame`](Segment::with_frame) to settle.
+    #[inline]
+    pub(crate) fn written_frame(&self, off: u32) -> Option<&[u8]> {
+        let off = off as usize;
+        let written = self.written.load(Ordering::Acquire) as usize;
+        if off + frame::MIN_FRAME > written {
+            return None;
+        }
+        let len = frame_len(self.file_range(off, 4)?)?;
+        if off + len > written {
+            return None;
+        }
+        self.file_range(off, len)
     }
 
     /// Starts loading the cache lines of bytes `[off, off + len)` (a

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_epoch as epoch;
+use smallvec::SmallVec;
 
 use super::chunk::Sink;
 use super::shard::Shard;
@@ -31,6 +32,9 @@ use crate::sorted::{cmp_headed, key_head, Keys, Ordered, SortedKeys};
 
 /// Keys a lazy range iterator examines per chunk (its lock hold).
 pub(crate) const CHUNK: usize = 128;
+
+/// Shards whose per-read state a range read keeps on the stack.
+const SHARDS_INLINE: usize = 8;
 
 /// Frames the rebuild at open fetches into the cache together.
 const BATCH: usize = 32;
@@ -123,12 +127,14 @@ impl State {
         out: &mut impl Sink,
     ) -> Result<Option<Vec<u8>>> {
         check_enabled(self)?;
-        let guards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        // Arrays of one entry per shard, on the stack for up to `SHARDS_INLINE`
+        // shards: a short scan's allocations weighed on it.
+        let guards: SmallVec<[_; SHARDS_INLINE]> = self.shards.iter().map(|s| s.lock()).collect();
         let guard = epoch::pin();
         // Each shard's keys from `from` on, with its segments: every
         // shard's first block is sought (and asked into the cache) before
         // any is searched.
-        let seeks: Vec<_> = guards
+        let seeks: SmallVec<[_; SHARDS_INLINE]> = guards
             .iter()
             .zip(self.shards.iter())
             .filter_map(|(g, shard)| {
@@ -136,7 +142,7 @@ impl State {
                 Some((seek, shard.segments(&guard)))
             })
             .collect();
-        let mut heads: Vec<Head<'_>> = seeks
+        let mut heads: SmallVec<[Head<'_>; SHARDS_INLINE]> = seeks
             .into_iter()
             .map(|(seek, segs)| Head::new(seek.keys(), segs))
             .collect();

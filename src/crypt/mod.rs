@@ -72,7 +72,7 @@ pub(crate) fn key_matches_mac(f: &Frame<'_>, key: &[u8], mac: Option<(u64, u64)>
 
 /// `a == b`, without a call to `memcmp` for keys of 8 to 32 bytes (most
 /// keys): words compared in place, the last one overlapping.
-#[inline]
+#[inline(always)]
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {

@@ -146,6 +146,9 @@ impl State {
             .into_iter()
             .map(|(seek, segs)| Head::new(seek.keys(), segs))
             .collect();
+        // A plain slice for the merge: a `SmallVec` checks where its items
+        // are at every access.
+        let heads = &mut heads[..];
         let mut reader = Pipeline::new(self, ns);
         let end = End::new(to);
         let mut examined = 0;

@@ -44,7 +44,10 @@ impl Sink for Vec<(Vec<u8>, Vec<u8>)> {
 /// chunk holding a claim on each segment as a `ValueRef` does, was tried:
 /// the claims' atomic counts cost a prefix scan more than the copies they
 /// save: 10,000 prefix scans of about 100 keys took 137-150 ms against
-/// 115-126 ms copying, full scans alike.)
+/// 115-126 ms copying, full scans alike. One claim per segment and chunk
+/// measured alike too: the frames' lines are fetched either way, and
+/// fetching only their headers helps only loops that never read the
+/// values; ARCHITECTURE.md, "Range scans".)
 #[derive(Default)]
 pub(crate) struct Packed {
     bytes: Vec<u8>,

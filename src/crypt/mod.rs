@@ -62,34 +62,12 @@ pub(crate) fn key_matches(f: &Frame<'_>, key: &[u8], crypto: Option<&Crypto>) ->
 #[inline]
 pub(crate) fn key_matches_mac(f: &Frame<'_>, key: &[u8], mac: Option<(u64, u64)>) -> bool {
     match (f.sealed, mac) {
-        (None, None) => same_bytes(f.key, key),
+        (None, None) => crate::log::frame::same_bytes(f.key, key),
         (Some(s), Some((_, check))) => f.key.len() == key.len() && check == s.check,
         // A plaintext record in an encrypted database, or the reverse, is
         // no record of this key (recovery refuses both).
         _ => false,
     }
-}
-
-/// `a == b`, without a call to `memcmp` for keys of 8 to 32 bytes (most
-/// keys): words compared in place, the last one overlapping.
-#[inline(always)]
-pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    if !(8..=32).contains(&n) {
-        return a == b;
-    }
-    let word = |s: &[u8], i: usize| u64::from_ne_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-    let mut i = 0;
-    while i + 8 < n {
-        if word(a, i) != word(b, i) {
-            return false;
-        }
-        i += 8;
-    }
-    word(a, n - 8) == word(b, n - 8)
 }
 
 /// Whether frames of this kind are encrypted (authenticated): those that

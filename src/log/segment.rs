@@ -485,8 +485,10 @@ impl Segment {
     /// side effects beyond its return value.
     #[inline]
     pub(crate) fn with_frame<R>(&self, off: u32, mut f: impl FnMut(&[u8]) -> R) -> Option<R> {
-        if let Some(b) = self.written_frame(off) {
-            return Some(f(b));
+        match self.in_file(off) {
+            InFile::Frame(b) => return Some(f(b)),
+            InFile::Implausible => return None,
+            InFile::NotWritten => {}
         }
         let off = off as usize;
         let shadow = self.shadow.as_ref()?;
@@ -518,20 +520,32 @@ impl Segment {
 
     /// The frame at `off` when it lies wholly in the file below `written`
     /// (bytes that never change): read in place, once. `None` otherwise
-    /// (a frame still in the shadow, or a length that does not fit), for
+    /// (a frame still in the shadow, or no plausible frame), for
     /// [`with_frame`](Segment::with_frame) to settle.
     #[inline]
     pub(crate) fn written_frame(&self, off: u32) -> Option<&[u8]> {
+        match self.in_file(off) {
+            InFile::Frame(b) => Some(b),
+            InFile::NotWritten | InFile::Implausible => None,
+        }
+    }
+
+    /// What the file's written bytes hold at `off`.
+    #[inline]
+    fn in_file(&self, off: u32) -> InFile<'_> {
         let off = off as usize;
         let written = self.written.load(Ordering::Acquire) as usize;
         if off + frame::MIN_FRAME > written {
-            return None;
+            return InFile::NotWritten;
         }
-        let len = frame_len(self.file_range(off, 4)?)?;
+        let Some(len) = self.file_range(off, 4).and_then(frame_len) else {
+            return InFile::Implausible;
+        };
         if off + len > written {
-            return None;
+            return InFile::NotWritten;
         }
         self.file_range(off, len)
+            .map_or(InFile::Implausible, InFile::Frame)
     }
 
     /// Starts loading the cache lines of bytes `[off, off + len)` (a
@@ -603,6 +617,16 @@ fn shadow_range(shadow: &MmapRaw, off: usize, len: usize) -> Option<&[u8]> {
     // ranges, and a concurrent discard only turns these bytes into zeros,
     // which the caller detects through `released`.
     Some(unsafe { std::slice::from_raw_parts(shadow.as_ptr().add(off), len) })
+}
+
+/// What a segment's file holds at an offset ([`Segment::in_file`]).
+enum InFile<'a> {
+    /// A frame wholly below what was written: its bytes.
+    Frame(&'a [u8]),
+    /// Not (wholly) written to the file yet: the shadow may hold it.
+    NotWritten,
+    /// Written bytes that hold no plausible frame.
+    Implausible,
 }
 
 /// The length field of a frame, if plausible.

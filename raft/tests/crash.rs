@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +51,20 @@ async fn leader(router: &Router, nodes: &[NodeId]) -> NodeId {
         }
         assert!(tokio::time::Instant::now() < deadline, "no leader elected");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the writers have `n` writes acknowledged (`done`); fails
+/// after [`PATIENCE`] instead of waiting for ever.
+async fn acknowledged(done: &AtomicUsize, n: usize) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while done.load(Ordering::Relaxed) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} writes acknowledged",
+            done.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -161,9 +175,7 @@ async fn the_leader_loses_power_during_writes_and_catches_up() {
         .collect();
     // The power goes while the writers are at it: after 200 of their 600
     // writes were acknowledged.
-    while done.load(Ordering::Relaxed) < 200 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    acknowledged(&done, 200).await;
     plans[&old].power_off();
     let crashed = nodes.remove(&old).unwrap();
     let crashed_path = root.path().join(format!("node-{old}"));
@@ -214,12 +226,19 @@ async fn every_node_loses_power_at_once() {
     let (plans, mut nodes) = cluster(root.path(), &router, &ids).await;
     leader(&router, &ids).await;
 
-    // Writers record what was acknowledged; after the power goes their
-    // writes fail, and they stop.
+    // Writers record what was acknowledged. A write that fails before the
+    // power goes (a slow election on a loaded machine outlasts its three
+    // seconds) is not acknowledged and the writer goes on; once the power
+    // is off, the first failure stops it. A write is also given up after
+    // five seconds: one issued as the power goes sometimes never returns
+    // (about one run in eight under load; the node waits for its log's
+    // flush after the disk failed). That is not what this test checks,
+    // which is that every acknowledged write survives.
     let done = Arc::new(AtomicUsize::new(0));
+    let off = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (router, done) = (router.clone(), done.clone());
+            let (router, done, off) = (router.clone(), done.clone(), off.clone());
             tokio::spawn(async move {
                 let mut mine = BTreeMap::new();
                 for i in 0.. {
@@ -228,30 +247,31 @@ async fn every_node_loses_power_at_once() {
                         key: key.clone(),
                         value: value.clone(),
                     };
-                    match write(&router, req, Duration::from_secs(3)).await {
-                        Ok(_) => {
+                    let sent = write(&router, req, Duration::from_secs(3));
+                    match tokio::time::timeout(Duration::from_secs(5), sent).await {
+                        Ok(Ok(_)) => {
                             mine.insert(key, value);
                             done.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(_) => break,
+                        _ if off.load(Ordering::SeqCst) => break,
+                        _ => {}
                     }
                 }
                 mine
             })
         })
         .collect();
-    while done.load(Ordering::Relaxed) < 300 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    acknowledged(&done, 300).await;
+    off.store(true, Ordering::SeqCst);
     for plan in plans.values() {
         plan.power_off();
     }
     let mut acked = BTreeMap::new();
     for w in writers {
-        acked.extend(w.await.unwrap());
+        acked.extend(within("a writer's last write", w).await.unwrap());
     }
     for node in std::mem::take(&mut nodes).into_values() {
-        node.stop(&router).await;
+        within("a node's stop", node.stop(&router)).await;
     }
     // Restart every node from its disk image.
     for &id in &ids {
@@ -264,9 +284,13 @@ async fn every_node_loses_power_at_once() {
         };
         let report = plans[&id].durable_image(&live, &image, policy, id).unwrap();
         assert!(!report.directory_lost, "{report:?}");
-        let node = LocalNode::start(id, db(&image, None).await, &router, config())
-            .await
-            .expect("a node reopens after the power cut");
+        let db = within("an open after the power cut", db(&image, None)).await;
+        let node = within(
+            "a node's start",
+            LocalNode::start(id, db, &router, config()),
+        )
+        .await
+        .expect("a node reopens after the power cut");
         nodes.insert(id, node);
     }
     let leader_id = leader(&router, &ids).await;
@@ -276,6 +300,14 @@ async fn every_node_loses_power_at_once() {
     caught_up_maps(&nodes, leader_id, &acked).await;
     assert!(acked.len() >= 300, "{} writes acknowledged", acked.len());
     for node in nodes.into_values() {
-        node.stop(&router).await;
+        within("a node's stop", node.stop(&router)).await;
     }
+}
+
+/// `f`, or a failure naming `what` after [`PATIENCE`]: a step that hangs
+/// fails the test instead of stalling the suite.
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took over {PATIENCE:?}"))
 }

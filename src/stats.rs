@@ -3,6 +3,12 @@
 use crate::io::IoBackend;
 
 /// A snapshot of the database's figures.
+///
+/// Each shard's figures are read together under its lock, so that for a
+/// shard `live_bytes + dead_bytes` plus 64 bytes of header per segment is
+/// its `logical_size_bytes` even while the core appends markers or the
+/// background compactor moves records. Shards are read one after another:
+/// with writes in flight, the totals are not one point in time.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct EmdbStats {

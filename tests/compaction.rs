@@ -364,6 +364,75 @@ fn readers_and_held_values_see_nothing_wrong_during_background_compaction() {
     }
 }
 
+/// `stats()` reads each shard under its lock: live + dead + headers is the
+/// logical size in every snapshot, even while writers append, the core
+/// adds markers and compactions move records from segment to segment
+/// (the add and the subtract of a move are two steps).
+#[test]
+fn stats_add_up_while_writes_and_compactions_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = tempfile::tempdir().unwrap();
+    let db = Emdb::builder()
+        .path(t.path().join("db"))
+        .shards(2)
+        .segment_size(16 * 1024)
+        .max_key_len(64)
+        .max_value_len(1024)
+        .compaction_threshold(0.2)
+        .build()
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let mut snapshots = 0u64;
+    let mut wrong = None;
+    std::thread::scope(|s| {
+        for w in 0..2u64 {
+            let (db, stop) = (&db, &stop);
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(w);
+                while !stop.load(Ordering::Relaxed) {
+                    let k = format!("k-{w}-{}", rng.u32(0..40));
+                    if rng.u8(0..4) == 0 {
+                        db.remove(k.as_str()).unwrap();
+                    } else {
+                        db.insert(k.as_str(), vec![b'v'; rng.usize(0..400)])
+                            .unwrap();
+                    }
+                    if rng.u8(0..32) == 0 {
+                        db.flush().unwrap();
+                    }
+                }
+            });
+        }
+        {
+            let (db, stop) = (&db, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    db.compact().unwrap();
+                }
+            });
+        }
+        // The other threads stop before anything is asserted (a panic here
+        // would leave them running and the scope waiting for ever).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            let st = db.stats().unwrap();
+            if st.live_bytes + st.dead_bytes + 64 * st.segments != st.logical_size_bytes {
+                wrong = Some(st);
+                break;
+            }
+            snapshots += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    if let Some(st) = wrong {
+        panic!("live + dead + headers != logical in snapshot {snapshots}: {st:?}");
+    }
+    let st = db.stats().unwrap();
+    assert!(st.compactions >= 1, "compaction must have run: {st:?}");
+    assert!(snapshots >= 100, "only {snapshots} snapshots taken");
+}
+
 /// Files a crash can leave behind (the hint file of a retired segment, a
 /// half-written hint) are removed at the next open; other files are not.
 #[test]

@@ -702,6 +702,11 @@ impl State {
         st.namespace_count = self.ctx.namespace_count();
         st.encrypted = self.ctx.crypto.is_some();
         for s in &self.shards {
+            // Under the shard lock, so that each shard's figures agree with
+            // each other: appends (the core's markers too) and the moves of
+            // a background compaction change them under it, a record's
+            // bytes leaving one segment and joining another in two steps.
+            let inner = s.lock();
             for g in s.segment_list() {
                 st.logical_size_bytes += g.data_end.load(Ordering::Acquire) as u64;
                 st.live_bytes += g.live_bytes.load(Ordering::Relaxed);
@@ -717,8 +722,8 @@ impl State {
             st.durable_records += s.durable_records.load(Ordering::Relaxed);
             st.live_records += s.indexes.total_len() as u64;
             st.index_bytes += s.indexes.memory_bytes() as u64;
-            st.ordered_index_bytes +=
-                s.lock().ordered.as_ref().map_or(0, |o| o.memory_bytes()) as u64;
+            st.ordered_index_bytes += inner.ordered.as_ref().map_or(0, |o| o.memory_bytes()) as u64;
+            drop(inner);
         }
         st.range_scans_enabled = self.ctx.config.range_scans;
         st.compactions = self.ctx.compactions.load(Ordering::Relaxed);

@@ -677,3 +677,107 @@ fn cancelled_futures_never_lose_acknowledged_writes_across_a_power_cut() {
         );
     }
 }
+
+/// Writers and flushes in flight when the power goes off all end: each
+/// write or flush returns (an error once the power is off), none waits for
+/// ever, on the async API and the blocking one alike, whatever the moment
+/// of the cut and the shard count.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn writes_and_flushes_in_flight_at_a_power_cut_all_return() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    const PATIENCE: Duration = Duration::from_secs(30);
+    for cycle in 0..12u64 {
+        let t = tempfile::tempdir().unwrap();
+        let plan = emdb::FaultPlan::new();
+        let db = Emdb::builder()
+            .path(t.path().join("db"))
+            .shards(1 + (cycle % 3) as usize)
+            .segment_size(64 << 10)
+            .max_key_len(64)
+            .max_value_len(2048)
+            .fault_plan(plan.clone())
+            .build()
+            .unwrap();
+        let adb = AsyncEmdb::from_sync(db.clone_handle());
+        let flushed = Arc::new(AtomicU64::new(0));
+        let off = Arc::new(AtomicBool::new(false));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        // Blocking writers on threads of their own.
+        let threads: Vec<_> = (0..4u64)
+            .map(|w| {
+                let (db, flushed) = (db.clone_handle(), flushed.clone());
+                std::thread::spawn(move || {
+                    for i in 0u64.. {
+                        let k = format!("s{w}-{i}");
+                        if db.insert(k.as_str(), vec![7u8; 100]).is_err() || db.flush().is_err() {
+                            return;
+                        }
+                        flushed.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let ended = rt.block_on(async {
+            let tasks: Vec<_> = (0..24u64)
+                .map(|task| {
+                    let (db, flushed) = (adb.clone(), flushed.clone());
+                    tokio::spawn(async move {
+                        for i in 0u64.. {
+                            let k = format!("a{task}-{i}");
+                            if db.insert(k, vec![9u8; 100]).await.is_err()
+                                || db.flush().await.is_err()
+                            {
+                                return;
+                            }
+                            flushed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            let mut rng = fastrand::Rng::with_seed(cycle);
+            tokio::time::sleep(Duration::from_micros(rng.u64(500..20_000))).await;
+            plan.power_off();
+            off.store(true, Ordering::Relaxed);
+            let mut ended = 0;
+            for t in tasks {
+                if tokio::time::timeout(PATIENCE, t).await.is_ok() {
+                    ended += 1;
+                }
+            }
+            ended
+        });
+        assert_eq!(
+            ended,
+            24,
+            "cycle {cycle}: {} of 24 async writers still waited {PATIENCE:?} after the power cut",
+            24 - ended
+        );
+        let deadline = std::time::Instant::now() + PATIENCE;
+        for th in threads {
+            while !th.is_finished() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cycle {cycle}: a blocking writer still waits {PATIENCE:?} after the power cut"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            th.join().unwrap();
+        }
+        assert!(off.load(Ordering::Relaxed));
+        assert!(
+            db.flush().is_err(),
+            "cycle {cycle}: a flush after the power cut reported success"
+        );
+        eprintln!(
+            "cycle {cycle}: {} flushes before the cut, every writer returned",
+            flushed.load(Ordering::Relaxed)
+        );
+    }
+}

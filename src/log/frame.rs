@@ -312,6 +312,43 @@ pub(crate) fn crc_ok(frame: &[u8]) -> bool {
     crc32c::crc32c(&frame[..body]) == u32_at(frame, body)
 }
 
+/// The checks of a header's flags, its reserved bytes and its batch count,
+/// which [`decode_unchecked`] and [`plain_record`] share.
+#[inline(always)]
+fn check_flags(flags: u8, reserved: [u8; 2], batch_count: u32) -> Result<(), DecodeError> {
+    if flags & !KNOWN_FLAGS != 0 || reserved != [0, 0] {
+        return Err(DecodeError::Invalid("unknown frame flags"));
+    }
+    if (flags & FLAG_BATCH != 0) != (batch_count > 0) {
+        return Err(DecodeError::Invalid("batch flag and count disagree"));
+    }
+    Ok(())
+}
+
+/// Where a frame with these header fields has its seal and its key (the
+/// value follows the key), and the length its fields add up to (`None` if
+/// the sum overflows: a damaged length must not wrap where `usize` is 32
+/// bits). Shared by [`decode_unchecked`] and [`plain_record`].
+#[inline(always)]
+fn field_offsets(flags: u8, key_len: usize, value_len: usize) -> (usize, usize, Option<usize>) {
+    let mut at = HEADER_LEN;
+    if flags & FLAG_EXPIRES != 0 {
+        at += EXPIRY_LEN;
+    }
+    let sealed_at = at;
+    let tag = if flags & FLAG_ENCRYPTED != 0 {
+        at += SEAL_HEAD_LEN;
+        TAG_LEN
+    } else {
+        0
+    };
+    let len = at
+        .checked_add(key_len)
+        .and_then(|n| n.checked_add(value_len))
+        .and_then(|n| n.checked_add(tag + CRC_LEN));
+    (sealed_at, at, len)
+}
+
 /// Decodes the frame at the start of `buf`, checking the layout but not the
 /// CRC. For frames that were already verified once.
 ///
@@ -337,30 +374,11 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     }
     let kind = Kind::from_u8(buf[4]).ok_or(DecodeError::Invalid("unknown frame kind"))?;
     let flags = buf[5];
-    if flags & !KNOWN_FLAGS != 0 || buf[6] != 0 || buf[7] != 0 {
-        return Err(DecodeError::Invalid("unknown frame flags"));
-    }
     let key_len = u32_at(buf, 20) as usize;
     let value_len = u32_at(buf, 24) as usize;
     let batch_count = u32_at(buf, 28);
-    if (flags & FLAG_BATCH != 0) != (batch_count > 0) {
-        return Err(DecodeError::Invalid("batch flag and count disagree"));
-    }
-    let mut at = HEADER_LEN;
-    if flags & FLAG_EXPIRES != 0 {
-        at += EXPIRY_LEN;
-    }
-    let sealed_at = at;
-    let tag = if flags & FLAG_ENCRYPTED != 0 {
-        at += SEAL_HEAD_LEN;
-        TAG_LEN
-    } else {
-        0
-    };
-    let expected = at
-        .checked_add(key_len)
-        .and_then(|n| n.checked_add(value_len))
-        .and_then(|n| n.checked_add(tag + CRC_LEN));
+    check_flags(flags, [buf[6], buf[7]], batch_count)?;
+    let (sealed_at, at, expected) = field_offsets(flags, key_len, value_len);
     if expected != Some(len) {
         return Err(DecodeError::Invalid(
             "frame length disagrees with its fields",
@@ -390,11 +408,11 @@ pub(crate) fn decode_unchecked(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
 /// A scan's read of a plaintext record of namespace `ns` and key `key`
 /// at the start of `frame` (exactly one frame's bytes, as
 /// `Segment::written_frame` gives them): its key and value back to back,
-/// and its expiry. Only the fields such a record needs are read and
-/// checked; `None` for anything else (another kind, key or namespace, an
-/// encrypted or malformed frame), which the caller leaves to
-/// [`decode_unchecked`] and the point read's checks. Agrees with them on
-/// every frame it accepts.
+/// and its expiry. Only the fields such a record needs are read, checked
+/// with [`decode_unchecked`]'s own checks ([`check_flags`],
+/// [`field_offsets`]); `None` for anything else (another kind, key or
+/// namespace, an encrypted or malformed frame), which the caller leaves to
+/// `decode_unchecked` and the point read's checks.
 #[inline(always)]
 pub(crate) fn plain_record<'a>(
     frame: &'a [u8],
@@ -405,31 +423,22 @@ pub(crate) fn plain_record<'a>(
     debug_assert_eq!(u32_at(frame, 0) as usize, frame.len(), "one frame's bytes");
     let flags = head[5];
     let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let (key_len, value_len) = (word(20) as usize, word(24) as usize);
     if head[4] != Kind::Put as u8
-        || flags & !(FLAG_EXPIRES | FLAG_BATCH) != 0
-        || head[6] != 0
-        || head[7] != 0
+        || flags & FLAG_ENCRYPTED != 0
         || word(16) != ns
-        || (flags & FLAG_BATCH != 0) != (word(28) > 0)
+        || key_len != key.len()
+        || check_flags(flags, [head[6], head[7]], word(28)).is_err()
     {
         return None;
     }
-    let (key_len, value_len) = (word(20) as usize, word(24) as usize);
-    let expires = flags & FLAG_EXPIRES != 0;
-    let at = if expires {
-        HEADER_LEN + EXPIRY_LEN
-    } else {
-        HEADER_LEN
-    };
-    // Checked sums, as `decode_unchecked` has them: a damaged length must
-    // not wrap where `usize` is 32 bits.
-    let end = at.checked_add(key_len)?.checked_add(value_len)?;
-    if key_len != key.len() || end.checked_add(CRC_LEN) != Some(frame.len()) {
+    let (_, at, len) = field_offsets(flags, key_len, value_len);
+    if len != Some(frame.len()) {
         return None;
     }
     // Read only now: the length covers the expiry field.
-    let expires_at = expires.then(|| u64_at(frame, HEADER_LEN));
-    let both = &frame[at..end];
+    let expires_at = (flags & FLAG_EXPIRES != 0).then(|| u64_at(frame, HEADER_LEN));
+    let both = &frame[at..at + key_len + value_len];
     same_bytes(&both[..key_len], key).then_some((both, expires_at))
 }
 

@@ -169,7 +169,7 @@ impl State {
         if hide_expired && super::ttl::is_expired(fr.expires_at) {
             return Some(Ok(None));
         }
-        if verify && off < seg.verify_below.load(Ordering::Relaxed) && !frame::crc_ok(b) {
+        if verify && seg.needs_crc(off) && !frame::crc_ok(b) {
             return Some(Err(Error::corrupted(
                 seg.path.clone().unwrap_or_default(),
                 off as u64,

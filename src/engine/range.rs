@@ -15,7 +15,6 @@
 //! was read (see `EmdbRangeIter`).
 
 use std::ops::Bound;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_epoch as epoch;
@@ -308,9 +307,7 @@ impl<'a> Pipeline<'a> {
         let (_, off) = unpack_pos(loc);
         // The common case, read in place: a plaintext record in the
         // file's bytes, checked once already (see `Segment::verify_below`).
-        if let Some(seg) =
-            seg.filter(|s| self.plain && off >= s.verify_below.load(Ordering::Relaxed))
-        {
+        if let Some(seg) = seg.filter(|s| self.plain && !s.needs_crc(off)) {
             if let Some(b) = seg.written_frame(off) {
                 if let Some((both, expires_at)) = frame::plain_record(b, ns, key) {
                     self.span = b.len().min(FRAME_SPAN_MAX);

@@ -585,6 +585,13 @@ impl Segment {
         self.allocated() as u64
     }
 
+    /// Whether a read of the frame at `off` must check its CRC (it came
+    /// from a hint file and the background check has not reached it).
+    #[inline]
+    pub(crate) fn needs_crc(&self, off: u32) -> bool {
+        off < self.verify_below.load(Ordering::Relaxed)
+    }
+
     /// Where the frames whose CRC reads must check end: they lie back to
     /// back from the header to here ([`Segment::verify_below`], a frame
     /// boundary or the capacity, capped by the data's end).

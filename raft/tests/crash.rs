@@ -231,9 +231,10 @@ async fn every_node_loses_power_at_once() {
     // seconds) is not acknowledged and the writer goes on; once the power
     // is off, the first failure stops it. A write is also given up after
     // five seconds: one issued as the power goes sometimes never returns
-    // (about one run in eight under load; the node waits for its log's
-    // flush after the disk failed). That is not what this test checks,
-    // which is that every acknowledged write survives.
+    // (about one run in eight under load; not emdb's flush, which
+    // `tests/async_api.rs` shows returning an error after a power cut, but
+    // openraft's handling of the failed append). That is not what this
+    // test checks, which is that every acknowledged write survives.
     let done = Arc::new(AtomicUsize::new(0));
     let off = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)

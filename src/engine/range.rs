@@ -306,7 +306,8 @@ impl<'a> Pipeline<'a> {
         self.check_location(key, loc);
         let (_, off) = unpack_pos(loc);
         // The common case, read in place: a plaintext record in the
-        // file's bytes, checked once already (see `Segment::verify_below`).
+        // file's bytes whose checksum was checked once already
+        // (`Segment::needs_crc`).
         if let Some(seg) = seg.filter(|s| self.plain && !s.needs_crc(off)) {
             if let Some(b) = seg.written_frame(off) {
                 if let Some((both, expires_at)) = frame::plain_record(b, ns, key) {

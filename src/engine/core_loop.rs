@@ -462,14 +462,22 @@ fn run_round(
     };
     for s in &steps {
         match s {
-            Step::Sync(seg, end) | Step::WriteSync(seg, _, end) => {
+            Step::Sync(seg, end) => {
                 synced.count += 1;
                 synced.claim = Some(pack_pos(seg.id, *end));
-                // Every block below `filled_upto` was written, data or
-                // zeros, by this chain ahead of the sync or by an earlier
-                // one: all of it is durable now.
+                // An fdatasync of the whole file: every block below
+                // `filled_upto` was written, data or zeros, by this chain
+                // ahead of the sync or by an earlier one, and all of it is
+                // durable now.
                 let upto = seg.filled_upto.load(Ordering::Acquire).max(*end);
                 seg.zeroed_upto.fetch_max(upto, Ordering::AcqRel);
+            }
+            Step::WriteSync(seg, _, end) => {
+                synced.count += 1;
+                synced.claim = Some(pack_pos(seg.id, *end));
+                // `RWF_DSYNC` makes its own range durable, not the zeros
+                // an earlier round wrote ahead of it without a sync.
+                seg.zeroed_upto.fetch_max(*end, Ordering::AcqRel);
             }
             _ => {}
         }

@@ -12,8 +12,9 @@
 //!    inserted in random order into our sorted key blocks (`SortedKeys`,
 //!    what each shard keeps) and into a `SkipMap<Box<[u8]>, u64>` (the same
 //!    contents), then a full ordered walk,
-//!    10,000 seeks of 100 keys each, and the heap bytes each holds
-//!    (counted by this binary's allocator).
+//!    10,000 seeks of 100 keys each, and the bytes each holds (counted by
+//!    this binary's allocator, plus the ordered index's own huge-page
+//!    mappings).
 //! 2. **The database.** N keys of 24 bytes (150-byte values) written to an
 //!    on-disk database with `insert_many` (timed with range scans off and
 //!    on, alternated), checkpointed, closed; then
@@ -121,7 +122,8 @@ fn structures(n: usize, reps: usize, ks: &[[u8; 24]]) {
             set.insert(k, i as u64);
         }
         ours.insert.push(ms(t));
-        ours.heap = LIVE.load(Ordering::Relaxed) - before;
+        // What the allocator handed out, and the arena's own mappings.
+        ours.heap = LIVE.load(Ordering::Relaxed) - before + set.mapped_bytes();
         let t = Instant::now();
         let mut count = 0;
         set.scan_from(&[], |k| {

@@ -84,4 +84,10 @@ impl SortedKeys {
     pub fn memory_bytes(&self) -> usize {
         self.0.memory_bytes()
     }
+
+    /// Bytes held in anonymous huge-page mappings of its own, which an
+    /// allocator that counts does not see.
+    pub fn mapped_bytes(&self) -> usize {
+        self.0.mapped_bytes()
+    }
 }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 
+use crate::arena::{HugeMap, HUGE_PAGE};
+
 const EMPTY: u64 = 0;
 const TOMBSTONE: u64 = 1;
 const MIN_CAPACITY: usize = 16;
@@ -94,18 +96,14 @@ struct Slot {
     loc: AtomicU64,
 }
 
-/// Tables of at least this many bytes get their own mapping, aligned to and
-/// advised for transparent huge pages (see `Table::new`).
-const HUGE_PAGE: usize = 2 << 20;
-
 struct Table {
     /// `len` slots, all zero (empty) when made.
     ptr: std::ptr::NonNull<Slot>,
     len: usize,
     mask: usize,
-    /// Where the slots live: a heap allocation, or an anonymous mapping of
-    /// `map_len` bytes at `ptr` (huge-page aligned).
-    map_len: usize,
+    /// Where the slots live: a heap allocation, or this mapping (at
+    /// `ptr`).
+    map: Option<HugeMap>,
 }
 
 // SAFETY: a Table owns its slots (atomics), like a Box<[Slot]> would.
@@ -124,6 +122,8 @@ impl Table {
     fn new(cap: usize) -> Table {
         debug_assert!(cap.is_power_of_two());
         let bytes = cap * std::mem::size_of::<Slot>();
+        // Tables of at least a huge page get their own mapping, aligned
+        // to and advised for transparent huge pages.
         if bytes >= HUGE_PAGE {
             if let Some(t) = Table::mapped(cap, bytes) {
                 return t;
@@ -140,47 +140,19 @@ impl Table {
             ptr,
             len: cap,
             mask: cap - 1,
-            map_len: 0,
+            map: None,
         }
     }
 
     /// `bytes` of slots in their own mapping, aligned to a huge page.
     fn mapped(cap: usize, bytes: usize) -> Option<Table> {
-        let len = bytes.next_multiple_of(HUGE_PAGE);
-        let over = len + HUGE_PAGE;
-        // SAFETY: a fresh private anonymous mapping; nothing else refers
-        // to it. The unaligned head and tail are unmapped right away.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                over,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p == libc::MAP_FAILED {
-                return None;
-            }
-            let start = p as usize;
-            let aligned = start.next_multiple_of(HUGE_PAGE);
-            if aligned > start {
-                libc::munmap(p, aligned - start);
-            }
-            let tail = start + over - (aligned + len);
-            if tail > 0 {
-                libc::munmap((aligned + len) as *mut libc::c_void, tail);
-            }
-            // Advice only: without THP the table works the same.
-            #[cfg(target_os = "linux")]
-            libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-            Some(Table {
-                ptr: std::ptr::NonNull::new(aligned as *mut Slot)?,
-                len: cap,
-                mask: cap - 1,
-                map_len: len,
-            })
-        }
+        let map = HugeMap::new(bytes)?;
+        Some(Table {
+            ptr: std::ptr::NonNull::new(map.as_ptr().cast::<Slot>())?,
+            len: cap,
+            mask: cap - 1,
+            map: Some(map),
+        })
     }
 
     #[inline]
@@ -193,15 +165,12 @@ impl Table {
 
 impl Drop for Table {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new`/`mapped` with exactly these sizes;
-        // no reference to the slots outlives the table (epoch reclamation).
-        unsafe {
-            if self.map_len > 0 {
-                libc::munmap(self.ptr.as_ptr().cast(), self.map_len);
-            } else {
-                let layout = std::alloc::Layout::array::<Slot>(self.len).expect("index table size");
-                std::alloc::dealloc(self.ptr.as_ptr().cast(), layout);
-            }
+        // A mapping unmaps itself.
+        if self.map.is_none() {
+            let layout = std::alloc::Layout::array::<Slot>(self.len).expect("index table size");
+            // SAFETY: allocated in `new` with exactly this layout; no
+            // reference to the slots outlives the table (epoch reclamation).
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
         }
     }
 }

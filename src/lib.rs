@@ -60,6 +60,7 @@
 
 #[cfg(feature = "encrypt")]
 mod admin;
+mod arena;
 #[cfg(feature = "async")]
 mod async_db;
 #[cfg(feature = "bench-internals")]

@@ -9,9 +9,12 @@
 //! lock, so a scan reads each record straight from its location, without
 //! hashing the key or probing the hash index.
 //!
-//! A block is the keys' bytes concatenated plus each key's end offset
-//! (4 bytes) and location (8 bytes), so a 24-byte key costs about 36 bytes
-//! and a little slack (vectors grow by an eighth at a time). Blocks are
+//! A block is one buffer: each key's location (8 bytes) and end offset
+//! (4 bytes), then the keys' bytes concatenated, so a 24-byte key costs
+//! about 36 bytes and a little slack (a buffer grows by a size class, an
+//! eighth at a time). The buffers come from the set's own arena
+//! ([`crate::arena`]), in 2 MiB pages once the set is larger than a few
+//! MiB: a seek then costs no TLB miss for its block. Blocks are
 //! found by their lower fence in a `BTreeMap`: the first block's fence is
 //! the empty key, so every key has a block; a split gives the new right half its first key as
 //! fence; a block that empties is removed (its range falls to the block
@@ -23,29 +26,103 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 
+use crate::arena::{Arena, Buf};
+
 /// Keys per block before it splits in two.
 const BLOCK_MAX: usize = 128;
 
-#[derive(Default)]
+/// Up to [`BLOCK_MAX`] keys (one more while it splits) in one arena
+/// buffer ([`crate::arena`]): each key's location (8 bytes), then each
+/// key's end offset in the key bytes (4 bytes), for `capk` keys, then the
+/// keys' bytes back to back. One buffer, not three allocations: a seek
+/// that lands in a block touches one region of memory, in 2 MiB pages.
 struct Block {
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
-    /// Each key's record location (`log::frame::pack_pos`).
-    locs: Vec<u64>,
+    buf: Buf,
+    locs: *mut u64,
+    ends: *mut u32,
+    bytes: *mut u8,
+    /// Keys the buffer has room for.
+    capk: u32,
+    /// Key bytes the buffer has room for.
+    capb: u32,
+    /// Keys held.
+    n: u32,
+    /// Key bytes held.
+    used: u32,
 }
 
-/// Grows `v` to hold `extra` more, by at least an eighth: little slack,
-/// few reallocations.
-fn reserve<T>(v: &mut Vec<T>, extra: usize) {
-    if v.capacity() - v.len() < extra {
-        v.reserve_exact(extra.max(v.len() / 8).max(4));
-    }
-}
+// SAFETY: a block owns its buffer (its set's arena only recycles it once
+// the block gives it back); shared access reads only.
+unsafe impl Send for Block {}
+// SAFETY: as above: `&Block` hands out shared slices only.
+unsafe impl Sync for Block {}
 
 impl Block {
+    /// An empty block holding no buffer.
+    fn empty() -> Block {
+        Block::in_buf(Buf::EMPTY, 0)
+    }
+
+    /// A block of room for `keys` keys and `bytes` key bytes (more if the
+    /// arena's size class leaves more).
+    fn with_capacity(arena: &mut Arena, keys: usize, bytes: usize) -> Block {
+        if keys == 0 && bytes == 0 {
+            return Block::empty();
+        }
+        Block::in_buf(arena.alloc(12 * keys + bytes), keys)
+    }
+
+    /// An empty block laid out in `buf` with room for `capk` keys; the
+    /// rest of the buffer holds key bytes.
+    fn in_buf(buf: Buf, capk: usize) -> Block {
+        debug_assert!(buf.cap >= 12 * capk);
+        let p = buf.ptr.as_ptr();
+        Block {
+            buf,
+            locs: p.cast::<u64>(),
+            // In bounds: at most the buffer's end (checked above).
+            ends: p.wrapping_add(8 * capk).cast::<u32>(),
+            bytes: p.wrapping_add(12 * capk),
+            capk: capk as u32,
+            capb: (buf.cap - 12 * capk) as u32,
+            n: 0,
+            used: 0,
+        }
+    }
+
     #[inline]
     fn len(&self) -> usize {
-        self.ends.len()
+        self.n as usize
+    }
+
+    #[inline]
+    fn locs(&self) -> &[u64] {
+        // SAFETY: `n` initialized locations at `locs`, 8-aligned (the
+        // buffer's start), for as long as the block holds the buffer.
+        unsafe { std::slice::from_raw_parts(self.locs, self.len()) }
+    }
+
+    #[inline]
+    fn ends(&self) -> &[u32] {
+        // SAFETY: `n` initialized offsets at `ends`, 4-aligned.
+        unsafe { std::slice::from_raw_parts(self.ends, self.len()) }
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `used` initialized key bytes at `bytes`.
+        unsafe { std::slice::from_raw_parts(self.bytes, self.used as usize) }
+    }
+
+    #[inline]
+    fn loc(&self, i: usize) -> u64 {
+        self.locs()[i]
+    }
+
+    fn set_loc(&mut self, i: usize, loc: u64) {
+        assert!(i < self.len());
+        // SAFETY: in bounds (checked); the block owns its buffer.
+        unsafe { self.locs.add(i).write(loc) };
     }
 
     #[inline]
@@ -53,13 +130,13 @@ impl Block {
         if i == 0 {
             0
         } else {
-            self.ends[i - 1] as usize
+            self.ends()[i - 1] as usize
         }
     }
 
     #[inline]
     fn key(&self, i: usize) -> &[u8] {
-        &self.bytes[self.start(i)..self.ends[i] as usize]
+        &self.bytes()[self.start(i)..self.ends()[i] as usize]
     }
 
     /// Where `key` is or would go (see [`Block::prefetch`] first).
@@ -84,10 +161,10 @@ impl Block {
     /// its lines one after another (a probe's line decides the next probe).
     #[inline]
     fn prefetch(&self) {
-        for line in self.ends.chunks(16) {
+        for line in self.ends().chunks(16) {
             crate::index::prefetch(line.as_ptr());
         }
-        for line in self.bytes.chunks(64) {
+        for line in self.bytes().chunks(64) {
             crate::index::prefetch(line.as_ptr());
         }
     }
@@ -96,73 +173,122 @@ impl Block {
     /// cache (a walk about to reach this block reads them first).
     #[inline]
     fn prefetch_start(&self) {
-        crate::index::prefetch(self.ends.as_ptr());
-        crate::index::prefetch(self.bytes.as_ptr());
-        crate::index::prefetch(self.bytes.as_ptr().wrapping_add(64));
-        crate::index::prefetch(self.locs.as_ptr());
+        crate::index::prefetch(self.ends);
+        crate::index::prefetch(self.bytes);
+        crate::index::prefetch(self.bytes.wrapping_add(64));
+        crate::index::prefetch(self.locs);
     }
 
-    fn insert_at(&mut self, i: usize, key: &[u8], loc: u64) {
-        let at = self.start(i);
-        reserve(&mut self.bytes, key.len());
-        reserve(&mut self.ends, 1);
-        reserve(&mut self.locs, 1);
-        self.bytes.splice(at..at, key.iter().copied());
-        let n = key.len() as u32;
-        for e in &mut self.ends[i..] {
-            *e += n;
+    /// Makes room for `keys` more keys and `bytes` more key bytes: a
+    /// buffer an eighth larger than needed at least, the old one given
+    /// back (little slack, few moves).
+    fn reserve(&mut self, arena: &mut Arena, keys: usize, bytes: usize) {
+        let (k, b) = (self.len() + keys, self.used as usize + bytes);
+        if k <= self.capk as usize && b <= self.capb as usize {
+            return;
         }
-        self.ends.insert(i, at as u32 + n);
-        self.locs.insert(i, loc);
+        let capk = (k + (k / 8).max(4)).min(BLOCK_MAX + 1).max(k);
+        self.relayout(arena, capk, b);
     }
 
-    fn remove_at(&mut self, i: usize) {
-        let (s, e) = (self.start(i), self.ends[i] as usize);
-        self.bytes.drain(s..e);
-        self.ends.remove(i);
-        self.locs.remove(i);
-        let n = (e - s) as u32;
-        for x in &mut self.ends[i..] {
-            *x -= n;
+    /// Moves the block into a buffer of room for `capk` keys and `capb`
+    /// key bytes (both at least what it holds).
+    fn relayout(&mut self, arena: &mut Arena, capk: usize, capb: usize) {
+        debug_assert!(capk >= self.len() && capb >= self.used as usize);
+        let mut new = Block::with_capacity(arena, capk, capb);
+        new.copy_from(self, 0, self.len(), 0);
+        arena.free(std::mem::replace(self, new).buf);
+    }
+
+    /// Appends keys `from..to` of `src` (with their locations) to this
+    /// block, which has room for them; their offsets are rebased by
+    /// `cut`, the key bytes in `src` before key `from`.
+    fn copy_from(&mut self, src: &Block, from: usize, to: usize, cut: u32) {
+        if from == to {
+            return;
         }
+        let (n, used) = (self.len(), self.used as usize);
+        let keys = to - from;
+        let bytes = &src.bytes()[cut as usize..src.ends()[to - 1] as usize];
+        assert!(n + keys <= self.capk as usize && used + bytes.len() <= self.capb as usize);
+        // SAFETY: in bounds of this block's arrays (checked above); the
+        // two blocks are different buffers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.locs.add(from), self.locs.add(n), keys);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.bytes.add(used), bytes.len());
+            for (j, &e) in src.ends()[from..to].iter().enumerate() {
+                self.ends.add(n + j).write(e - cut + used as u32);
+            }
+        }
+        self.n += keys as u32;
+        self.used += bytes.len() as u32;
+    }
+
+    fn insert_at(&mut self, arena: &mut Arena, i: usize, key: &[u8], loc: u64) {
+        self.reserve(arena, 1, key.len());
+        let (n, used, at, kl) = (self.len(), self.used as usize, self.start(i), key.len());
+        assert!(i <= n);
+        // SAFETY: `reserve` made room for one more key and its bytes; the
+        // moves stay inside the arrays (`at <= used`, `i <= n`).
+        unsafe {
+            std::ptr::copy(self.bytes.add(at), self.bytes.add(at + kl), used - at);
+            std::ptr::copy_nonoverlapping(key.as_ptr(), self.bytes.add(at), kl);
+            std::ptr::copy(self.ends.add(i), self.ends.add(i + 1), n - i);
+            std::ptr::copy(self.locs.add(i), self.locs.add(i + 1), n - i);
+            self.ends.add(i).write((at + kl) as u32);
+            self.locs.add(i).write(loc);
+            for j in i + 1..=n {
+                *self.ends.add(j) += kl as u32;
+            }
+        }
+        self.n += 1;
+        self.used += kl as u32;
+    }
+
+    fn remove_at(&mut self, arena: &mut Arena, i: usize) {
+        let (n, used) = (self.len(), self.used as usize);
+        let (s, e) = (self.start(i), self.ends()[i] as usize);
+        let kl = e - s;
+        // SAFETY: key `i` exists (its end was read above); the moves stay
+        // inside the arrays.
+        unsafe {
+            std::ptr::copy(self.bytes.add(e), self.bytes.add(s), used - e);
+            std::ptr::copy(self.ends.add(i + 1), self.ends.add(i), n - i - 1);
+            std::ptr::copy(self.locs.add(i + 1), self.locs.add(i), n - i - 1);
+            for j in i..n - 1 {
+                *self.ends.add(j) -= kl as u32;
+            }
+        }
+        self.n -= 1;
+        self.used -= kl as u32;
         // Give back what removals freed, keeping an eighth of slack.
-        if self.bytes.capacity() > 2 * self.bytes.len() + 64 {
-            self.bytes
-                .shrink_to(self.bytes.len() + self.bytes.len() / 8);
-            self.ends.shrink_to(self.ends.len() + self.ends.len() / 8);
-            self.locs.shrink_to(self.locs.len() + self.locs.len() / 8);
+        let need = 12 * self.len() + self.used as usize;
+        if self.buf.cap > 2 * need + 64 {
+            let (k, b) = (self.len(), self.used as usize);
+            self.relayout(arena, k + k / 8, b + b / 8);
         }
     }
 
-    fn push(&mut self, key: &[u8], loc: u64) {
-        reserve(&mut self.bytes, key.len());
-        reserve(&mut self.ends, 1);
-        reserve(&mut self.locs, 1);
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len() as u32);
-        self.locs.push(loc);
+    fn push(&mut self, arena: &mut Arena, key: &[u8], loc: u64) {
+        self.insert_at(arena, self.len(), key, loc);
     }
 
-    /// Moves the upper half into a new block.
-    fn split_off(&mut self) -> Block {
-        let mid = self.len() / 2;
-        let cut = self.ends[mid - 1];
-        let right = Block {
-            bytes: self.bytes[cut as usize..].to_vec(),
-            ends: self.ends[mid..].iter().map(|e| e - cut).collect(),
-            locs: self.locs[mid..].to_vec(),
-        };
-        self.bytes.truncate(cut as usize);
-        self.ends.truncate(mid);
-        self.locs.truncate(mid);
-        self.bytes.shrink_to_fit();
-        self.ends.shrink_to_fit();
-        self.locs.shrink_to_fit();
+    /// Moves the upper half into a new block; both are left with little
+    /// room to spare.
+    fn split_off(&mut self, arena: &mut Arena) -> Block {
+        let (n, mid) = (self.len(), self.len() / 2);
+        let cut = self.ends()[mid - 1];
+        let mut right = Block::with_capacity(arena, n - mid, (self.used - cut) as usize);
+        right.copy_from(self, mid, n, cut);
+        self.n = mid as u32;
+        self.used = cut;
+        self.relayout(arena, mid, cut as usize);
         right
     }
 
-    fn memory_bytes(&self) -> usize {
-        self.bytes.capacity() + 4 * self.ends.capacity() + 8 * self.locs.capacity()
+    /// Gives the buffer back to `arena`; the block is empty after.
+    fn release(&mut self, arena: &mut Arena) {
+        arena.free(std::mem::replace(self, Block::empty()).buf);
     }
 }
 
@@ -282,15 +408,42 @@ pub(crate) fn cmp_headed(ha: u64, a: &[u8], hb: u64, b: &[u8]) -> std::cmp::Orde
 /// A sorted set of byte keys (see the module doc).
 pub(crate) struct SortedKeys {
     blocks: BTreeMap<Fence, Block>,
+    /// Where the blocks' buffers live.
+    arena: Arena,
     len: usize,
 }
 
 impl Default for SortedKeys {
     fn default() -> Self {
         let mut blocks = BTreeMap::new();
-        blocks.insert(Fence::new(&[]), Block::default());
-        SortedKeys { blocks, len: 0 }
+        blocks.insert(Fence::new(&[]), Block::empty());
+        SortedKeys {
+            blocks,
+            arena: Arena::default(),
+            len: 0,
+        }
     }
+}
+
+impl Drop for SortedKeys {
+    fn drop(&mut self) {
+        for b in self.blocks.values_mut() {
+            b.release(&mut self.arena);
+        }
+    }
+}
+
+/// The block whose range holds `key`, asked into the cache.
+fn block_mut<'b>(blocks: &'b mut BTreeMap<Fence, Block>, key: &[u8]) -> (&'b Fence, &'b mut Block) {
+    let probe = Probe::new(key);
+    blocks
+        .range_mut::<dyn FenceKey, _>(up_to(&probe))
+        .next_back()
+        .map(|(f, b)| {
+            b.prefetch();
+            (f, b)
+        })
+        .expect("the first block's fence is the empty key")
 }
 
 impl SortedKeys {
@@ -300,19 +453,31 @@ impl SortedKeys {
     pub(crate) fn from_sorted<'a>(keys: impl IntoIterator<Item = (&'a [u8], u64)>) -> SortedKeys {
         let mut set = SortedKeys::default();
         let fill = BLOCK_MAX * 3 / 4;
-        let mut cur = Block::default();
+        let mut cur = Block::empty();
         let mut fence = Fence::new(&[]);
         for (k, loc) in keys {
             if cur.len() == fill {
-                set.blocks
-                    .insert(std::mem::replace(&mut fence, Fence::new(k)), cur);
-                cur = Block::default();
+                let full = std::mem::replace(&mut cur, Block::empty());
+                let fence = std::mem::replace(&mut fence, Fence::new(k));
+                set.put_block(fence, full);
             }
-            cur.push(k, loc);
+            if cur.len() == 0 {
+                // Room for the block's keys if they are about this long.
+                cur.reserve(&mut set.arena, fill, fill * k.len());
+            }
+            cur.push(&mut set.arena, k, loc);
             set.len += 1;
         }
-        set.blocks.insert(fence, cur);
+        set.put_block(fence, cur);
         set
+    }
+
+    /// Adds a block under `fence`, giving back the buffer of any block it
+    /// replaces.
+    fn put_block(&mut self, fence: Fence, block: Block) {
+        if let Some(mut old) = self.blocks.insert(fence, block) {
+            old.release(&mut self.arena);
+        }
     }
 
     #[cfg(test)]
@@ -320,35 +485,22 @@ impl SortedKeys {
         self.len
     }
 
-    /// The block whose range holds `key`.
-    fn block_mut(&mut self, key: &[u8]) -> (&Fence, &mut Block) {
-        let probe = Probe::new(key);
-        self.blocks
-            .range_mut::<dyn FenceKey, _>(up_to(&probe))
-            .next_back()
-            .map(|(f, b)| {
-                b.prefetch();
-                (f, b)
-            })
-            .expect("the first block's fence is the empty key")
-    }
-
     /// Adds `key` at `loc`, or points it at `loc` if it is there; true if
     /// it was not.
     pub(crate) fn insert(&mut self, key: &[u8], loc: u64) -> bool {
-        let (_, block) = self.block_mut(key);
+        let (_, block) = block_mut(&mut self.blocks, key);
         let i = match block.search(key) {
             Ok(i) => {
-                block.locs[i] = loc;
+                block.set_loc(i, loc);
                 return false;
             }
             Err(i) => i,
         };
-        block.insert_at(i, key, loc);
+        block.insert_at(&mut self.arena, i, key, loc);
         if block.len() > BLOCK_MAX {
-            let right = block.split_off();
+            let right = block.split_off(&mut self.arena);
             let fence = Fence::new(right.key(0));
-            self.blocks.insert(fence, right);
+            self.put_block(fence, right);
         }
         self.len += 1;
         true
@@ -357,17 +509,20 @@ impl SortedKeys {
     /// Removes `key`; false if it was not there. A block left with
     /// under a quarter of [`BLOCK_MAX`] keys is merged with its neighbour
     /// (the one before, else the one after) if both fit in half a block;
-    /// an empty block goes.
+    /// an empty block goes. A set whose arena holds over four times what
+    /// its blocks use (after many removals) is packed anew.
     pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
-        let (fence, block) = self.block_mut(key);
+        let (fence, block) = block_mut(&mut self.blocks, key);
         let Ok(i) = block.search(key) else {
             return false;
         };
-        block.remove_at(i);
+        block.remove_at(&mut self.arena, i);
         let (fence, left) = (fence.clone(), block.len());
         self.len -= 1;
         if left == 0 && !fence.key.is_empty() {
-            self.blocks.remove(&fence);
+            if let Some(mut gone) = self.blocks.remove(&fence) {
+                gone.release(&mut self.arena);
+            }
         } else if left < BLOCK_MAX / 4 {
             let fits =
                 |(f, b): (&Fence, &Block)| (left + b.len() <= BLOCK_MAX / 2).then(|| f.clone());
@@ -388,23 +543,40 @@ impl SortedKeys {
                 None => after().map(|a| (fence, a)),
             };
             if let Some((into, from)) = pair {
-                let from = self.blocks.remove(&from).expect("listed");
+                let mut from = self.blocks.remove(&from).expect("listed");
                 let into = self.blocks.get_mut(&into).expect("listed");
-                for j in 0..from.len() {
-                    into.push(from.key(j), from.locs[j]);
-                }
+                into.reserve(&mut self.arena, from.len(), from.used as usize);
+                into.copy_from(&from, 0, from.len(), 0);
+                from.release(&mut self.arena);
             }
         }
+        if self.arena.held() > 2 * self.arena.in_use() + (16 << 10) {
+            self.repack();
+        }
         true
+    }
+
+    /// Rebuilds the set in a new arena, its blocks three-quarters full,
+    /// giving the old arena's memory back.
+    fn repack(&mut self) {
+        let packed = SortedKeys::from_sorted(self.iter_all());
+        *self = packed;
+    }
+
+    /// Every key with its location, ascending.
+    fn iter_all(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.blocks
+            .values()
+            .flat_map(|b| (0..b.len()).map(move |i| (b.key(i), b.loc(i))))
     }
 
     /// Points `key` at `loc` if the set has it (a compaction moved its
     /// record); false if it has not.
     pub(crate) fn relocate(&mut self, key: &[u8], loc: u64) -> bool {
-        let (_, block) = self.block_mut(key);
+        let (_, block) = block_mut(&mut self.blocks, key);
         match block.search(key) {
             Ok(i) => {
-                block.locs[i] = loc;
+                block.set_loc(i, loc);
                 true
             }
             Err(_) => false,
@@ -443,15 +615,25 @@ impl SortedKeys {
         }
     }
 
-    /// Heap bytes held (keys, offsets, block headers and fences).
+    /// Bytes of the arena's huge-page mappings (not from the general
+    /// allocator).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.arena.mapped()
+    }
+
+    /// Heap bytes held: the arena's memory (blocks' buffers and what it
+    /// keeps free), and the B-tree of fences.
     pub(crate) fn memory_bytes(&self) -> usize {
-        // A B-tree entry: the fence and the block's three vectors, plus the
+        // A B-tree entry: the fence and the block's header, plus the
         // node's share (about a third again).
         let per_block = (std::mem::size_of::<Fence>() + std::mem::size_of::<Block>()) * 4 / 3;
-        self.blocks
-            .iter()
-            .map(|(f, b)| per_block + f.key.len() + b.memory_bytes())
-            .sum()
+        self.arena.held()
+            + self
+                .blocks
+                .keys()
+                .map(|f| per_block + f.key.len())
+                .sum::<usize>()
     }
 }
 
@@ -475,7 +657,7 @@ impl<'a> Seek<'a, '_> {
             Ok(i) | Err(i) => i,
         };
         // The walk reads the locations from `pos` on: ask them in too.
-        for line in first.locs.get(pos..).unwrap_or_default().chunks(8) {
+        for line in first.locs().get(pos..).unwrap_or_default().chunks(8) {
             crate::index::prefetch(line.as_ptr());
         }
         Keys {
@@ -512,7 +694,7 @@ impl<'a> Iterator for Keys<'a> {
             let i = self.pos;
             if i < b.len() {
                 self.pos = i + 1;
-                return Some((b.key(i), b.locs[i]));
+                return Some((b.key(i), b.loc(i)));
             }
         }
         self.next_block()
@@ -527,7 +709,7 @@ impl<'a> Keys<'a> {
             let b = self.cur?;
             if self.pos < b.len() {
                 self.pos += 1;
-                return Some((b.key(self.pos - 1), b.locs[self.pos - 1]));
+                return Some((b.key(self.pos - 1), b.loc(self.pos - 1)));
             }
             let (set, fence) = (self.set, self.fence);
             let rest = self.rest.get_or_insert_with(|| {
@@ -685,5 +867,45 @@ mod tests {
         check(&set, &model);
         let first: Vec<(&[u8], u64)> = set.iter_from(Bound::Unbounded).take(1).collect();
         assert_eq!(first, vec![(&keys[1][..], 1)]);
+    }
+
+    /// Keys long enough that a block outgrows the arena's classes (its
+    /// buffer then comes from the general allocator), and removals that
+    /// leave the arena mostly free: the set stays right, and gives the
+    /// memory back.
+    #[test]
+    fn long_keys_and_mass_removals_keep_the_set_right_and_small() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut set = SortedKeys::default();
+        let mut model = BTreeMap::new();
+        for i in 0..4_000u64 {
+            let len = if i % 3 == 0 {
+                rng.usize(600..1200)
+            } else {
+                rng.usize(0..40)
+            };
+            let k: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            assert_eq!(set.insert(&k, i), model.insert(k, i).is_none());
+        }
+        check(&set, &model);
+        let full = set.memory_bytes();
+        let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for (j, k) in keys.iter().enumerate() {
+            if j % 20 != 0 {
+                assert!(set.remove(k));
+                model.remove(k);
+            }
+        }
+        check(&set, &model);
+        let left = set.memory_bytes();
+        assert!(
+            left < full / 4,
+            "{left} of {full} bytes after removing 95 %"
+        );
+        for (i, k) in keys.iter().enumerate() {
+            set.insert(k, i as u64);
+            model.insert(k.clone(), i as u64);
+        }
+        check(&set, &model);
     }
 }

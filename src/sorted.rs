@@ -9,10 +9,11 @@
 //! lock, so a scan reads each record straight from its location, without
 //! hashing the key or probing the hash index.
 //!
-//! A block is one buffer: each key's location (8 bytes) and end offset
-//! (4 bytes), then the keys' bytes concatenated, so a 24-byte key costs
-//! about 36 bytes and a little slack (a buffer grows by a size class, an
-//! eighth at a time). The buffers come from the set's own arena
+//! A block is one buffer: each key's location (8 bytes) and, if the
+//! block's keys differ in length, its end offset (4 bytes), then the keys'
+//! bytes concatenated, so a 24-byte key costs 32 bytes among keys of its
+//! length (36 among others) and a little slack (a buffer grows by a size
+//! class, an eighth at a time). The buffers come from the set's own arena
 //! ([`crate::arena`]), in 2 MiB pages once the set is larger than a few
 //! MiB: a seek then costs no TLB miss for its block. Blocks are
 //! found by their lower fence in a `BTreeMap`: the first block's fence is
@@ -31,14 +32,21 @@ use crate::arena::{Arena, Buf};
 /// Keys per block before it splits in two.
 const BLOCK_MAX: usize = 128;
 
+/// The `klen` of a block whose keys differ in length: it keeps each key's
+/// end offset.
+const VARIED: u32 = u32::MAX;
+
 /// Up to [`BLOCK_MAX`] keys (one more while it splits) in one arena
-/// buffer ([`crate::arena`]): each key's location (8 bytes), then each
-/// key's end offset in the key bytes (4 bytes), for `capk` keys, then the
-/// keys' bytes back to back. One buffer, not three allocations: a seek
-/// that lands in a block touches one region of memory, in 2 MiB pages.
+/// buffer ([`crate::arena`]): each key's location (8 bytes) for `capk`
+/// keys, then, if the keys differ in length, each key's end offset in the
+/// key bytes (4 bytes) for `capk` keys, then the keys' bytes back to back.
+/// One buffer, not three allocations: a seek that lands in a block touches
+/// one region of memory, in 2 MiB pages. Keys of one length (ids, hashes,
+/// fixed-width encodings) need no offsets: key `i` starts at `i * klen`.
 struct Block {
     buf: Buf,
     locs: *mut u64,
+    /// Unused (and no room kept) while the keys are of one length.
     ends: *mut u32,
     bytes: *mut u8,
     /// Keys the buffer has room for.
@@ -49,6 +57,9 @@ struct Block {
     n: u32,
     /// Key bytes held.
     used: u32,
+    /// Every key's length while all are alike (any length fits a block
+    /// with no keys), or [`VARIED`].
+    klen: u32,
 }
 
 // SAFETY: a block owns its buffer (its set's arena only recycles it once
@@ -60,33 +71,63 @@ unsafe impl Sync for Block {}
 impl Block {
     /// An empty block holding no buffer.
     fn empty() -> Block {
-        Block::in_buf(Buf::EMPTY, 0)
+        Block::in_buf(Buf::EMPTY, 0, 0)
     }
 
-    /// A block of room for `keys` keys and `bytes` key bytes (more if the
-    /// arena's size class leaves more).
-    fn with_capacity(arena: &mut Arena, keys: usize, bytes: usize) -> Block {
-        if keys == 0 && bytes == 0 {
-            return Block::empty();
+    /// Bytes per key besides the key: the location, and the end offset
+    /// when the keys differ in length.
+    #[inline]
+    fn slot(klen: u32) -> usize {
+        if klen == VARIED {
+            12
+        } else {
+            8
         }
-        Block::in_buf(arena.alloc(12 * keys + bytes), keys)
     }
 
-    /// An empty block laid out in `buf` with room for `capk` keys; the
-    /// rest of the buffer holds key bytes.
-    fn in_buf(buf: Buf, capk: usize) -> Block {
-        debug_assert!(buf.cap >= 12 * capk);
+    #[inline]
+    fn varied(&self) -> bool {
+        self.klen == VARIED
+    }
+
+    /// A block of room for `keys` keys and `bytes` key bytes (keys of
+    /// length `klen`, or [`VARIED`]; more room if the arena's size class
+    /// leaves more).
+    fn with_capacity(arena: &mut Arena, keys: usize, bytes: usize, klen: u32) -> Block {
+        let bytes = if klen == VARIED {
+            bytes
+        } else {
+            keys * klen as usize
+        };
+        if keys == 0 && bytes == 0 {
+            return Block::in_buf(Buf::EMPTY, 0, klen);
+        }
+        Block::in_buf(arena.alloc(Block::slot(klen) * keys + bytes), keys, klen)
+    }
+
+    /// An empty block laid out in `buf` with room for `capk` keys (keys of
+    /// one length: as many as the buffer holds); the rest of the buffer
+    /// holds key bytes.
+    fn in_buf(buf: Buf, capk: usize, klen: u32) -> Block {
+        let capk = if klen == VARIED {
+            capk
+        } else {
+            buf.cap / (8 + klen as usize)
+        };
+        let slot = Block::slot(klen);
+        assert!(buf.cap >= slot * capk);
         let p = buf.ptr.as_ptr();
         Block {
             buf,
             locs: p.cast::<u64>(),
             // In bounds: at most the buffer's end (checked above).
             ends: p.wrapping_add(8 * capk).cast::<u32>(),
-            bytes: p.wrapping_add(12 * capk),
+            bytes: p.wrapping_add(slot * capk),
             capk: capk as u32,
-            capb: (buf.cap - 12 * capk) as u32,
+            capb: (buf.cap - slot * capk) as u32,
             n: 0,
             used: 0,
+            klen,
         }
     }
 
@@ -102,10 +143,13 @@ impl Block {
         unsafe { std::slice::from_raw_parts(self.locs, self.len()) }
     }
 
+    /// The end offsets (none while the keys are of one length).
     #[inline]
     fn ends(&self) -> &[u32] {
-        // SAFETY: `n` initialized offsets at `ends`, 4-aligned.
-        unsafe { std::slice::from_raw_parts(self.ends, self.len()) }
+        let n = if self.varied() { self.len() } else { 0 };
+        // SAFETY: while varied, `n` initialized offsets at `ends`,
+        // 4-aligned.
+        unsafe { std::slice::from_raw_parts(self.ends, n) }
     }
 
     #[inline]
@@ -125,18 +169,31 @@ impl Block {
         unsafe { self.locs.add(i).write(loc) };
     }
 
+    /// Where key `i` starts in the key bytes (`i <= len`).
     #[inline]
     fn start(&self, i: usize) -> usize {
-        if i == 0 {
+        if !self.varied() {
+            i * self.klen as usize
+        } else if i == 0 {
             0
         } else {
             self.ends()[i - 1] as usize
         }
     }
 
+    /// Where key `i` ends in the key bytes.
+    #[inline]
+    fn end(&self, i: usize) -> usize {
+        if self.varied() {
+            self.ends()[i] as usize
+        } else {
+            (i + 1) * self.klen as usize
+        }
+    }
+
     #[inline]
     fn key(&self, i: usize) -> &[u8] {
-        &self.bytes()[self.start(i)..self.ends()[i] as usize]
+        &self.bytes()[self.start(i)..self.end(i)]
     }
 
     /// Where `key` is or would go (see [`Block::prefetch`] first).
@@ -173,72 +230,105 @@ impl Block {
     /// cache (a walk about to reach this block reads them first).
     #[inline]
     fn prefetch_start(&self) {
-        crate::index::prefetch(self.ends);
+        if self.varied() {
+            crate::index::prefetch(self.ends);
+        }
         crate::index::prefetch(self.bytes);
         crate::index::prefetch(self.bytes.wrapping_add(64));
         crate::index::prefetch(self.locs);
     }
 
-    /// Makes room for `keys` more keys and `bytes` more key bytes: a
-    /// buffer an eighth larger than needed at least, the old one given
-    /// back (little slack, few moves).
+    /// Makes room for `keys` more keys and `bytes` more key bytes: room
+    /// for an eighth more keys than needed, and the key bytes needed
+    /// rounded up by the arena's size class (up to an eighth more; keys of
+    /// one length: the bytes of the keys there is room for); the old
+    /// buffer is given back. (Key bytes grown by an extra eighth too left
+    /// less in the free lists but more slack in the blocks, more in all:
+    /// ARCHITECTURE.md, "Blocks in 2 MiB pages".)
     fn reserve(&mut self, arena: &mut Arena, keys: usize, bytes: usize) {
         let (k, b) = (self.len() + keys, self.used as usize + bytes);
         if k <= self.capk as usize && b <= self.capb as usize {
             return;
         }
         let capk = (k + (k / 8).max(4)).min(BLOCK_MAX + 1).max(k);
-        self.relayout(arena, capk, b);
+        self.relayout(arena, capk, b, self.klen);
     }
 
     /// Moves the block into a buffer of room for `capk` keys and `capb`
-    /// key bytes (both at least what it holds).
-    fn relayout(&mut self, arena: &mut Arena, capk: usize, capb: usize) {
+    /// key bytes (both at least what it holds), laid out for keys of
+    /// length `klen` (its own, or [`VARIED`]).
+    fn relayout(&mut self, arena: &mut Arena, capk: usize, capb: usize, klen: u32) {
         debug_assert!(capk >= self.len() && capb >= self.used as usize);
-        let mut new = Block::with_capacity(arena, capk, capb);
-        new.copy_from(self, 0, self.len(), 0);
+        debug_assert!(klen == self.klen || klen == VARIED);
+        let mut new = Block::with_capacity(arena, capk, capb, klen);
+        new.copy_from(self, 0, self.len());
         arena.free(std::mem::replace(self, new).buf);
     }
 
     /// Appends keys `from..to` of `src` (with their locations) to this
-    /// block, which has room for them; their offsets are rebased by
-    /// `cut`, the key bytes in `src` before key `from`.
-    fn copy_from(&mut self, src: &Block, from: usize, to: usize, cut: u32) {
+    /// block, which has room for them and keeps offsets unless `src`'s
+    /// keys have its length.
+    fn copy_from(&mut self, src: &Block, from: usize, to: usize) {
         if from == to {
             return;
         }
         let (n, used) = (self.len(), self.used as usize);
         let keys = to - from;
-        let bytes = &src.bytes()[cut as usize..src.ends()[to - 1] as usize];
+        let cut = src.start(from);
+        let bytes = &src.bytes()[cut..src.end(to - 1)];
+        assert!(self.varied() || src.klen == self.klen);
         assert!(n + keys <= self.capk as usize && used + bytes.len() <= self.capb as usize);
         // SAFETY: in bounds of this block's arrays (checked above); the
         // two blocks are different buffers.
         unsafe {
             std::ptr::copy_nonoverlapping(src.locs.add(from), self.locs.add(n), keys);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.bytes.add(used), bytes.len());
-            for (j, &e) in src.ends()[from..to].iter().enumerate() {
-                self.ends.add(n + j).write(e - cut + used as u32);
+            if self.varied() {
+                for j in 0..keys {
+                    let end = src.end(from + j) - cut + used;
+                    self.ends.add(n + j).write(end as u32);
+                }
             }
         }
         self.n += keys as u32;
         self.used += bytes.len() as u32;
     }
 
+    /// Makes this block able to take `keys` more keys of `bytes` bytes, of
+    /// length `klen` ([`VARIED`]: of several lengths): an empty block takes
+    /// that length on, one whose keys have another length starts keeping
+    /// offsets.
+    fn fit(&mut self, arena: &mut Arena, keys: usize, bytes: usize, klen: u32) {
+        if self.varied() || klen == self.klen {
+            // As it is.
+        } else if self.len() == 0 {
+            self.release(arena);
+            self.klen = klen;
+        } else {
+            let (k, b) = (self.len() + keys, self.used as usize + bytes);
+            let capk = (k + (k / 8).max(4)).min(BLOCK_MAX + 1).max(k);
+            self.relayout(arena, capk, b, VARIED);
+        }
+        self.reserve(arena, keys, bytes);
+    }
+
     fn insert_at(&mut self, arena: &mut Arena, i: usize, key: &[u8], loc: u64) {
-        self.reserve(arena, 1, key.len());
+        self.fit(arena, 1, key.len(), key.len() as u32);
         let (n, used, at, kl) = (self.len(), self.used as usize, self.start(i), key.len());
         assert!(i <= n);
-        // SAFETY: `reserve` made room for one more key and its bytes; the
+        // SAFETY: `fit` made room for one more key and its bytes; the
         // moves stay inside the arrays (`at <= used`, `i <= n`).
         unsafe {
             std::ptr::copy(self.bytes.add(at), self.bytes.add(at + kl), used - at);
             std::ptr::copy_nonoverlapping(key.as_ptr(), self.bytes.add(at), kl);
-            std::ptr::copy(self.ends.add(i), self.ends.add(i + 1), n - i);
             std::ptr::copy(self.locs.add(i), self.locs.add(i + 1), n - i);
-            self.ends.add(i).write((at + kl) as u32);
             self.locs.add(i).write(loc);
-            for j in i + 1..=n {
-                *self.ends.add(j) += kl as u32;
+            if self.varied() {
+                std::ptr::copy(self.ends.add(i), self.ends.add(i + 1), n - i);
+                self.ends.add(i).write((at + kl) as u32);
+                for j in i + 1..=n {
+                    *self.ends.add(j) += kl as u32;
+                }
             }
         }
         self.n += 1;
@@ -247,25 +337,27 @@ impl Block {
 
     fn remove_at(&mut self, arena: &mut Arena, i: usize) {
         let (n, used) = (self.len(), self.used as usize);
-        let (s, e) = (self.start(i), self.ends()[i] as usize);
+        let (s, e) = (self.start(i), self.end(i));
         let kl = e - s;
         // SAFETY: key `i` exists (its end was read above); the moves stay
         // inside the arrays.
         unsafe {
             std::ptr::copy(self.bytes.add(e), self.bytes.add(s), used - e);
-            std::ptr::copy(self.ends.add(i + 1), self.ends.add(i), n - i - 1);
             std::ptr::copy(self.locs.add(i + 1), self.locs.add(i), n - i - 1);
-            for j in i..n - 1 {
-                *self.ends.add(j) -= kl as u32;
+            if self.varied() {
+                std::ptr::copy(self.ends.add(i + 1), self.ends.add(i), n - i - 1);
+                for j in i..n - 1 {
+                    *self.ends.add(j) -= kl as u32;
+                }
             }
         }
         self.n -= 1;
         self.used -= kl as u32;
         // Give back what removals freed, keeping an eighth of slack.
-        let need = 12 * self.len() + self.used as usize;
+        let need = Block::slot(self.klen) * self.len() + self.used as usize;
         if self.buf.cap > 2 * need + 64 {
             let (k, b) = (self.len(), self.used as usize);
-            self.relayout(arena, k + k / 8, b + b / 8);
+            self.relayout(arena, k + k / 8, b + b / 8, self.klen);
         }
     }
 
@@ -273,22 +365,31 @@ impl Block {
         self.insert_at(arena, self.len(), key, loc);
     }
 
+    /// Appends every key of `src` (which follows this block's).
+    fn absorb(&mut self, arena: &mut Arena, src: &Block) {
+        self.fit(arena, src.len(), src.used as usize, src.klen);
+        self.copy_from(src, 0, src.len());
+    }
+
     /// Moves the upper half into a new block; both are left with little
     /// room to spare.
     fn split_off(&mut self, arena: &mut Arena) -> Block {
         let (n, mid) = (self.len(), self.len() / 2);
-        let cut = self.ends()[mid - 1];
-        let mut right = Block::with_capacity(arena, n - mid, (self.used - cut) as usize);
-        right.copy_from(self, mid, n, cut);
+        let cut = self.start(mid);
+        let mut right = Block::with_capacity(arena, n - mid, self.used as usize - cut, self.klen);
+        right.copy_from(self, mid, n);
         self.n = mid as u32;
-        self.used = cut;
-        self.relayout(arena, mid, cut as usize);
+        self.used = cut as u32;
+        self.relayout(arena, mid, cut, self.klen);
         right
     }
 
-    /// Gives the buffer back to `arena`; the block is empty after.
+    /// Gives the buffer back to `arena`; the block is empty after (its
+    /// keys' length kept).
     fn release(&mut self, arena: &mut Arena) {
+        let klen = self.klen;
         arena.free(std::mem::replace(self, Block::empty()).buf);
+        self.klen = klen;
     }
 }
 
@@ -463,7 +564,7 @@ impl SortedKeys {
             }
             if cur.len() == 0 {
                 // Room for the block's keys if they are about this long.
-                cur.reserve(&mut set.arena, fill, fill * k.len());
+                cur.fit(&mut set.arena, fill, fill * k.len(), k.len() as u32);
             }
             cur.push(&mut set.arena, k, loc);
             set.len += 1;
@@ -545,8 +646,7 @@ impl SortedKeys {
             if let Some((into, from)) = pair {
                 let mut from = self.blocks.remove(&from).expect("listed");
                 let into = self.blocks.get_mut(&into).expect("listed");
-                into.reserve(&mut self.arena, from.len(), from.used as usize);
-                into.copy_from(&from, 0, from.len(), 0);
+                into.absorb(&mut self.arena, &from);
                 from.release(&mut self.arena);
             }
         }
@@ -902,6 +1002,42 @@ mod tests {
             left < full / 4,
             "{left} of {full} bytes after removing 95 %"
         );
+        for (i, k) in keys.iter().enumerate() {
+            set.insert(k, i as u64);
+            model.insert(k.clone(), i as u64);
+        }
+        check(&set, &model);
+    }
+
+    /// Keys of one length keep no end offsets; a key of another length
+    /// makes its block keep them, and the set stays right either way.
+    #[test]
+    fn keys_of_one_length_keep_no_offsets_until_another_length_comes() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let mut set = SortedKeys::default();
+        let mut model = BTreeMap::new();
+        for i in 0..5_000u64 {
+            let mut k = [0u8; 24];
+            rng.fill(&mut k);
+            set.insert(&k, i);
+            model.insert(k.to_vec(), i);
+        }
+        check(&set, &model);
+        assert!(set.blocks.values().all(|b| !b.varied()));
+        // A 23-byte key in a block of 24-byte ones.
+        let odd = model.keys().nth(2_500).expect("5,000 keys")[..23].to_vec();
+        assert!(set.insert(&odd, 99));
+        model.insert(odd.clone(), 99);
+        check(&set, &model);
+        assert_eq!(set.blocks.values().filter(|b| b.varied()).count(), 1);
+        // Every other key removed, then the odd one: merges mix the two
+        // kinds of block.
+        let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for k in keys.iter().step_by(2).chain([&odd]) {
+            set.remove(k);
+            model.remove(k);
+        }
+        check(&set, &model);
         for (i, k) in keys.iter().enumerate() {
             set.insert(k, i as u64);
             model.insert(k.clone(), i as u64);

@@ -161,6 +161,8 @@ pub(crate) struct Arena {
     mapped: usize,
     /// Bytes of the buffers handed out and not freed.
     in_use: usize,
+    /// Bytes of the buffers on the free lists.
+    free_bytes: usize,
 }
 
 // SAFETY: an arena owns its chunks; its raw pointers point only into them,
@@ -179,6 +181,7 @@ impl Default for Arena {
             held: 0,
             mapped: 0,
             in_use: 0,
+            free_bytes: 0,
         }
     }
 }
@@ -209,6 +212,7 @@ impl Arena {
             // SAFETY: a free buffer of this class holds the next one's
             // address in its first eight bytes (written by `free`).
             self.free[class] = unsafe { head.cast::<*mut u8>().read() };
+            self.free_bytes -= cap;
             return Buf {
                 ptr: NonNull::new(head).expect("not null"),
                 cap,
@@ -246,6 +250,7 @@ impl Arena {
         // longer used: it now holds the free list's link.
         unsafe { buf.ptr.as_ptr().cast::<*mut u8>().write(self.free[class]) };
         self.free[class] = buf.ptr.as_ptr();
+        self.free_bytes += cap;
     }
 
     /// Starts a new chunk of at least `cap` bytes (at most [`LARGE`]),
@@ -298,6 +303,11 @@ impl Arena {
     /// Bytes of the buffers handed out and not given back.
     pub(crate) fn in_use(&self) -> usize {
         self.in_use
+    }
+
+    /// Bytes of the buffers given back and waiting on the free lists.
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.free_bytes
     }
 }
 
@@ -380,6 +390,7 @@ mod tests {
             arena.free(buf);
         }
         assert_eq!(arena.in_use(), 0);
+        assert!(arena.free_bytes() <= arena.held());
         // The same requests again are served from the free lists.
         let again: Vec<Buf> = (0..100).map(|i| arena.alloc(100 + i)).collect();
         assert!(arena.held() <= held, "no new chunk for reused classes");

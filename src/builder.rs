@@ -121,7 +121,8 @@ impl EmdbBuilder {
         self
     }
 
-    /// Largest key in bytes. Default 64 KiB - 1.
+    /// Largest key in bytes. Default 64 KiB - 1; below 2 GiB, and at most
+    /// 16 MiB with range scans on (`Error::InvalidConfig` otherwise).
     pub fn max_key_len(mut self, n: usize) -> Self {
         self.max_key_len = Some(n);
         self
@@ -164,10 +165,11 @@ impl EmdbBuilder {
     /// Keeps an ordered index of every key, so that `range`,
     /// `range_prefix`, `range_iter`, `range_prefix_iter`, `iter_from` and
     /// `iter_after` work (without it they return `Error::InvalidConfig`),
-    /// and `group` becomes a prefix seek. Default off. It costs about 30
-    /// bytes of memory per key plus the key's length, some work on each
-    /// write of a new key and each removal, and a rebuild at open (see
-    /// ARCHITECTURE.md, "Range scans", for the figures).
+    /// and `group` becomes a prefix seek. Default off. It costs about 8
+    /// to 12 bytes of memory per key plus the key's length and some slack,
+    /// some work on each write of a new key and each removal, and a rebuild
+    /// at open (see ARCHITECTURE.md, "Range scans", for the figures). Keys
+    /// are then at most 16 MiB (`max_key_len`).
     pub fn enable_range_scans(mut self, on: bool) -> Self {
         self.range_scans = on;
         self
@@ -466,5 +468,16 @@ mod tests {
             .into_config()
             .is_ok());
         assert!(b().max_key_len(0).into_config().is_err());
+        assert!(b()
+            .enable_range_scans(true)
+            .max_key_len(16 << 20)
+            .into_config()
+            .is_ok());
+        assert!(b()
+            .enable_range_scans(true)
+            .max_key_len((16 << 20) + 1)
+            .into_config()
+            .is_err());
+        assert!(b().max_key_len((16 << 20) + 1).into_config().is_ok());
     }
 }

@@ -53,6 +53,10 @@ pub enum SyncStrategy {
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Default largest key: 64 KiB - 1 bytes.
 pub const DEFAULT_MAX_KEY_LEN: usize = (64 << 10) - 1;
+
+/// The longest key allowed with range scans on: the ordered index keeps a
+/// block's key offsets in 4 bytes, and a block holds up to 129 keys.
+pub const MAX_RANGE_KEY_LEN: usize = 16 << 20;
 /// Default largest value: 16 MiB.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
 /// Default largest `insert_many` batch, in records.
@@ -141,6 +145,11 @@ pub(crate) fn validate(c: &Config) -> Result<()> {
     if c.max_key_len == 0 || c.max_key_len > u32::MAX as usize / 2 {
         return Err(Error::InvalidConfig(
             "max_key_len must be at least 1 and below 2 GiB",
+        ));
+    }
+    if c.range_scans && c.max_key_len > MAX_RANGE_KEY_LEN {
+        return Err(Error::InvalidConfig(
+            "with range scans on, max_key_len must be at most 16 MiB",
         ));
     }
     if c.max_value_len > u32::MAX as usize / 2 {

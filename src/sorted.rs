@@ -32,6 +32,12 @@ use crate::arena::{Arena, Buf};
 /// Keys per block before it splits in two.
 const BLOCK_MAX: usize = 128;
 
+/// A set is rebuilt in a fresh arena ([`SortedKeys::remove`]) once the
+/// bytes on its free lists exceed half the bytes its blocks use plus this.
+/// A rebuilt set's free lists are empty, so a rebuild is not followed by
+/// another until removals free as much again.
+const REPACK_SLACK: usize = 16 << 10;
+
 /// The `klen` of a block whose keys differ in length: it keeps each key's
 /// end offset.
 const VARIED: u32 = u32::MAX;
@@ -250,6 +256,10 @@ impl Block {
         if k <= self.capk as usize && b <= self.capb as usize {
             return;
         }
+        // Offsets are 4 bytes: the configuration keeps keys short enough
+        // (`max_key_len` at most 16 MiB with range scans), this stops
+        // anything else before it could write past a buffer.
+        assert!(b <= u32::MAX as usize, "a block's keys take over 4 GiB");
         let capk = (k + (k / 8).max(4)).min(BLOCK_MAX + 1).max(k);
         self.relayout(arena, capk, b, self.klen);
     }
@@ -512,6 +522,9 @@ pub(crate) struct SortedKeys {
     /// Where the blocks' buffers live.
     arena: Arena,
     len: usize,
+    /// Rebuilds so far (tests check they do not repeat).
+    #[cfg(test)]
+    repacks: usize,
 }
 
 impl Default for SortedKeys {
@@ -522,6 +535,8 @@ impl Default for SortedKeys {
             blocks,
             arena: Arena::default(),
             len: 0,
+            #[cfg(test)]
+            repacks: 0,
         }
     }
 }
@@ -554,22 +569,38 @@ impl SortedKeys {
     pub(crate) fn from_sorted<'a>(keys: impl IntoIterator<Item = (&'a [u8], u64)>) -> SortedKeys {
         let mut set = SortedKeys::default();
         let fill = BLOCK_MAX * 3 / 4;
-        let mut cur = Block::empty();
+        let mut keys = keys.into_iter().peekable();
         let mut fence = Fence::new(&[]);
-        for (k, loc) in keys {
-            if cur.len() == fill {
-                let full = std::mem::replace(&mut cur, Block::empty());
-                let fence = std::mem::replace(&mut fence, Fence::new(k));
-                set.put_block(fence, full);
+        let mut batch: Vec<(&[u8], u64)> = Vec::with_capacity(fill);
+        loop {
+            batch.clear();
+            batch.extend(keys.by_ref().take(fill));
+            if batch.is_empty() {
+                break;
             }
-            if cur.len() == 0 {
-                // Room for the block's keys if they are about this long.
-                cur.fit(&mut set.arena, fill, fill * k.len(), k.len() as u32);
+            // Each block's buffer sized for its keys and an eighth more
+            // (no buffer outgrown and freed on the way: a rebuilt set's
+            // free lists are empty).
+            let first = batch[0].0.len();
+            let klen = if batch.iter().all(|(k, _)| k.len() == first) {
+                first as u32
+            } else {
+                VARIED
+            };
+            let bytes: usize = batch.iter().map(|(k, _)| k.len()).sum();
+            let mut block =
+                Block::with_capacity(&mut set.arena, fill + fill / 8, bytes + bytes / 8, klen);
+            for &(k, loc) in &batch {
+                block.push(&mut set.arena, k, loc);
             }
-            cur.push(&mut set.arena, k, loc);
-            set.len += 1;
+            set.len += batch.len();
+            let next = keys.peek().map(|&(k, _)| Fence::new(k));
+            set.put_block(fence, block);
+            match next {
+                Some(f) => fence = f,
+                None => break,
+            }
         }
-        set.put_block(fence, cur);
         set
     }
 
@@ -610,8 +641,9 @@ impl SortedKeys {
     /// Removes `key`; false if it was not there. A block left with
     /// under a quarter of [`BLOCK_MAX`] keys is merged with its neighbour
     /// (the one before, else the one after) if both fit in half a block;
-    /// an empty block goes. A set whose arena holds over four times what
-    /// its blocks use (after many removals) is packed anew.
+    /// an empty block goes. A set whose free lists hold more than half
+    /// what its blocks use, and [`REPACK_SLACK`] more (after many
+    /// removals), is rebuilt in a fresh arena, which gives the memory back.
     pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
         let (fence, block) = block_mut(&mut self.blocks, key);
         let Ok(i) = block.search(key) else {
@@ -650,7 +682,7 @@ impl SortedKeys {
                 from.release(&mut self.arena);
             }
         }
-        if self.arena.held() > 2 * self.arena.in_use() + (16 << 10) {
+        if self.arena.free_bytes() > self.arena.in_use() / 2 + REPACK_SLACK {
             self.repack();
         }
         true
@@ -660,7 +692,13 @@ impl SortedKeys {
     /// giving the old arena's memory back.
     fn repack(&mut self) {
         let packed = SortedKeys::from_sorted(self.iter_all());
+        #[cfg(test)]
+        let repacks = self.repacks + 1;
         *self = packed;
+        #[cfg(test)]
+        {
+            self.repacks = repacks;
+        }
     }
 
     /// Every key with its location, ascending.
@@ -1042,6 +1080,47 @@ mod tests {
             set.insert(k, i as u64);
             model.insert(k.clone(), i as u64);
         }
+        check(&set, &model);
+    }
+
+    /// A set rebuilt after removals is not rebuilt again at once: keys
+    /// removed and put back near a size where the arena's chunks hold
+    /// twice what the blocks use (55,800 keys of 24 bytes, built whole)
+    /// leave it as it is.
+    #[test]
+    fn a_rebuilt_set_is_not_rebuilt_again_by_the_next_removals() {
+        let keys: Vec<[u8; 24]> = (0..55_800u64)
+            .map(|i| {
+                let mut k = [0u8; 24];
+                k[..8].copy_from_slice(&i.to_be_bytes());
+                k
+            })
+            .collect();
+        let mut set = SortedKeys::from_sorted(keys.iter().map(|k| (&k[..], 1)));
+        assert_eq!(set.arena.free_bytes(), 0, "a set built whole frees nothing");
+        for k in keys.iter().step_by(7).take(1_000) {
+            assert!(set.remove(k));
+            assert!(set.insert(k, 2));
+        }
+        assert_eq!(set.repacks, 0, "no removal here frees much");
+        for k in &keys[..50_000] {
+            assert!(set.remove(k));
+        }
+        let after = set.repacks;
+        assert!(after >= 1, "removing most keys rebuilds the set");
+        for k in &keys[50_000..51_000] {
+            assert!(set.remove(k));
+            assert!(set.insert(k, 3));
+        }
+        assert_eq!(
+            set.repacks, after,
+            "no rebuild after a rebuild without new removals"
+        );
+        let model: BTreeMap<Vec<u8>, u64> = keys[50_000..]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_vec(), if i < 1_000 { 3 } else { 1 }))
+            .collect();
         check(&set, &model);
     }
 }

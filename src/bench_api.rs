@@ -52,7 +52,7 @@ impl Index {
     }
 }
 
-/// The ordered index of range scans (`src/sorted.rs`): a sorted set of
+/// The ordered index of range scans (`src/sorted/`): a sorted set of
 /// byte keys with their record locations in blocks, as one shard keeps for
 /// one namespace.
 #[derive(Default)]

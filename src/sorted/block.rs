@@ -52,7 +52,7 @@ impl Block {
     /// Bytes per key besides the key: the location, and the end offset
     /// when the keys differ in length.
     #[inline]
-    pub(super) fn slot(klen: u32) -> usize {
+    fn slot(klen: u32) -> usize {
         if klen == VARIED {
             12
         } else {
@@ -83,7 +83,7 @@ impl Block {
     /// An empty block laid out in `buf` with room for `capk` keys (keys of
     /// one length: as many as the buffer holds); the rest of the buffer
     /// holds key bytes.
-    pub(super) fn in_buf(buf: Buf, capk: usize, klen: u32) -> Block {
+    fn in_buf(buf: Buf, capk: usize, klen: u32) -> Block {
         let capk = if klen == VARIED {
             capk
         } else {
@@ -125,7 +125,7 @@ impl Block {
 
     /// The end offsets (none while the keys are of one length).
     #[inline]
-    pub(super) fn ends(&self) -> &[u32] {
+    fn ends(&self) -> &[u32] {
         let n = if self.varied() { self.len() } else { 0 };
         // SAFETY: while varied, `n` initialized offsets at `ends`,
         // 4-aligned.
@@ -133,7 +133,7 @@ impl Block {
     }
 
     #[inline]
-    pub(super) fn bytes(&self) -> &[u8] {
+    fn bytes(&self) -> &[u8] {
         // SAFETY: `used` initialized key bytes at `bytes`.
         unsafe { std::slice::from_raw_parts(self.bytes, self.used as usize) }
     }
@@ -149,42 +149,40 @@ impl Block {
         unsafe { self.locs_ptr().add(i).write(loc) };
     }
 
-    /// Where key `i` starts in the key bytes (`i <= len`).
+    /// Where key `i` starts and ends in the key bytes (`i < len`), the
+    /// layout asked once (a scan's walk reads every key through here).
     #[inline]
-    pub(super) fn start(&self, i: usize) -> usize {
-        if !self.varied() {
-            i * self.klen as usize
-        } else if i == 0 {
-            0
+    fn span(&self, i: usize) -> (usize, usize) {
+        if self.varied() {
+            let ends = self.ends();
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            (start, ends[i] as usize)
         } else {
-            self.ends()[i - 1] as usize
+            let klen = self.klen as usize;
+            (i * klen, (i + 1) * klen)
+        }
+    }
+
+    /// Where key `i` starts in the key bytes (`i <= len`: key `len`
+    /// would start after the last).
+    #[inline]
+    fn start(&self, i: usize) -> usize {
+        if i < self.len() {
+            self.span(i).0
+        } else {
+            self.used as usize
         }
     }
 
     /// Where key `i` ends in the key bytes.
     #[inline]
-    pub(super) fn end(&self, i: usize) -> usize {
-        if self.varied() {
-            self.ends()[i] as usize
-        } else {
-            (i + 1) * self.klen as usize
-        }
+    fn end(&self, i: usize) -> usize {
+        self.span(i).1
     }
 
-    /// Key `i`: the layout is asked once (the walk of a scan reads every
-    /// key through here).
     #[inline]
     pub(super) fn key(&self, i: usize) -> &[u8] {
-        let (start, end) = if self.varied() {
-            let ends = self.ends();
-            (
-                if i == 0 { 0 } else { ends[i - 1] as usize },
-                ends[i] as usize,
-            )
-        } else {
-            let klen = self.klen as usize;
-            (i * klen, (i + 1) * klen)
-        };
+        let (start, end) = self.span(i);
         &self.bytes()[start..end]
     }
 
@@ -244,7 +242,7 @@ impl Block {
     /// buffer is given back. (Key bytes grown by an extra eighth too left
     /// less in the free lists but more slack in the blocks, more in all:
     /// ARCHITECTURE.md, "Blocks in 2 MiB pages".)
-    pub(super) fn reserve(&mut self, arena: &mut Arena, keys: usize, bytes: usize) {
+    fn reserve(&mut self, arena: &mut Arena, keys: usize, bytes: usize) {
         let (k, b) = (self.len() + keys, self.used as usize + bytes);
         if k <= self.capk as usize && b <= self.capb as usize {
             return;
@@ -260,7 +258,7 @@ impl Block {
     /// Moves the block into a buffer of room for `capk` keys and `capb`
     /// key bytes (both at least what it holds), laid out for keys of
     /// length `klen` (its own, or [`VARIED`]).
-    pub(super) fn relayout(&mut self, arena: &mut Arena, capk: usize, capb: usize, klen: u32) {
+    fn relayout(&mut self, arena: &mut Arena, capk: usize, capb: usize, klen: u32) {
         debug_assert!(capk >= self.len() && capb >= self.used as usize);
         debug_assert!(klen == self.klen || klen == VARIED);
         let mut new = Block::with_capacity(arena, capk, capb, klen);
@@ -271,7 +269,7 @@ impl Block {
     /// Appends keys `from..to` of `src` (with their locations) to this
     /// block, which has room for them and keeps offsets unless `src`'s
     /// keys have its length.
-    pub(super) fn copy_from(&mut self, src: &Block, from: usize, to: usize) {
+    fn copy_from(&mut self, src: &Block, from: usize, to: usize) {
         if from == to {
             return;
         }
@@ -301,7 +299,7 @@ impl Block {
     /// length `klen` ([`VARIED`]: of several lengths): an empty block takes
     /// that length on, one whose keys have another length starts keeping
     /// offsets.
-    pub(super) fn fit(&mut self, arena: &mut Arena, keys: usize, bytes: usize, klen: u32) {
+    fn fit(&mut self, arena: &mut Arena, keys: usize, bytes: usize, klen: u32) {
         if self.varied() || klen == self.klen {
             // As it is.
         } else if self.len() == 0 {

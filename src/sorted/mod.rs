@@ -466,6 +466,16 @@ mod tests {
         assert_eq!(all, want);
     }
 
+    /// Inserts every key of `keys` (key `i` at location `i`) into the set
+    /// and the model, and checks them.
+    fn put_back(set: &mut SortedKeys, model: &mut BTreeMap<Vec<u8>, u64>, keys: &[Vec<u8>]) {
+        for (i, k) in keys.iter().enumerate() {
+            set.insert(k, i as u64);
+            model.insert(k.clone(), i as u64);
+        }
+        check(set, model);
+    }
+
     /// Each block's keys lie between its fence and the next block's, and
     /// the directory's own rules hold ([`Dir::check`]).
     fn check_structure(set: &SortedKeys) {
@@ -651,11 +661,7 @@ mod tests {
             left < full / 4,
             "{left} of {full} bytes after removing 95 %"
         );
-        for (i, k) in keys.iter().enumerate() {
-            set.insert(k, i as u64);
-            model.insert(k.clone(), i as u64);
-        }
-        check(&set, &model);
+        put_back(&mut set, &mut model, &keys);
     }
 
     /// Keys of one length keep no end offsets; a key of another length
@@ -687,11 +693,7 @@ mod tests {
             model.remove(k);
         }
         check(&set, &model);
-        for (i, k) in keys.iter().enumerate() {
-            set.insert(k, i as u64);
-            model.insert(k.clone(), i as u64);
-        }
-        check(&set, &model);
+        put_back(&mut set, &mut model, &keys);
     }
 
     /// A set rebuilt after removals is not rebuilt again at once: keys

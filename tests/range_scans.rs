@@ -128,6 +128,85 @@ fn bounds_prefixes_and_cursors_in_ascending_order_across_shards() {
     assert!(top.is_empty());
 }
 
+/// The merge across shards and the walk through blocks, for every shard
+/// count (one head, two, several): keys of one length whose first eight
+/// bytes tie (the merge then compares their bytes), keys of varied
+/// lengths (blocks that keep offsets), keys shorter than eight bytes,
+/// with holes punched by removals; each call checked against a model.
+#[test]
+fn every_shard_count_merges_in_key_order() {
+    use std::collections::BTreeMap;
+    for shards in [1, 3, 5] {
+        let db = Emdb::builder()
+            .in_memory()
+            .shards(shards)
+            .enable_range_scans(true)
+            .build()
+            .unwrap();
+        let mut model = BTreeMap::new();
+        let mut put = |k: Vec<u8>, v: Vec<u8>| {
+            db.insert(k.clone(), v.clone()).unwrap();
+            model.insert(k, v);
+        };
+        for i in (0..3000u32).map(|i| (i * 7919) % 3000) {
+            // One length, one head: "sameHEAD" and four bytes.
+            let mut k = b"sameHEAD".to_vec();
+            k.extend_from_slice(&i.to_be_bytes());
+            put(k, i.to_le_bytes().to_vec());
+            // Varied lengths under another prefix.
+            let v = format!("v/{}/{}", i % 7, "x".repeat((i % 13) as usize));
+            put(v.into_bytes(), vec![b'v'; (i % 50) as usize]);
+        }
+        for i in 0..200u8 {
+            put(vec![b'a', i], vec![i]);
+        }
+        // Holes: every fifth key of one length goes.
+        for i in (0..3000u32).step_by(5) {
+            let mut k = b"sameHEAD".to_vec();
+            k.extend_from_slice(&i.to_be_bytes());
+            db.remove(&k).unwrap();
+            model.remove(&k);
+        }
+        let expect = |lo: Bound<&[u8]>, hi: Bound<&[u8]>| -> Vec<(Vec<u8>, Vec<u8>)> {
+            model
+                .range::<[u8], _>((lo, hi))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let all = db.range(..).unwrap();
+        assert_eq!(
+            all,
+            expect(Bound::Unbounded, Bound::Unbounded),
+            "{shards} shards"
+        );
+        let lazy: Vec<_> = db.range_iter(..).unwrap().collect();
+        assert_eq!(lazy, all, "{shards} shards: the iterator across chunks");
+        let mut cursor = db.range_cursor(..).unwrap();
+        let mut lent = Vec::new();
+        while let Some((k, v)) = cursor.next_record() {
+            lent.push((k.to_vec(), v.to_vec()));
+        }
+        assert_eq!(lent, all, "{shards} shards: the cursor");
+        for p in [&b"sameHEAD"[..], b"sameHEAD\0\0\x05", b"v/3/", b"a", b"v/"] {
+            let mut hi = p.to_vec();
+            *hi.last_mut().unwrap() += 1;
+            let want = expect(Bound::Included(p), Bound::Excluded(&hi));
+            assert!(!want.is_empty());
+            assert_eq!(db.range_prefix(p).unwrap(), want, "{shards} shards, {p:?}");
+            let lazy: Vec<_> = db.range_prefix_iter(p).unwrap().collect();
+            assert_eq!(lazy, want, "{shards} shards, {p:?}: lazily");
+        }
+        let mut from = b"sameHEAD".to_vec();
+        from.extend_from_slice(&1234u32.to_be_bytes());
+        let after: Vec<_> = db.iter_after(&from).unwrap().take(300).collect();
+        let want: Vec<_> = expect(Bound::Excluded(&from), Bound::Unbounded)
+            .into_iter()
+            .take(300)
+            .collect();
+        assert_eq!(after, want, "{shards} shards: iter_after");
+    }
+}
+
 #[test]
 fn namespaces_have_their_own_order_and_clear_and_drop_empty_it() {
     let db = memory();

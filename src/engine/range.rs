@@ -153,13 +153,9 @@ impl State {
         let mut examined = 0;
         let mut last: Option<&[u8]> = None;
         loop {
-            // The head with the least key (two shards: one comparison).
-            let mut best: Option<usize> = None;
-            for (i, h) in heads.iter().enumerate() {
-                if h.live && best.is_none_or(|b| h.before(&heads[b])) {
-                    best = Some(i);
-                }
-            }
+            // The head with the least key (two shards: one comparison,
+            // made without a branch).
+            let best = least(heads);
             let in_range = best.filter(|&i| end.admits(heads[i].head, heads[i].key));
             match in_range.filter(|_| examined < limit) {
                 Some(i) => {
@@ -181,6 +177,32 @@ impl State {
             }
         }
     }
+}
+
+/// The live head with the least key, `None` when none is live. The
+/// winner changes from key to key at random (keys are spread over the
+/// shards by hash), so the choice is made with masks on the heads' first
+/// eight bytes, not branches; a branch is taken only when two heads tie
+/// there (rare), to compare bytes.
+#[inline]
+fn least(heads: &[Head<'_>]) -> Option<usize> {
+    let (first, rest) = heads.split_first()?;
+    let mut b = 0;
+    let (mut bh, mut blive) = (first.head, first.live);
+    for (i, h) in rest.iter().enumerate() {
+        let i = i + 1;
+        let better = if h.live && blive && h.head == bh {
+            h.key < heads[b].key
+        } else {
+            h.live & (!blive | (h.head < bh))
+        };
+        // All ones when `better`: masks, so no branch is left to guess.
+        let m = (better as u64).wrapping_neg();
+        b = (i & m as usize) | (b & !m as usize);
+        bh = (h.head & m) | (bh & !m);
+        blive |= h.live;
+    }
+    blive.then_some(b)
 }
 
 /// One shard's keys in a range read: the next one (if `live`) with its
@@ -222,12 +244,6 @@ impl<'a> Head<'a> {
             }
             None => self.live = false,
         }
-    }
-
-    /// Whether this head's key comes before `other`'s (both live).
-    #[inline]
-    fn before(&self, other: &Head<'_>) -> bool {
-        cmp_headed(self.head, self.key, other.head, other.key).is_lt()
     }
 }
 

@@ -545,7 +545,9 @@ impl Segment {
         }
     }
 
-    /// What the file's written bytes hold at `off`.
+    /// What the file's written bytes hold at `off`: its view asked for
+    /// once, the frame's length read in place (a scan reads every record
+    /// through here).
     #[inline]
     fn in_file(&self, off: u32) -> InFile<'_> {
         let off = off as usize;
@@ -553,41 +555,63 @@ impl Segment {
         if off + frame::MIN_FRAME > written {
             return InFile::NotWritten;
         }
-        let Some(len) = self.file_range(off, 4).and_then(frame_len) else {
+        let Some((ptr, cap)) = self.view() else {
             return InFile::Implausible;
         };
+        if off + 4 > cap {
+            return InFile::Implausible;
+        }
+        // SAFETY: `off + 4` is within the view (checked), below `written`
+        // (bytes that never change).
+        let word = unsafe { ptr.add(off).cast::<[u8; 4]>().read_unaligned() };
+        let len = u32::from_le_bytes(word) as usize;
+        if len < frame::MIN_FRAME {
+            return InFile::Implausible;
+        }
         if off + len > written {
             return InFile::NotWritten;
         }
-        self.file_range(off, len)
-            .map_or(InFile::Implausible, InFile::Frame)
+        if off + len > cap {
+            return InFile::Implausible;
+        }
+        // SAFETY: `[off, off + len)` is within the view and below
+        // `written` (both checked); the mapping lives as long as self.
+        InFile::Frame(unsafe { std::slice::from_raw_parts(ptr.add(off), len) })
     }
 
     /// Starts loading the cache lines of bytes `[off, off + len)` (a
     /// scan asks for a frame's lines this way before it reads the frame).
     #[inline]
     pub(crate) fn prefetch(&self, off: u32, len: usize) {
-        let ptr = match (&self.file_map, &self.storage) {
-            (Some(m), _) => m.as_ptr(),
-            (None, Storage::Memory(m)) => m.as_ptr(),
-            (None, Storage::File(_)) => return,
+        let Some((ptr, _)) = self.view() else {
+            return;
         };
-        let first = off as usize & !63;
-        let mut line = first;
-        while line < off as usize + len {
+        let end = off as usize + len;
+        let mut line = off as usize & !63;
+        loop {
             crate::index::prefetch(ptr.wrapping_add(line));
             line += 64;
+            if line >= end {
+                break;
+            }
+        }
+    }
+
+    /// The file's read view (its mapping, or the memory storage) and its
+    /// length; `None` when the file is not mapped.
+    #[inline]
+    fn view(&self) -> Option<(*const u8, usize)> {
+        match (&self.file_map, &self.storage) {
+            (Some(m), _) => Some((m.as_ptr(), m.len())),
+            (None, Storage::Memory(m)) => Some((m.as_ptr(), m.len())),
+            (None, Storage::File(_)) => None,
         }
     }
 
     /// A slice of just `[off, off + len)` of the file view: never one that
     /// covers bytes another thread may be writing.
     fn file_range(&self, off: usize, len: usize) -> Option<&[u8]> {
-        let (ptr, cap) = match (&self.file_map, &self.storage) {
-            (Some(m), _) => (m.as_ptr(), m.len()),
-            (None, Storage::Memory(m)) => (m.as_ptr(), m.len()),
-            (None, Storage::File(_)) => return None,
-        };
+        let (ptr, cap) = self.view()?;
         if off.checked_add(len)? > cap {
             return None;
         }

@@ -216,6 +216,21 @@ impl Block {
         }
     }
 
+    /// Where a walk reads this block's keys without asking the layout
+    /// for each: the key bytes, the key length and the locations, when
+    /// the keys are of one length (key `i` at `i * klen`, its location at
+    /// `i`; `len` of each); `None` when they vary.
+    #[inline]
+    pub(super) fn uniform(&self) -> Option<(*const u8, usize, *const u64)> {
+        (!self.varied()).then(|| {
+            (
+                self.bytes.cast_const(),
+                self.klen as usize,
+                self.locs_ptr().cast_const(),
+            )
+        })
+    }
+
     /// Asks the first lines of the offsets, keys and locations into the
     /// cache (a walk about to reach this block reads them first).
     #[inline]

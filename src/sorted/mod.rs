@@ -326,12 +326,7 @@ impl<'a> Seek<'a, '_> {
         for line in first.locs().get(pos..).unwrap_or_default().chunks(8) {
             crate::index::prefetch(line.as_ptr());
         }
-        Keys {
-            dir: self.dir,
-            at: self.at,
-            cur: Some(first),
-            pos,
-        }
+        Keys::new(self.dir, self.at, pos)
     }
 }
 
@@ -343,6 +338,42 @@ pub(crate) struct Keys<'a> {
     at: At,
     cur: Option<&'a Block>,
     pos: usize,
+    /// The fast path's view of `cur` ([`Block::uniform`]): its key bytes,
+    /// key length and locations, and how many of its keys the fast path
+    /// reads (all when they are of one length, none when they vary: the
+    /// slow path reads those through the block).
+    bytes: *const u8,
+    klen: usize,
+    locs: *const u64,
+    fast_len: usize,
+}
+
+impl<'a> Keys<'a> {
+    fn new(dir: &'a Dir, at: At, pos: usize) -> Keys<'a> {
+        let mut keys = Keys {
+            dir,
+            at,
+            cur: Some(dir.block(at)),
+            pos,
+            bytes: std::ptr::null(),
+            klen: 0,
+            locs: std::ptr::null(),
+            fast_len: 0,
+        };
+        keys.view();
+        keys
+    }
+
+    /// Sets the fast path's view of the block being read.
+    #[inline]
+    fn view(&mut self) {
+        match self.cur.and_then(|b| Some((b.uniform()?, b.len()))) {
+            Some(((bytes, klen, locs), n)) => {
+                (self.bytes, self.klen, self.locs, self.fast_len) = (bytes, klen, locs, n);
+            }
+            None => self.fast_len = 0,
+        }
+    }
 }
 
 impl<'a> Iterator for Keys<'a> {
@@ -351,20 +382,28 @@ impl<'a> Iterator for Keys<'a> {
     #[inline]
     fn next(&mut self) -> Option<(&'a [u8], u64)> {
         // The common case, inlined into the scan's merge: the block has
-        // another key.
-        if let Some(b) = self.cur {
-            let i = self.pos;
-            if i < b.len() {
-                self.pos = i + 1;
-                return Some((b.key(i), b.loc(i)));
-            }
+        // another key, and its keys are of one length.
+        let i = self.pos;
+        if i < self.fast_len {
+            self.pos = i + 1;
+            // SAFETY: `fast_len` is the block's key count (`view`), and the
+            // block holds that many keys of `klen` bytes at `bytes` and
+            // locations at `locs`; it is borrowed for `'a` (the walk holds
+            // the set shared), so neither moves or changes meanwhile.
+            return Some(unsafe {
+                (
+                    std::slice::from_raw_parts(self.bytes.add(i * self.klen), self.klen),
+                    *self.locs.add(i),
+                )
+            });
         }
         self.next_block()
     }
 }
 
 impl<'a> Keys<'a> {
-    /// The first key of the next block that has one.
+    /// The next key read through the block (keys that vary in length),
+    /// or the first key of the next block that has one.
     #[inline(never)]
     fn next_block(&mut self) -> Option<(&'a [u8], u64)> {
         loop {
@@ -379,6 +418,7 @@ impl<'a> Keys<'a> {
                 dir.block(at)
             });
             self.pos = 0;
+            self.view();
             // A walk that reaches this block often goes on to the next:
             // ask for the start of its arrays while this one is read.
             if let Some(after) = self.cur.and_then(|_| dir.next(self.at)) {

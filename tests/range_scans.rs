@@ -131,12 +131,13 @@ fn bounds_prefixes_and_cursors_in_ascending_order_across_shards() {
 /// The merge across shards and the walk through blocks, for every shard
 /// count (one head, two, several): keys of one length whose first eight
 /// bytes tie (the merge then compares their bytes), keys of varied
-/// lengths (blocks that keep offsets), keys shorter than eight bytes,
-/// with holes punched by removals; each call checked against a model.
+/// lengths (blocks that keep offsets), keys shorter than eight bytes and
+/// keys whose heads tie only through zero padding ("b" and "b\0"), with
+/// holes punched by removals; each call checked against a model.
 #[test]
 fn every_shard_count_merges_in_key_order() {
     use std::collections::BTreeMap;
-    for shards in [1, 3, 5] {
+    for shards in [1, 2, 3, 5] {
         let db = Emdb::builder()
             .in_memory()
             .shards(shards)
@@ -159,6 +160,12 @@ fn every_shard_count_merges_in_key_order() {
         }
         for i in 0..200u8 {
             put(vec![b'a', i], vec![i]);
+        }
+        // Heads that tie through zero padding: "b", "b\0", "b\0\0", ...
+        for n in 1..12 {
+            let mut k = vec![b'b'];
+            k.resize(n, 0);
+            put(k, vec![n as u8]);
         }
         // Holes: every fifth key of one length goes.
         for i in (0..3000u32).step_by(5) {
@@ -187,7 +194,14 @@ fn every_shard_count_merges_in_key_order() {
             lent.push((k.to_vec(), v.to_vec()));
         }
         assert_eq!(lent, all, "{shards} shards: the cursor");
-        for p in [&b"sameHEAD"[..], b"sameHEAD\0\0\x05", b"v/3/", b"a", b"v/"] {
+        for p in [
+            &b"sameHEAD"[..],
+            b"sameHEAD\0\0\x05",
+            b"v/3/",
+            b"a",
+            b"v/",
+            b"b",
+        ] {
             let mut hi = p.to_vec();
             *hi.last_mut().unwrap() += 1;
             let want = expect(Bound::Included(p), Bound::Excluded(&hi));

@@ -154,7 +154,7 @@ impl State {
         let mut last: Option<&[u8]> = None;
         loop {
             // The head with the least key (two shards: one comparison,
-            // made without a branch).
+            // its outcome applied with masks, not a branch).
             let best = least(heads);
             let in_range = best.filter(|&i| end.admits(heads[i].head, heads[i].key));
             match in_range.filter(|_| examined < limit) {
@@ -181,9 +181,10 @@ impl State {
 
 /// The live head with the least key, `None` when none is live. The
 /// winner changes from key to key at random (keys are spread over the
-/// shards by hash), so the choice is made with masks on the heads' first
-/// eight bytes, not branches; a branch is taken only when two heads tie
-/// there (rare), to compare bytes.
+/// shards by hash), so the outcome of comparing the heads' first eight
+/// bytes is applied with masks, not a branch on which head wins. Heads
+/// that tie there take a branch and compare their bytes: rare when keys
+/// differ early, a guess as hard as before when they share eight bytes.
 #[inline]
 fn least(heads: &[Head<'_>]) -> Option<usize> {
     let (first, rest) = heads.split_first()?;

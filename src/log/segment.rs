@@ -568,10 +568,12 @@ impl Segment {
         if len < frame::MIN_FRAME {
             return InFile::Implausible;
         }
-        if off + len > written {
+        // Compared as room left after `off` (both checks above leave some),
+        // so no sum can wrap.
+        if len > written - off {
             return InFile::NotWritten;
         }
-        if off + len > cap {
+        if len > cap - off {
             return InFile::Implausible;
         }
         // SAFETY: `[off, off + len)` is within the view and below

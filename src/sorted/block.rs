@@ -150,7 +150,9 @@ impl Block {
     }
 
     /// Where key `i` starts and ends in the key bytes (`i < len`), the
-    /// layout asked once (a scan's walk reads every key through here).
+    /// layout asked once (a scan's walk reads the keys of a block whose
+    /// keys vary in length through here; see [`Block::uniform`] for the
+    /// others).
     #[inline]
     fn span(&self, i: usize) -> (usize, usize) {
         if self.varied() {

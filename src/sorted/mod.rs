@@ -381,8 +381,9 @@ impl<'a> Iterator for Keys<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<(&'a [u8], u64)> {
-        // The common case, inlined into the scan's merge: the block has
-        // another key, and its keys are of one length.
+        // The common cases, inlined into the scan's merge: the block has
+        // another key, of the block's one length or read through its
+        // offsets.
         let i = self.pos;
         if i < self.fast_len {
             self.pos = i + 1;
@@ -397,13 +398,17 @@ impl<'a> Iterator for Keys<'a> {
                 )
             });
         }
+        // Keys that vary in length, read through the block's offsets.
+        if let Some(b) = self.cur.filter(|b| i < b.len()) {
+            self.pos = i + 1;
+            return Some((b.key(i), b.loc(i)));
+        }
         self.next_block()
     }
 }
 
 impl<'a> Keys<'a> {
-    /// The next key read through the block (keys that vary in length),
-    /// or the first key of the next block that has one.
+    /// The first key of the next block that has one.
     #[inline(never)]
     fn next_block(&mut self) -> Option<(&'a [u8], u64)> {
         loop {

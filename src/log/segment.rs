@@ -563,11 +563,10 @@ impl Segment {
         }
         // SAFETY: `off + 4` is within the view (checked), below `written`
         // (bytes that never change).
-        let word = unsafe { ptr.add(off).cast::<[u8; 4]>().read_unaligned() };
-        let len = u32::from_le_bytes(word) as usize;
-        if len < frame::MIN_FRAME {
+        let head = unsafe { std::slice::from_raw_parts(ptr.add(off), 4) };
+        let Some(len) = frame_len(head) else {
             return InFile::Implausible;
-        }
+        };
         // Compared as room left after `off` (both checks above leave some),
         // so no sum can wrap.
         if len > written - off {

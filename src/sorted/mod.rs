@@ -408,26 +408,28 @@ impl<'a> Iterator for Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
-    /// The first key of the next block that has one.
+    /// The first key of the next block that has one (`next` has read
+    /// every key of the block it was in).
     #[inline(never)]
     fn next_block(&mut self) -> Option<(&'a [u8], u64)> {
+        let dir = self.dir;
         loop {
-            let b = self.cur?;
-            if self.pos < b.len() {
-                self.pos += 1;
-                return Some((b.key(self.pos - 1), b.loc(self.pos - 1)));
-            }
-            let dir = self.dir;
+            self.cur?; // The walk had ended.
             self.cur = dir.next(self.at).map(|at| {
                 self.at = at;
                 dir.block(at)
             });
             self.pos = 0;
             self.view();
+            let b = self.cur?;
             // A walk that reaches this block often goes on to the next:
             // ask for the start of its arrays while this one is read.
-            if let Some(after) = self.cur.and_then(|_| dir.next(self.at)) {
+            if let Some(after) = dir.next(self.at) {
                 dir.block(after).prefetch_start();
+            }
+            if b.len() > 0 {
+                self.pos = 1;
+                return Some((b.key(0), b.loc(0)));
             }
         }
     }
